@@ -1,0 +1,50 @@
+import Foundation
+import VaultCore
+import VaultStore
+
+/// Listing output: a table for people, JSON Lines (`--json`) for scripts.
+enum Output {
+    static func table(_ header: [String], _ rows: [[String]]) -> String {
+        var widths = header.map(\.count)
+        for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ")
+        }
+        return ([line(header)] + rows.map(line)).joined(separator: "\n")
+    }
+
+    static func date(_ t: Int64?, never: String = "-") -> String {
+        guard let t else { return never }
+        let f = DateFormatter()
+        f.locale = Locale(identifier: "en_US_POSIX")
+        f.timeZone = TimeZone(identifier: "UTC")
+        f.dateFormat = "yyyy-MM-dd HH:mm'Z'"
+        return f.string(from: Date(timeIntervalSince1970: TimeInterval(t)))
+    }
+
+    /// The JSON shape of a token's metadata (never its value).
+    static func json(_ r: TokenRecord) -> [String: Any] {
+        func parsed(_ s: String?) -> Any {
+            guard let s, let v = try? JSONSerialization.jsonObject(with: Data(s.utf8), options: [.fragmentsAllowed]) else { return NSNull() }
+            return v
+        }
+        return [
+            "name": r.name, "kind": r.kind, "app": r.app as Any? ?? NSNull(),
+            "type": r.tokenType as Any? ?? NSNull(),
+            "scopes": parsed(r.scopes), "granular_scopes": parsed(r.granularScopes),
+            "expires_at": r.expiresAt as Any? ?? NSNull(),
+            "data_access_expires_at": r.dataAccessExpiresAt as Any? ?? NSNull(),
+            "valid": r.valid as Any? ?? NSNull(), "checked_at": r.checkedAt as Any? ?? NSNull(),
+            "last_error": parsed(r.lastError),
+            "created_at": r.createdAt, "updated_at": r.updatedAt,
+        ]
+    }
+
+    static func jsonLine(_ object: [String: Any]) -> String {
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    static func valid(_ v: Bool?) -> String { v.map { $0 ? "yes" : "NO" } ?? "unchecked" }
+}

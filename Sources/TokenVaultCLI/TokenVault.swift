@@ -1,0 +1,68 @@
+import ArgumentParser
+import Foundation
+import VaultCore
+import VaultStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct TokenVault: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tokenvault",
+        abstract: "A local vault for Meta Marketing API tokens and other API secrets.",
+        discussion: """
+            Tokens are sealed with XSalsa20-Poly1305 under data keys that master keys in the keyring wrap, \
+            and stored in SQLite. Secrets are read from stdin or a file, never from the command line.
+
+            Exit codes: 0 success; 1 I/O or store failure; 2 bad input; 3 not found; 4 vault missing or \
+            already initialised; 5 key problem (missing, wrong, insecure permissions); 6 integrity failure \
+            (a tampered or moved record); 64 usage error.
+            """,
+        version: "0.1.0",
+        subcommands: [
+            Init.self, Put.self, Get.self, List.self, Show.self, Remove.self, AppCommand.self,
+            Import.self, Export.self,
+        ])
+
+    static func main() async {
+        hardenProcess()
+        do {
+            var command = try parseAsRoot()
+            if var async = command as? AsyncParsableCommand {
+                try await async.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as CLIFailure {
+            FileHandle.standardError.write(Data("tokenvault: \(error.message)\n".utf8))
+            Glibc.exit(error.code)
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// No core dumps (they would hold keys and tokens) and private files by default.
+func hardenProcess() {
+    var limit = rlimit(rlim_cur: 0, rlim_max: 0)
+    _ = setrlimit(Int32(RLIMIT_CORE.rawValue), &limit)
+    umask(0o077)
+}
+
+/// An error already worded for the user, with its exit code.
+struct CLIFailure: Error {
+    let message: String
+    let code: Int32
+}
+
+/// Runs `body`, turning vault and store errors into worded failures with their documented exit codes.
+func reporting<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let e as VaultError {
+        throw CLIFailure(message: "error: \(e)", code: e.exitCode)
+    } catch let e as StoreError {
+        throw CLIFailure(message: "error: \(e)", code: e.exitCode)
+    }
+}

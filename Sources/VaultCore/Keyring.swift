@@ -1,0 +1,234 @@
+import Foundation
+import VaultCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Supplies a passphrase when a passphrase-protected master key must be unlocked.
+/// The argument says what it is for ("master key 20261129-1a2b3c4d"), for a prompt.
+public typealias PassphraseProvider = @Sendable (_ purpose: String) throws -> SecretBytes
+
+/// The keyring: a directory holding one file per master key, named by key id.
+///
+/// - `<id>`: 32 random bytes, mode 0600 or 0400.
+/// - `<id>.argon2id`: a passphrase-derived key; the file holds only the Argon2id salt and limits (JSON).
+///
+/// Ids look like `20261129-1a2b3c4d` (creation date, then 32 random bits), so they sort by age.
+/// Anything else in the directory (a README, a .gitignore) is ignored.
+public struct Keyring: Sendable {
+    public enum Source: String, Sendable, Codable { case file, passphrase }
+
+    public struct Entry: Sendable, Equatable {
+        public let id: String
+        public let source: Source
+        public let path: String
+    }
+
+    public let directory: String
+
+    public init(directory: String) {
+        self.directory = directory
+    }
+
+    public static func isKeyId(_ s: String) -> Bool {
+        let b = Array(s.utf8)
+        guard b.count == 17, b[8] == UInt8(ascii: "-") else { return false }
+        let digits = b[0..<8].allSatisfy { (0x30...0x39).contains($0) }
+        let hex = b[9...].allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+        return digits && hex
+    }
+
+    static func newKeyId(now: Date = Date()) -> String {
+        var tm = tm()
+        var t = time_t(now.timeIntervalSince1970)
+        gmtime_r(&t, &tm)
+        let date = String(format: "%04d%02d%02d", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday))
+        return date + "-" + hexString(randomBytes(4))
+    }
+
+    /// Refuses a missing keyring, or one other users can read, naming the `chmod` that fixes it.
+    public func checkDirectory() throws {
+        var st = stat()
+        guard stat(directory, &st) == 0 else { throw VaultError.keyringMissing(path: directory) }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw VaultError.badKeyFile(path: directory, why: "the keyring must be a directory")
+        }
+        if st.st_mode & 0o077 != 0 {
+            throw VaultError.insecurePermissions(path: directory, mode: st.st_mode & 0o7777, fix: "chmod 700 \(directory)")
+        }
+    }
+
+    /// Creates the keyring directory (mode 0700) if it does not exist.
+    public func create() throws {
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw VaultError.io(path: directory, why: "cannot create the keyring: \(String(cString: strerror(errno)))")
+        }
+        try checkDirectory()
+    }
+
+    /// The keys in the keyring, oldest first.
+    public func entries() throws -> [Entry] {
+        try checkDirectory()
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        var out: [Entry] = []
+        for name in names {
+            if Self.isKeyId(name) {
+                out.append(Entry(id: name, source: .file, path: path(name)))
+            } else if name.hasSuffix(".argon2id"), Self.isKeyId(String(name.dropLast(".argon2id".count))) {
+                out.append(Entry(id: String(name.dropLast(".argon2id".count)), source: .passphrase, path: path(name)))
+            }
+        }
+        return out.sorted { $0.id < $1.id }
+    }
+
+    public func entry(id: String) throws -> Entry? {
+        try checkDirectory()
+        if access(path(id), F_OK) == 0 { return Entry(id: id, source: .file, path: path(id)) }
+        let p = path(id + ".argon2id")
+        if access(p, F_OK) == 0 { return Entry(id: id, source: .passphrase, path: p) }
+        return nil
+    }
+
+    /// Loads master key `id`, asking `passphrase` when it is passphrase-protected.
+    public func load(id: String, passphrase: PassphraseProvider?) throws -> SecureKey {
+        guard let entry = try entry(id: id) else { throw VaultError.missingMasterKey(id: id, keyring: directory) }
+        switch entry.source {
+        case .file:
+            let fd = try openChecked(entry.path)
+            defer { close(fd) }
+            do {
+                return try SecureKey.read(from: fd, path: entry.path)
+            } catch let e as CryptoError {
+                throw VaultError.badKeyFile(path: entry.path, why: "\(e)")
+            }
+        case .passphrase:
+            let params = try readParams(entry.path)
+            guard let passphrase else { throw VaultError.passphraseRequired(id: id) }
+            let secret = try passphrase("master key \(id)")
+            do {
+                return try params.deriveKey(from: secret)
+            } catch {
+                throw VaultError.badKeyFile(path: entry.path, why: "\(error)")
+            }
+        }
+    }
+
+    /// Writes a new random master key: temp file, fsync, rename, fsync of the directory, so a crash
+    /// leaves either no key or the whole key, never a torn one.
+    public func createRandomKey() throws -> (id: String, key: SecureKey) {
+        try create()
+        let id = Self.newKeyId()
+        let key = SecureKey.random()
+        try writeAtomically(name: id) { fd, tmp in try key.write(to: fd, path: tmp) }
+        return (id, key)
+    }
+
+    /// Makes a passphrase-derived master key; only its salt and limits are written.
+    public func createPassphraseKey(passphrase: SecretBytes, strength: PassphraseKDF.Strength) throws -> (id: String, key: SecureKey) {
+        try create()
+        let id = Self.newKeyId()
+        let params = PassphraseKDF(strength: strength)
+        let key = try params.deriveKey(from: passphrase)
+        let json = try JSONEncoder.sorted.encode(params) + Data("\n".utf8)
+        try writeAtomically(name: id + ".argon2id") { fd, tmp in try writeAll(fd, Array(json), path: tmp) }
+        return (id, key)
+    }
+
+    /// Wipes and removes a key file.
+    public func destroy(id: String) throws {
+        guard let entry = try entry(id: id) else { throw VaultError.missingMasterKey(id: id, keyring: directory) }
+        if entry.source == .file {
+            let fd = open(entry.path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW)
+            if fd >= 0 {
+                try? writeAll(fd, randomBytes(SecureKey.byteCount), path: entry.path)
+                fsync(fd)
+                close(fd)
+            }
+        }
+        guard unlink(entry.path) == 0 else {
+            throw VaultError.io(path: entry.path, why: "cannot remove: \(String(cString: strerror(errno)))")
+        }
+        syncDirectory()
+    }
+
+    // MARK: - files
+
+    func path(_ name: String) -> String { directory + "/" + name }
+
+    /// Opens a key file and refuses it when it is not a regular file or other users can read it.
+    private func openChecked(_ path: String) throws -> Int32 {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw VaultError.io(path: path, why: "cannot open: \(String(cString: strerror(errno)))") }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            close(fd)
+            throw VaultError.badKeyFile(path: path, why: "not a regular file")
+        }
+        if st.st_mode & 0o077 != 0 {
+            close(fd)
+            throw VaultError.insecurePermissions(path: path, mode: st.st_mode & 0o7777, fix: "chmod 600 \(path)")
+        }
+        return fd
+    }
+
+    private func readParams(_ path: String) throws -> PassphraseKDF {
+        let fd = try openChecked(path)
+        close(fd)
+        guard let data = FileManager.default.contents(atPath: path),
+              let params = try? JSONDecoder().decode(PassphraseKDF.self, from: data) else {
+            throw VaultError.badKeyFile(path: path, why: "not a TokenVault passphrase key description")
+        }
+        return params
+    }
+
+    private func writeAtomically(name: String, _ write: (Int32, String) throws -> Void) throws {
+        let tmp = path(".\(name).tmp")
+        let fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw VaultError.io(path: tmp, why: "cannot create: \(String(cString: strerror(errno)))") }
+        do {
+            try write(fd, tmp)
+            guard fsync(fd) == 0 else { throw VaultError.io(path: tmp, why: "fsync failed: \(String(cString: strerror(errno)))") }
+            close(fd)
+        } catch {
+            close(fd)
+            unlink(tmp)
+            throw error
+        }
+        guard rename(tmp, path(name)) == 0 else {
+            let why = String(cString: strerror(errno))
+            unlink(tmp)
+            throw VaultError.io(path: path(name), why: "cannot rename into place: \(why)")
+        }
+        syncDirectory()
+    }
+
+    private func syncDirectory() {
+        let dfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dfd >= 0 {
+            fsync(dfd)
+            close(dfd)
+        }
+    }
+}
+
+func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws {
+    var done = 0
+    try bytes.withUnsafeBytes { raw in
+        while done < raw.count {
+            let n = write(fd, raw.baseAddress! + done, raw.count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw VaultError.io(path: path, why: "write failed: \(String(cString: strerror(errno)))")
+            }
+            done += n
+        }
+    }
+}
+
+extension JSONEncoder {
+    static var sorted: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }
+}

@@ -1,0 +1,284 @@
+import Foundation
+import Synchronization
+import VaultCrypto
+import VaultStore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where one vault's files live (see `../shared/design.md`, "The vault home").
+public struct VaultHome: Sendable, Equatable {
+    public let root: String
+    public let keysDirectory: String
+
+    /// `keys` defaults to `<root>/keys`.
+    public init(root: String, keys: String? = nil) {
+        self.root = root
+        self.keysDirectory = keys ?? root + "/keys"
+    }
+
+    public var databasePath: String { root + "/vault.db" }
+    public var auditDirectory: String { root + "/audit" }
+    public var policyPath: String { root + "/policy.toml" }
+    public var socketPath: String { root + "/tokenvault.sock" }
+}
+
+/// A token opened for a caller: its metadata and its plaintext bytes (wiped when released).
+public struct OpenedToken: Sendable {
+    public let record: TokenRecord
+    public let secret: SecretBytes
+}
+
+/// The vault: sealed tokens in the store, data keys wrapped by master keys in the keyring.
+///
+/// Master keys never seal tokens; they wrap data keys. Tokens are sealed under the current data key
+/// with the token's name bound in (``SealContext/token(_:)``). Unwrapped data keys are cached in
+/// secure memory for the life of the `Vault`.
+public final class Vault: Sendable {
+    public static let maxSecretBytes = 16 * 1024
+
+    public let home: VaultHome
+    public let keyring: Keyring
+    let store: VaultStore
+    private let passphrase: PassphraseProvider?
+    private let dataKeys = Mutex<[Int64: SecureKey]>([:])
+
+    private init(home: VaultHome, store: VaultStore, passphrase: PassphraseProvider?) {
+        self.home = home
+        self.keyring = Keyring(directory: home.keysDirectory)
+        self.store = store
+        self.passphrase = passphrase
+    }
+
+    // MARK: - lifecycle
+
+    /// Creates a vault: the home (0700), the keyring (0700), a new master key, `vault.db` (0600) and a
+    /// first data key wrapped under the master key. With `passphrase`, the master key is derived from it
+    /// (Argon2id) and only the salt and limits are written to the keyring.
+    public static func create(
+        home: VaultHome, passphrase: SecretBytes? = nil, strength: PassphraseKDF.Strength = .moderate
+    ) throws -> Vault {
+        if mkdir(home.root, 0o700) != 0 && errno != EEXIST {
+            throw VaultError.io(path: home.root, why: "cannot create the vault home: \(String(cString: strerror(errno)))")
+        }
+        if access(home.databasePath, F_OK) == 0 { throw VaultError.alreadyInitialised(home: home.root) }
+        let keyring = Keyring(directory: home.keysDirectory)
+        let (masterId, masterKey) = try passphrase.map { try keyring.createPassphraseKey(passphrase: $0, strength: strength) }
+            ?? keyring.createRandomKey()
+        let store = try VaultStore(path: home.databasePath, create: true)
+        let cached = passphrase.map { p in { @Sendable (_: String) in SecretBytes(copying: p.withUnsafeBytes { Array($0) }) } }
+        let vault = Vault(home: home, store: store, passphrase: cached)
+        try vault.addDataKey(under: masterId, masterKey: masterKey)
+        try store.write { tx in
+            try tx.setMeta("format", "1")
+            try tx.setMeta("created_at", String(Self.now()))
+        }
+        return vault
+    }
+
+    /// Opens an existing vault. Keys are unlocked on first use, so `list` and `show` work without them.
+    public static func open(home: VaultHome, passphrase: PassphraseProvider? = nil) throws -> Vault {
+        var st = stat()
+        if stat(home.root, &st) == 0, st.st_mode & 0o002 != 0 {
+            throw VaultError.insecurePermissions(path: home.root, mode: st.st_mode & 0o7777, fix: "chmod 700 \(home.root)")
+        }
+        let store = try VaultStore(path: home.databasePath, create: false)
+        return Vault(home: home, store: store, passphrase: passphrase)
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
+
+    // MARK: - keys
+
+    /// Generates a data key, wraps it under `masterKey` and makes it current.
+    @discardableResult
+    func addDataKey(under masterId: String, masterKey: SecureKey) throws -> Int64 {
+        let dataKey = SecureKey.random()
+        let id: Int64 = try store.write { tx in
+            // The wrap binds the data key's row id, so the id must be known first: insert, then seal.
+            var record = try tx.insertDataKey(DataKeyRecord(
+                masterKeyId: masterId, wrapped: Data(), createdAt: Self.now(), isCurrent: true))
+            let wrapped = Sealer.seal(key: dataKey, under: masterKey, context: .dataKey(record.id!))
+            record.wrapped = Data(wrapped)
+            try tx.updateDataKey(record)
+            return record.id!
+        }
+        dataKeys.withLock { $0[id] = dataKey }
+        return id
+    }
+
+    /// The unwrapped data key `id`, from the cache or unwrapped now under its master key.
+    func dataKey(id: Int64) throws -> SecureKey {
+        if let key = dataKeys.withLock({ $0[id] }) { return key }
+        guard let record = try store.read({ try $0.dataKey(id: id) }) else {
+            throw VaultError.integrity(what: "data key", name: String(id))
+        }
+        let key = try unwrap(record)
+        dataKeys.withLock { $0[id] = key }
+        return key
+    }
+
+    func unwrap(_ record: DataKeyRecord) throws -> SecureKey {
+        let master = try keyring.load(id: record.masterKeyId, passphrase: passphrase)
+        do {
+            return try Sealer.openKey([UInt8](record.wrapped), under: master, context: .dataKey(record.id!))
+        } catch CryptoError.authenticationFailed {
+            if try keyring.entry(id: record.masterKeyId)?.source == .passphrase {
+                throw VaultError.wrongPassphrase(id: record.masterKeyId)
+            }
+            throw VaultError.wrongMasterKey(id: record.masterKeyId, path: keyring.path(record.masterKeyId))
+        }
+    }
+
+    /// The current data key and its id.
+    func currentDataKey(_ tx: StoreTransaction) throws -> (id: Int64, key: SecureKey) {
+        guard let record = try tx.currentDataKey(), let id = record.id else {
+            throw VaultError.integrity(what: "vault", name: home.databasePath)
+        }
+        if let key = dataKeys.withLock({ $0[id] }) { return (id, key) }
+        let key = try unwrap(record)
+        dataKeys.withLock { $0[id] = key }
+        return (id, key)
+    }
+
+    // MARK: - tokens
+
+    /// Checks a secret before it is stored: non-empty, at most 16 KiB, UTF-8, no control characters.
+    public static func validateSecret(_ secret: SecretBytes, what: String = "token") throws {
+        guard secret.count > 0 else { throw VaultError.invalidSecret(why: "the \(what) is empty") }
+        guard secret.count <= maxSecretBytes else {
+            throw VaultError.invalidSecret(why: "the \(what) is \(secret.count) bytes; the limit is \(maxSecretBytes)")
+        }
+        guard secret.isValidUTF8 else { throw VaultError.invalidSecret(why: "the \(what) is not valid UTF-8") }
+        guard !secret.containsControlCharacters else {
+            throw VaultError.invalidSecret(why: "the \(what) contains control characters (a stray newline or NUL?)")
+        }
+    }
+
+    /// Seals and stores a token. An existing token of that name is replaced only with `replace`.
+    public func put(name: String, secret: SecretBytes, kind: TokenKind = .other, app: String? = nil, replace: Bool = false) throws {
+        try put([ImportEntry(name: name, secret: secret, kind: kind, app: app)], replace: replace)
+    }
+
+    /// Seals and stores many tokens in one transaction: all of them land, or none does.
+    @discardableResult
+    public func put(_ entries: [ImportEntry], apps: [AppEntry] = [], replace: Bool) throws -> Int {
+        for app in apps {
+            try Self.validateApp(name: app.name, appId: app.appId, secret: app.secret)
+        }
+        for entry in entries {
+            try Names.validate(entry.name)
+            try Self.validateSecret(entry.secret)
+            if let app = entry.app { try Names.validate(app, what: "app name") }
+        }
+        var seen = Set<String>()
+        for entry in entries where !seen.insert(entry.name).inserted {
+            throw VaultError.invalidName(entry.name, why: "the name appears twice in the input")
+        }
+        let now = Self.now()
+        return try store.write { tx in
+            let (keyId, key) = try currentDataKey(tx)
+            for app in apps {
+                let sealed = Sealer.seal(app.secret, key: key, context: .appSecret(app.name))
+                try tx.saveApp(AppRecord(name: app.name, appId: app.appId, sealedSecret: Data(sealed), dataKeyId: keyId, now: now),
+                               replace: replace)
+            }
+            for entry in entries {
+                if let app = entry.app, try tx.app(named: app) == nil { throw VaultError.unknownApp(app) }
+                let sealed = Sealer.seal(entry.secret, key: key, context: .token(entry.name))
+                var record = TokenRecord(name: entry.name, kind: entry.kind.rawValue, app: entry.app,
+                                         sealed: Data(sealed), dataKeyId: keyId, now: now)
+                if let metadata = entry.metadata { metadata.apply(to: &record) }
+                try tx.saveToken(record, replace: replace)
+            }
+            return entries.count
+        }
+    }
+
+    /// Opens a token. A changed or moved sealed value gives ``VaultError/integrity(what:name:)``.
+    public func get(name: String) throws -> OpenedToken {
+        guard let record = try store.read({ try $0.token(named: name) }) else {
+            throw StoreError.notFound(what: "token", name: name)
+        }
+        return OpenedToken(record: record, secret: try open(record))
+    }
+
+    func open(_ record: TokenRecord) throws -> SecretBytes {
+        let key = try dataKey(id: record.dataKeyId)
+        do {
+            return try Sealer.open([UInt8](record.sealed), key: key, context: .token(record.name))
+        } catch is CryptoError {
+            throw VaultError.integrity(what: "token", name: record.name)
+        }
+    }
+
+    /// Metadata of every token, by name. Needs no key.
+    public func list() throws -> [TokenRecord] {
+        try store.read { try $0.tokens() }
+    }
+
+    /// Metadata of one token. Needs no key.
+    public func show(name: String) throws -> TokenRecord {
+        guard let record = try store.read({ try $0.token(named: name) }) else {
+            throw StoreError.notFound(what: "token", name: name)
+        }
+        return record
+    }
+
+    public func remove(name: String) throws {
+        let removed = try store.write { try $0.deleteToken(named: name) }
+        if !removed { throw StoreError.notFound(what: "token", name: name) }
+    }
+
+    // MARK: - apps
+
+    public struct AppInfo: Sendable, Equatable {
+        public let name: String
+        public let appId: String
+        public let tokens: Int
+        public let createdAt: Int64
+    }
+
+    /// An app to store: the vault's name for it, Meta's app id and the app secret.
+    public struct AppEntry: Sendable {
+        public let name: String
+        public let appId: String
+        public let secret: SecretBytes
+        public init(name: String, appId: String, secret: SecretBytes) {
+            self.name = name
+            self.appId = appId
+            self.secret = secret
+        }
+    }
+
+    static func validateApp(name: String, appId: String, secret: SecretBytes) throws {
+        try Names.validate(name, what: "app name")
+        guard !appId.isEmpty, appId.count <= 32, appId.utf8.allSatisfy({ (0x30...0x39).contains($0) }) else {
+            throw VaultError.invalidName(appId, why: "a Meta app id is all digits")
+        }
+        try validateSecret(secret, what: "app secret")
+    }
+
+    /// Stores a Meta app and its secret, sealed like a token.
+    public func addApp(name: String, appId: String, secret: SecretBytes, replace: Bool = false) throws {
+        try put([], apps: [AppEntry(name: name, appId: appId, secret: secret)], replace: replace)
+    }
+
+    public func apps() throws -> [AppInfo] {
+        try store.read { tx in
+            let counts = try tx.tokenCountsByApp()
+            return try tx.apps().map { AppInfo(name: $0.name, appId: $0.appId, tokens: counts[$0.name] ?? 0, createdAt: $0.createdAt) }
+        }
+    }
+
+    /// The app's id and its opened secret.
+    public func appSecret(app name: String) throws -> (appId: String, secret: SecretBytes) {
+        guard let record = try store.read({ try $0.app(named: name) }) else { throw VaultError.unknownApp(name) }
+        let key = try dataKey(id: record.dataKeyId)
+        do {
+            return (record.appId, try Sealer.open([UInt8](record.sealedSecret), key: key, context: .appSecret(name)))
+        } catch is CryptoError {
+            throw VaultError.integrity(what: "app secret of", name: name)
+        }
+    }
+}

@@ -1,0 +1,126 @@
+import CSodium
+
+/// What a sealed value is, and for which name. Both go into the key that seals it, so a value sealed
+/// for one name (or one purpose) does not open as another.
+public struct SealContext: Sendable, Equatable {
+    public enum Purpose: String, Sendable {
+        case token, appSecret = "app-secret", dataKey = "data-key", export
+    }
+    public let purpose: Purpose
+    public let name: String
+
+    public init(_ purpose: Purpose, name: String) {
+        self.purpose = purpose
+        self.name = name
+    }
+
+    public static func token(_ name: String) -> SealContext { .init(.token, name: name) }
+    public static func appSecret(_ app: String) -> SealContext { .init(.appSecret, name: app) }
+    public static func dataKey(_ id: Int64) -> SealContext { .init(.dataKey, name: String(id)) }
+
+    /// `"tokenvault/<purpose>/v1" 0x00 <name>`: the message the per-record subkey is derived from.
+    var derivationInput: [UInt8] {
+        Array("tokenvault/\(purpose.rawValue)/v1".utf8) + [0] + Array(name.utf8)
+    }
+}
+
+/// The sealed-record format, version 1:
+///
+///     sealed = 0x01 || nonce (24 bytes) || crypto_secretbox_easy(plaintext, nonce, subkey)
+///     subkey = BLAKE2b-256(key: K, message: "tokenvault/<purpose>/v1" || 0x00 || name)
+///
+/// `crypto_secretbox` is XSalsa20-Poly1305; the nonce is random for every seal, so sealing the same
+/// value twice gives different bytes. Binding the name through the subkey means a ciphertext copied
+/// onto another name fails authentication exactly like a flipped bit does.
+public enum Sealer {
+    public static let version: UInt8 = 1
+    public static let nonceBytes = Int(crypto_secretbox_NONCEBYTES)
+    public static let macBytes = Int(crypto_secretbox_MACBYTES)
+    public static let overhead = 1 + nonceBytes + macBytes
+
+    /// Seals `plaintext` under `key` for `context` with a fresh random nonce.
+    public static func seal(_ plaintext: UnsafeRawBufferPointer, key: SecureKey, context: SealContext) -> [UInt8] {
+        seal(plaintext, key: key, context: context, nonce: randomBytes(nonceBytes))
+    }
+
+    public static func seal(_ plaintext: SecretBytes, key: SecureKey, context: SealContext) -> [UInt8] {
+        plaintext.withUnsafeBytes { seal($0, key: key, context: context) }
+    }
+
+    /// Wraps one key under another (a data key under a master key).
+    public static func seal(key inner: SecureKey, under key: SecureKey, context: SealContext) -> [UInt8] {
+        inner.withUnsafeBytes { seal($0, key: key, context: context) }
+    }
+
+    /// Sealing with a chosen nonce: for the fixed test vectors only. Never reuse a nonce.
+    static func seal(_ plaintext: UnsafeRawBufferPointer, key: SecureKey, context: SealContext, nonce: [UInt8]) -> [UInt8] {
+        precondition(nonce.count == nonceBytes)
+        var out = [UInt8](repeating: 0, count: 1 + nonceBytes + macBytes + plaintext.count)
+        out[0] = version
+        out.replaceSubrange(1...nonceBytes, with: nonce)
+        // libsodium wants a valid pointer even for an empty message.
+        let empty: UInt8 = 0
+        withUnsafePointer(to: empty) { emptyPointer in
+            withSubkey(key, context) { subkey in
+                out.withUnsafeMutableBufferPointer { o in
+                    let rc = crypto_secretbox_easy(
+                        o.baseAddress! + 1 + nonceBytes,
+                        plaintext.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? emptyPointer,
+                        UInt64(plaintext.count), o.baseAddress! + 1, subkey)
+                    precondition(rc == 0, "crypto_secretbox_easy failed")
+                }
+            }
+        }
+        return out
+    }
+
+    /// Opens a sealed value into a wipeable buffer.
+    public static func open(_ sealed: [UInt8], key: SecureKey, context: SealContext) throws -> SecretBytes {
+        let length = try plaintextLength(sealed)
+        return try SecretBytes(count: length) { out in try open(sealed, key: key, context: context, into: out) }
+    }
+
+    /// Unwraps a key sealed with ``seal(key:under:context:)`` straight into secure memory.
+    public static func openKey(_ sealed: [UInt8], under key: SecureKey, context: SealContext) throws -> SecureKey {
+        let length = try plaintextLength(sealed)
+        guard length == SecureKey.byteCount else {
+            throw CryptoError.malformedSealedData("a wrapped key must hold \(SecureKey.byteCount) bytes, this one holds \(length)")
+        }
+        return try SecureKey { out in try open(sealed, key: key, context: context, into: out) }
+    }
+
+    private static func plaintextLength(_ sealed: [UInt8]) throws -> Int {
+        guard sealed.count >= overhead else {
+            throw CryptoError.malformedSealedData("\(sealed.count) bytes is shorter than the \(overhead)-byte minimum")
+        }
+        guard sealed[0] == version else {
+            throw CryptoError.malformedSealedData("unknown format version \(sealed[0])")
+        }
+        return sealed.count - overhead
+    }
+
+    private static func open(_ sealed: [UInt8], key: SecureKey, context: SealContext, into out: UnsafeMutableRawBufferPointer) throws {
+        // A zero-length plaintext still needs a valid destination pointer for libsodium.
+        var scratch: UInt8 = 0
+        let ok: Bool = withSubkey(key, context) { subkey in
+            sealed.withUnsafeBufferPointer { s in
+                let dest = out.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? withUnsafeMutablePointer(to: &scratch) { $0 }
+                return crypto_secretbox_open_easy(
+                    dest, s.baseAddress! + 1 + nonceBytes, UInt64(sealed.count - 1 - nonceBytes),
+                    s.baseAddress! + 1, subkey) == 0
+            }
+        }
+        guard ok else { throw CryptoError.authenticationFailed }
+    }
+
+    /// Derives the per-record subkey into a stack buffer that is wiped before returning.
+    private static func withSubkey<R>(_ key: SecureKey, _ context: SealContext, _ body: (UnsafePointer<UInt8>) -> R) -> R {
+        var subkey = [UInt8](repeating: 0, count: Int(crypto_secretbox_KEYBYTES))
+        defer { wipe(&subkey) }
+        let input = context.derivationInput
+        subkey.withUnsafeMutableBufferPointer { sk in
+            _ = crypto_generichash(sk.baseAddress!, sk.count, input, UInt64(input.count), key.bytes, SecureKey.byteCount)
+        }
+        return subkey.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+import GRDB
+
+/// A data key, wrapped (sealed) under a master key from the keyring. Tokens are sealed under data keys.
+public struct DataKeyRecord: Codable, Sendable, Equatable, FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "data_keys"
+    public static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    public static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+
+    public var id: Int64?
+    /// The keyring id of the master key this data key is wrapped under.
+    public var masterKeyId: String
+    /// `Sealer` format v1 bytes.
+    public var wrapped: Data
+    public var createdAt: Int64
+    /// Only one data key is current: new tokens are sealed under it.
+    public var isCurrent: Bool
+
+    public init(id: Int64? = nil, masterKeyId: String, wrapped: Data, createdAt: Int64, isCurrent: Bool) {
+        self.id = id
+        self.masterKeyId = masterKeyId
+        self.wrapped = wrapped
+        self.createdAt = createdAt
+        self.isCurrent = isCurrent
+    }
+
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
+/// One stored token: its sealed bytes and the metadata that is not secret.
+public struct TokenRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "tokens"
+    public static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    public static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+
+    public var name: String
+    /// `user`, `system_user`, `page`, `app` or `other`.
+    public var kind: String
+    /// The app (by vault name) this token belongs to, if any; its secret signs proofs.
+    public var app: String?
+    public var sealed: Data
+    public var dataKeyId: Int64
+    /// Meta's `type` from the last `debug_token` (USER, PAGE, APP, SYSTEM_USER).
+    public var tokenType: String?
+    /// JSON array of scope strings, as Meta last reported them; `[]` when never checked.
+    public var scopes: String
+    /// JSON array of `{scope, target_ids}` objects, when Meta reported any.
+    public var granularScopes: String?
+    /// Unix seconds; nil when the token never expires or has never been checked.
+    public var expiresAt: Int64?
+    public var dataAccessExpiresAt: Int64?
+    /// The last check's verdict; nil when never checked.
+    public var valid: Bool?
+    public var checkedAt: Int64?
+    /// JSON `{code, subcode, message}` of the last failed check.
+    public var lastError: String?
+    public var createdAt: Int64
+    public var updatedAt: Int64
+
+    public init(name: String, kind: String, app: String?, sealed: Data, dataKeyId: Int64, now: Int64) {
+        self.name = name
+        self.kind = kind
+        self.app = app
+        self.sealed = sealed
+        self.dataKeyId = dataKeyId
+        self.tokenType = nil
+        self.scopes = "[]"
+        self.granularScopes = nil
+        self.expiresAt = nil
+        self.dataAccessExpiresAt = nil
+        self.valid = nil
+        self.checkedAt = nil
+        self.lastError = nil
+        self.createdAt = now
+        self.updatedAt = now
+    }
+}
+
+/// A Meta app: its id and its sealed app secret.
+public struct AppRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "apps"
+    public static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    public static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+
+    /// The vault's name for the app (what `--app` takes).
+    public var name: String
+    /// Meta's numeric app id.
+    public var appId: String
+    public var sealedSecret: Data
+    public var dataKeyId: Int64
+    public var createdAt: Int64
+    public var updatedAt: Int64
+
+    public init(name: String, appId: String, sealedSecret: Data, dataKeyId: Int64, now: Int64) {
+        self.name = name
+        self.appId = appId
+        self.sealedSecret = sealedSecret
+        self.dataKeyId = dataKeyId
+        self.createdAt = now
+        self.updatedAt = now
+    }
+}

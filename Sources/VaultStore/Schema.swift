@@ -1,0 +1,53 @@
+import GRDB
+
+/// The schema, as an ordered list of migrations. A migration, once shipped, is never edited: add a new one.
+enum Schema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+
+        migrator.registerMigration("v1: data keys, apps and tokens") { db in
+            try db.create(table: "vault_meta") { t in
+                t.primaryKey("key", .text)
+                t.column("value", .text).notNull()
+            }
+            try db.create(table: "data_keys") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("master_key_id", .text).notNull().indexed()
+                t.column("wrapped", .blob).notNull()
+                t.column("created_at", .integer).notNull()
+                t.column("is_current", .boolean).notNull().defaults(to: false)
+            }
+            // At most one current data key.
+            try db.execute(sql: "CREATE UNIQUE INDEX data_keys_one_current ON data_keys(is_current) WHERE is_current")
+
+            try db.create(table: "apps", options: .withoutRowID) { t in
+                t.primaryKey("name", .text)
+                t.column("app_id", .text).notNull()
+                t.column("sealed_secret", .blob).notNull()
+                t.column("data_key_id", .integer).notNull().references("data_keys", onDelete: .restrict)
+                t.column("created_at", .integer).notNull()
+                t.column("updated_at", .integer).notNull()
+            }
+
+            try db.create(table: "tokens", options: .withoutRowID) { t in
+                t.primaryKey("name", .text)
+                t.column("kind", .text).notNull()
+                    .check(sql: "kind IN ('user','system_user','page','app','other')")
+                t.column("app", .text).references("apps", column: "name", onDelete: .restrict)
+                t.column("sealed", .blob).notNull()
+                t.column("data_key_id", .integer).notNull().indexed().references("data_keys", onDelete: .restrict)
+                t.column("token_type", .text)
+                t.column("scopes", .text).notNull().defaults(to: "[]")
+                t.column("granular_scopes", .text)
+                t.column("expires_at", .integer)
+                t.column("data_access_expires_at", .integer)
+                t.column("valid", .boolean)
+                t.column("checked_at", .integer)
+                t.column("last_error", .text)
+                t.column("created_at", .integer).notNull()
+                t.column("updated_at", .integer).notNull()
+            }
+        }
+        return migrator
+    }
+}

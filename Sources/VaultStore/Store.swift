@@ -1,0 +1,223 @@
+import Foundation
+import GRDB
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors from the store, each saying what to do about it.
+public enum StoreError: Error, Equatable, Sendable {
+    case notInitialised(path: String)
+    case alreadyExists(what: String, name: String)
+    case notFound(what: String, name: String)
+    case inUse(what: String, name: String, by: String)
+    case busy(path: String)
+    case diskFull(path: String)
+    case damaged(path: String, detail: String)
+    case io(path: String, detail: String)
+}
+
+extension StoreError: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .notInitialised(let path):
+            return "no vault at \(path): run `tokenvault init` first, or point --home / $TOKENVAULT_HOME at an existing vault"
+        case .alreadyExists(let what, let name):
+            return "\(what) \(name) already exists (use --force to replace it)"
+        case .notFound(let what, let name):
+            return "no \(what) named \(name) (`tokenvault list` shows what is stored)"
+        case .inUse(let what, let name, let by):
+            return "\(what) \(name) is still used by \(by)"
+        case .busy(let path):
+            return "the vault at \(path) is locked by another process; try again"
+        case .diskFull(let path):
+            return "the disk holding \(path) is full: nothing was changed; free space and try again"
+        case .damaged(let path, let detail):
+            return "\(path) is damaged or not a TokenVault database (\(detail)); restore it from a backup"
+        case .io(let path, let detail):
+            return "cannot use \(path): \(detail)"
+        }
+    }
+}
+
+/// The vault's SQLite database (`vault.db`): WAL, `synchronous=FULL`, migrations applied on open.
+/// It stores only sealed bytes and metadata; it never sees a key or a plaintext token.
+public final class VaultStore: Sendable {
+    public let path: String
+    private let pool: DatabasePool
+
+    /// Opens `path`, creating it (mode 0600) when `create` is true, and applies pending migrations.
+    public init(path: String, create: Bool) throws {
+        self.path = path
+        if access(path, F_OK) != 0 {
+            guard create else { throw StoreError.notInitialised(path: path) }
+            // Create the file ourselves so it is 0600 from its first instant; SQLite gives the -wal and
+            // -shm files the database file's mode.
+            let fd = Glibc.open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
+            guard fd >= 0 else {
+                throw StoreError.io(path: path, detail: String(cString: strerror(errno)))
+            }
+            Glibc.close(fd)
+        }
+        var config = Configuration()
+        config.busyMode = .timeout(30)
+        config.foreignKeysEnabled = true
+        config.prepareDatabase { db in
+            // Every committed write is on stable storage before the call returns.
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+            // Freed pages are zeroed, so a deleted or replaced sealed row does not linger in the file.
+            try db.execute(sql: "PRAGMA secure_delete = ON")
+        }
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+            try Schema.migrator.migrate(pool)
+        } catch {
+            throw Self.translate(error, path: path)
+        }
+    }
+
+    /// Runs `body` in one write transaction: everything in it lands, or nothing does.
+    public func write<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
+        do {
+            return try pool.write { db in try body(StoreTransaction(db: db)) }
+        } catch {
+            throw Self.translate(error, path: path)
+        }
+    }
+
+    /// Runs `body` on a read-only snapshot.
+    public func read<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
+        do {
+            return try pool.read { db in try body(StoreTransaction(db: db)) }
+        } catch {
+            throw Self.translate(error, path: path)
+        }
+    }
+
+    /// Maps SQLite failures to errors that say what to do. Store errors pass through unchanged.
+    static func translate(_ error: Error, path: String) -> Error {
+        guard let e = error as? DatabaseError else { return error }
+        switch e.resultCode {
+        case .SQLITE_BUSY, .SQLITE_LOCKED: return StoreError.busy(path: path)
+        case .SQLITE_FULL: return StoreError.diskFull(path: path)
+        case .SQLITE_CORRUPT, .SQLITE_NOTADB: return StoreError.damaged(path: path, detail: e.message ?? "\(e.resultCode)")
+        case .SQLITE_CANTOPEN, .SQLITE_IOERR, .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_AUTH:
+            return StoreError.io(path: path, detail: e.message ?? "\(e.resultCode)")
+        default: return error
+        }
+    }
+}
+
+/// The operations of one transaction. SQL stays behind these methods.
+public struct StoreTransaction {
+    let db: Database
+
+    // MARK: vault metadata
+
+    public func meta(_ key: String) throws -> String? {
+        try String.fetchOne(db, sql: "SELECT value FROM vault_meta WHERE key = ?", arguments: [key])
+    }
+
+    public func setMeta(_ key: String, _ value: String) throws {
+        try db.execute(sql: "INSERT OR REPLACE INTO vault_meta(key, value) VALUES (?, ?)", arguments: [key, value])
+    }
+
+    // MARK: data keys
+
+    public func currentDataKey() throws -> DataKeyRecord? {
+        try DataKeyRecord.filter(Column("is_current") == true).fetchOne(db)
+    }
+
+    public func dataKey(id: Int64) throws -> DataKeyRecord? {
+        try DataKeyRecord.fetchOne(db, key: id)
+    }
+
+    public func dataKeys() throws -> [DataKeyRecord] {
+        try DataKeyRecord.order(Column("id")).fetchAll(db)
+    }
+
+    /// Inserts a data key; when it is current, the previous current key stops being current.
+    public func insertDataKey(_ record: DataKeyRecord) throws -> DataKeyRecord {
+        var record = record
+        if record.isCurrent {
+            try db.execute(sql: "UPDATE data_keys SET is_current = 0 WHERE is_current")
+        }
+        try record.insert(db)
+        return record
+    }
+
+    // MARK: tokens
+
+    public func token(named name: String) throws -> TokenRecord? {
+        try TokenRecord.fetchOne(db, key: name)
+    }
+
+    public func tokens() throws -> [TokenRecord] {
+        try TokenRecord.order(Column("name")).fetchAll(db)
+    }
+
+    public func tokenNames() throws -> [String] {
+        try String.fetchAll(db, sql: "SELECT name FROM tokens ORDER BY name")
+    }
+
+    /// Stores a token. An existing token of that name is replaced only when `replace` is true; its
+    /// creation time and check results are kept only if `keepMetadata` is true.
+    public func saveToken(_ record: TokenRecord, replace: Bool) throws {
+        if let existing = try token(named: record.name) {
+            guard replace else { throw StoreError.alreadyExists(what: "token", name: record.name) }
+            var updated = record
+            updated.createdAt = existing.createdAt
+            try updated.update(db)
+        } else {
+            try record.insert(db)
+        }
+    }
+
+    /// Replaces only the sealed bytes (a re-seal or an exchange), keeping the metadata.
+    public func updateSealedToken(name: String, sealed: Data, dataKeyId: Int64, now: Int64) throws {
+        try db.execute(
+            sql: "UPDATE tokens SET sealed = ?, data_key_id = ?, updated_at = ? WHERE name = ?",
+            arguments: [sealed, dataKeyId, now, name])
+        guard db.changesCount == 1 else { throw StoreError.notFound(what: "token", name: name) }
+    }
+
+    /// Deletes a token; false when there was none.
+    public func deleteToken(named name: String) throws -> Bool {
+        try TokenRecord.deleteOne(db, key: name)
+    }
+
+    // MARK: apps
+
+    public func app(named name: String) throws -> AppRecord? {
+        try AppRecord.fetchOne(db, key: name)
+    }
+
+    public func apps() throws -> [AppRecord] {
+        try AppRecord.order(Column("name")).fetchAll(db)
+    }
+
+    public func saveApp(_ record: AppRecord, replace: Bool) throws {
+        if let existing = try app(named: record.name) {
+            guard replace else { throw StoreError.alreadyExists(what: "app", name: record.name) }
+            var updated = record
+            updated.createdAt = existing.createdAt
+            try updated.update(db)
+        } else {
+            try record.insert(db)
+        }
+    }
+
+    /// How many tokens belong to each app.
+    public func tokenCountsByApp() throws -> [String: Int] {
+        var out: [String: Int] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT app, count(*) AS n FROM tokens WHERE app IS NOT NULL GROUP BY app") {
+            out[row["app"]] = row["n"]
+        }
+        return out
+    }
+}
+
+extension StoreTransaction {
+    public func updateDataKey(_ record: DataKeyRecord) throws {
+        try record.update(db)
+    }
+}
