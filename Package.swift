@@ -43,7 +43,11 @@ let package = Package(
             swiftSettings: strict),
 
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: strict),
-        .testTarget(name: "VaultCoreTests", dependencies: ["VaultCore", "VaultCrypto", "VaultStore"], swiftSettings: strict),
+        // Tests reach past the store with GRDB only to play the attacker: tampering with rows on disk.
+        .testTarget(
+            name: "VaultCoreTests",
+            dependencies: ["VaultCore", "VaultCrypto", "VaultStore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["TokenVaultCLI"], swiftSettings: strict),
     ]
 )

@@ -15,14 +15,16 @@ public final class SecretBytes: @unchecked Sendable {
     /// Allocates `count` bytes and lets `fill` write them.
     public init(count: Int, filling fill: (UnsafeMutableRawBufferPointer) throws -> Void) rethrows {
         _ = Sodium.ready
-        self.count = count
-        pointer = malloc(max(count, 1))!
-        let buffer = UnsafeMutableRawBufferPointer(start: pointer, count: count)
-        do { try fill(buffer) } catch {
-            sodium_memzero(pointer, count)
-            free(pointer)
+        // Fill before the stored properties are set: a class whose init throws after they are set
+        // runs deinit, which would free the buffer a second time.
+        let p = malloc(max(count, 1))!
+        do { try fill(UnsafeMutableRawBufferPointer(start: p, count: count)) } catch {
+            sodium_memzero(p, count)
+            free(p)
             throw error
         }
+        self.count = count
+        pointer = p
     }
 
     /// Copies bytes in; the caller wipes its own copy where it can.
