@@ -65,7 +65,7 @@ struct VaultTests {
         let keyPath = try vault.keyring.entries()[0].path
         let original = fileBytes(keyPath)
         let dbBefore = fileBytes(home.databasePath)
-        FileManager.default.createFile(atPath: keyPath, contents: Data(randomBytes(32)), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: keyPath, contents: Data(randomBytes(32)), attributes: [.posixPermissions: 0o600])
         let reopened = try Vault.open(home: home)
         #expect {
             try reopened.get(name: "a")
@@ -75,7 +75,7 @@ struct VaultTests {
         }
         #expect(throws: VaultError.self) { try reopened.put(name: "b", secret: secret("u")) }
         #expect(fileBytes(home.databasePath) == dbBefore)
-        FileManager.default.createFile(atPath: keyPath, contents: Data(original), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: keyPath, contents: Data(original), attributes: [.posixPermissions: 0o600])
         #expect(try Vault.open(home: home).get(name: "a").secret.unsafeStringCopy() == "t")
     }
 
@@ -97,7 +97,7 @@ struct VaultTests {
         let (vault, home) = try makeVault(dir)
         try vault.put(name: "a", secret: secret("t"))
         let path = try vault.keyring.entries()[0].path
-        FileManager.default.createFile(atPath: path, contents: Data(randomBytes(31)), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: path, contents: Data(randomBytes(31)), attributes: [.posixPermissions: 0o600])
         #expect { try Vault.open(home: home).get(name: "a") } throws: { error in
             guard case VaultError.badKeyFile = error else { return false }
             return true
