@@ -8,11 +8,16 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "tokenvault", targets: ["TokenVaultCLI"]),
+        .library(name: "TokenVaultClient", targets: ["TokenVaultClient"]),
         .library(name: "VaultCore", targets: ["VaultCore"]),
     ],
     dependencies: [
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // libsodium, wrapped as a system library. Only VaultCrypto imports it.
@@ -20,6 +25,9 @@ let package = Package(
             name: "CSodium",
             pkgConfig: "libsodium",
             providers: [.apt(["libsodium-dev"])]),
+
+        // The only other C: SO_PEERCRED (needs _GNU_SOURCE) and process hardening.
+        .target(name: "CSystemShims"),
 
         // Sealing, key material and secure memory: the only module that touches libsodium.
         .target(name: "VaultCrypto", dependencies: ["CSodium"], swiftSettings: strict),
@@ -30,15 +38,41 @@ let package = Package(
             dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
 
-        // The vault: keyring on disk, key hierarchy, sealed tokens, import/export.
+        // The vault: keyring on disk, key hierarchy, sealed tokens, import/export, the audit interface.
         .target(name: "VaultCore", dependencies: ["VaultCrypto", "VaultStore"], swiftSettings: strict),
 
-        // `tokenvault`: a thin shell over VaultCore.
+        // policy.toml: who may read what. Default deny.
+        .target(
+            name: "VaultPolicy",
+            dependencies: [.product(name: "TOMLKit", package: "TOMLKit")],
+            swiftSettings: strict),
+
+        // `tokenvault serve`: protocol v1 over a Unix socket, on SwiftNIO.
+        .target(
+            name: "VaultDaemon",
+            dependencies: [
+                "VaultCore", "VaultCrypto", "VaultStore", "VaultPolicy", "CSystemShims",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+
+        // A client for Swift services: `try await TokenVaultClient(socketPath:).get("acme/ads")`.
+        .target(
+            name: "TokenVaultClient",
+            dependencies: [.product(name: "NIOPosix", package: "swift-nio")],
+            swiftSettings: strict),
+
+        // `tokenvault`: a thin shell over the library modules.
         .executableTarget(
             name: "TokenVaultCLI",
             dependencies: [
-                "VaultCore", "VaultCrypto", "VaultStore",
+                "VaultCore", "VaultCrypto", "VaultStore", "VaultPolicy", "VaultDaemon", "TokenVaultClient", "CSystemShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
 
@@ -47,6 +81,15 @@ let package = Package(
         .testTarget(
             name: "VaultCoreTests",
             dependencies: ["VaultCore", "VaultCrypto", "VaultStore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict),
+        .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: strict),
+        .testTarget(
+            name: "VaultDaemonTests",
+            dependencies: [
+                "VaultDaemon", "VaultCore", "VaultCrypto", "VaultPolicy", "TokenVaultClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["TokenVaultCLI"], swiftSettings: strict),
     ]

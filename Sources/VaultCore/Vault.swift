@@ -217,6 +217,11 @@ public final class Vault: Sendable {
         try store.read { try $0.tokens() }
     }
 
+    /// Every token name, sorted. Needs no key.
+    public func names() throws -> [String] {
+        try store.read { try $0.tokenNames() }
+    }
+
     /// Metadata of one token. Needs no key.
     public func show(name: String) throws -> TokenRecord {
         guard let record = try store.read({ try $0.token(named: name) }) else {

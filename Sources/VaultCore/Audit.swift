@@ -1,0 +1,82 @@
+import Dispatch
+import Synchronization
+import VaultCrypto
+
+/// Who did something, as the kernel (socket) or the process itself (CLI) reports it.
+public struct AuditActor: Sendable, Equatable {
+    public var uid: UInt32
+    public var gid: UInt32
+    public var pid: Int32
+    public var executable: String?
+
+    public init(uid: UInt32, gid: UInt32, pid: Int32, executable: String? = nil) {
+        self.uid = uid
+        self.gid = gid
+        self.pid = pid
+        self.executable = executable
+    }
+}
+
+public enum AuditChannel: String, Sendable, Codable {
+    case socket, cli
+}
+
+public enum AuditOutcome: String, Sendable, Codable {
+    /// A read that disclosed a token (or a list of names), or an admin action that succeeded.
+    case granted
+    case denied
+    case notFound = "not_found"
+    case rateLimited = "rate_limited"
+    /// The vault could not do it: a key, the store or the token's integrity failed.
+    case failed
+}
+
+/// One thing worth a record: a read (granted or refused) or an admin action.
+public struct AuditEvent: Sendable {
+    public var action: String
+    public var channel: AuditChannel
+    public var actor: AuditActor
+    public var token: String?
+    public var outcome: AuditOutcome
+    public var reason: String?
+    public var requestId: String?
+
+    public init(action: String, channel: AuditChannel, actor: AuditActor, token: String? = nil,
+                outcome: AuditOutcome, reason: String? = nil, requestId: String? = nil) {
+        self.action = action
+        self.channel = channel
+        self.actor = actor
+        self.token = token
+        self.outcome = outcome
+        self.reason = reason
+        self.requestId = requestId
+    }
+}
+
+/// Where every decision goes before its answer leaves the process.
+///
+/// `append` must call `completion` exactly once: with success only after the record is durable, with
+/// a failure when it cannot be made durable — and then the caller discloses nothing (fail closed).
+/// `secret`, when given, is the token the event disclosed: the sink may keep a keyed hash of it, never the bytes.
+public protocol AuditSink: Sendable {
+    func append(_ event: AuditEvent, secret: SecretBytes?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void)
+}
+
+extension AuditSink {
+    /// The synchronous form, for the CLI: returns once the record is durable, or throws.
+    public func appendAndWait(_ event: AuditEvent, secret: SecretBytes? = nil) throws {
+        let box = ResultBox()
+        append(event, secret: secret) { result in
+            box.result.withLock { $0 = result }
+            box.done.signal()
+        }
+        box.done.wait()
+        try box.result.withLock { $0 ?? .success(()) }.get()
+    }
+}
+
+/// A one-shot result handed from the sink's thread to the waiting thread.
+private final class ResultBox: Sendable {
+    let done = DispatchSemaphore(value: 0)
+    let result = Mutex<Result<Void, any Error>?>(nil)
+}

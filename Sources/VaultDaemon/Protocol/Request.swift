@@ -1,0 +1,81 @@
+/// One request of protocol v1, as parsed from a line.
+public struct Request: Sendable, Equatable {
+    public enum Operation: Sendable, Equatable {
+        case ping, whoami, list
+        case get(name: String, proof: Proof?)
+    }
+
+    public enum Proof: String, Sendable, Equatable {
+        case timed, legacy
+    }
+
+    /// The request's `"id"` exactly as it was sent (its JSON text), echoed back unchanged.
+    public var id: [UInt8]?
+    public var operation: Operation
+
+    /// The `"id"` as text, for the audit record.
+    public var idText: String? {
+        id.map { raw in
+            var s = String(decoding: raw, as: UTF8.self)
+            if s.hasPrefix("\"") && s.hasSuffix("\"") && s.count >= 2 { s = String(s.dropFirst().dropLast()) }
+            return s
+        }
+    }
+}
+
+/// Why a line is not a usable request, with the code the contract gives it.
+public struct RequestError: Error, Sendable, Equatable {
+    public enum Code: String, Sendable {
+        case badRequest = "bad_request"
+        case unknownOp = "unknown_op"
+    }
+    public var code: Code
+    public var message: String
+    /// The request's id, when the line got far enough to have one.
+    public var id: [UInt8]?
+}
+
+extension Request {
+    /// Parses one line (without its newline). Strict JSON: a line that is not one JSON object is a
+    /// `bad_request`; an `op` outside the table is `unknown_op`.
+    public static func parse<Bytes: Collection>(_ line: Bytes) -> Result<Request, RequestError>
+    where Bytes.Element == UInt8, Bytes.Index == Int {
+        var scanner = JSONObjectScanner(line)
+        let fields: JSONObjectScanner<Bytes>.Fields
+        do {
+            fields = try scanner.scanTopLevelObject()
+        } catch let failure as JSONObjectScanner<Bytes>.Failure {
+            return .failure(RequestError(code: .badRequest, message: "the line is not a JSON object (\(failure.reason))", id: scanner.partialId))
+        } catch {
+            return .failure(RequestError(code: .badRequest, message: "the line is not a JSON object", id: nil))
+        }
+        let id = fields.id
+        func bad(_ message: String) -> Result<Request, RequestError> {
+            .failure(RequestError(code: .badRequest, message: message, id: id))
+        }
+        if fields.idIsWrongType { return bad("\"id\" must be a string or an integer") }
+        guard let op = fields.strings["op"] else {
+            return bad(fields.mistyped.contains("op") ? "\"op\" must be a string" : "missing \"op\"")
+        }
+        switch op {
+        case "ping": return .success(Request(id: id, operation: .ping))
+        case "whoami": return .success(Request(id: id, operation: .whoami))
+        case "list": return .success(Request(id: id, operation: .list))
+        case "get":
+            guard let name = fields.strings["name"] else {
+                return bad(fields.mistyped.contains("name") ? "\"name\" must be a string" : "get needs \"name\"")
+            }
+            var proof: Proof?
+            if let p = fields.strings["proof"] {
+                guard let parsed = Proof(rawValue: p) else { return bad("\"proof\" must be \"timed\" or \"legacy\"") }
+                proof = parsed
+            } else if fields.mistyped.contains("proof") {
+                return bad("\"proof\" must be \"timed\" or \"legacy\"")
+            }
+            return .success(Request(id: id, operation: .get(name: name, proof: proof)))
+        default:
+            let shown = op.count > 40 ? String(op.prefix(40)) + "…" : op
+            return .failure(RequestError(code: .unknownOp, message: "unknown op \"\(shown)\" (expected ping, whoami, list or get)", id: id))
+        }
+    }
+}

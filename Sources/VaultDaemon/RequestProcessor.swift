@@ -1,0 +1,167 @@
+import Foundation
+import Logging
+import Synchronization
+import VaultCore
+import VaultCrypto
+import VaultPolicy
+import VaultStore
+
+/// Answers protocol requests: policy, then store and crypto, then audit, then the reply.
+///
+/// It does its synchronous work (a policy lookup, one indexed SQLite read, one secretbox open) on the
+/// caller's thread — the connection's event loop — so a read costs no thread hop until the audit
+/// record is durable. `reply` is called exactly once, from the auditor's thread for audited requests.
+public final class RequestProcessor: Sendable {
+    let vault: Vault
+    let audit: any AuditSink
+    let logger: Logger
+    private let policyBox: Mutex<Policy>
+    private let limiter = RateLimiter()
+
+    public init(vault: Vault, policy: Policy, audit: any AuditSink, logger: Logger) {
+        self.vault = vault
+        self.audit = audit
+        self.logger = logger
+        self.policyBox = Mutex(policy)
+    }
+
+    public var policy: Policy { policyBox.withLock { $0 } }
+
+    /// Puts a new policy in force (after it parsed).
+    public func replacePolicy(_ policy: Policy) {
+        policyBox.withLock { $0 = policy }
+    }
+
+    public func process(_ request: Request, caller: Caller, reply: @escaping @Sendable (Reply) -> Void) {
+        switch request.operation {
+        case .ping:
+            reply(.pong)
+        case .whoami:
+            reply(.whoami(caller))
+        case .list:
+            list(request, caller: caller, reply: reply)
+        case .get(let name, let proof):
+            get(name: name, proof: proof, request: request, caller: caller, reply: reply)
+        }
+    }
+
+    private func actor(_ caller: Caller) -> AuditActor {
+        AuditActor(uid: caller.uid, gid: caller.gid, pid: caller.pid, executable: caller.executable)
+    }
+
+    /// Writes the record, then replies: `reply` on success, `unavailable` when the record cannot be made durable.
+    private func audited(_ event: AuditEvent, secret: SecretBytes? = nil, _ answer: Reply, reply: @escaping @Sendable (Reply) -> Void) {
+        let logger = self.logger
+        audit.append(event, secret: secret) { result in
+            switch result {
+            case .success: reply(answer)
+            case .failure(let error):
+                logger.error("audit record could not be made durable; refusing the \(event.action)", metadata: ["error": "\(error)"])
+                reply(.error(.unavailable, "the audit log cannot be written right now; nothing was disclosed"))
+            }
+        }
+    }
+
+    private func rateLimited(_ policy: Policy, _ caller: Caller) -> Bool {
+        guard let rate = policy.rate(for: caller) else { return false }
+        return !limiter.allow(uid: caller.uid, rate: rate)
+    }
+
+    private func list(_ request: Request, caller: Caller, reply: @escaping @Sendable (Reply) -> Void) {
+        let policy = self.policy
+        var event = AuditEvent(action: "list", channel: .socket, actor: actor(caller), outcome: .granted, requestId: request.idText)
+        if rateLimited(policy, caller) {
+            event.outcome = .rateLimited
+            return audited(event, .error(.rateLimited, "uid \(caller.uid) exceeded its request rate"), reply: reply)
+        }
+        do {
+            let names = try vault.names().filter { policy.decide(caller, name: $0).allowed }
+            event.reason = "\(names.count) names"
+            audited(event, .names(names), reply: reply)
+        } catch {
+            event.outcome = .failed
+            event.reason = "\(error)"
+            audited(event, .error(.unavailable, "the vault cannot be read right now"), reply: reply)
+        }
+    }
+
+    private func get(name: String, proof: Request.Proof?, request: Request, caller: Caller, reply: @escaping @Sendable (Reply) -> Void) {
+        let policy = self.policy
+        var event = AuditEvent(action: proof == nil ? "get" : "get+proof", channel: .socket, actor: actor(caller),
+                               token: name, outcome: .granted, requestId: request.idText)
+        if rateLimited(policy, caller) {
+            event.outcome = .rateLimited
+            return audited(event, .error(.rateLimited, "uid \(caller.uid) exceeded its request rate"), reply: reply)
+        }
+        let decision = policy.decide(caller, name: name)
+        guard decision.allowed else {
+            event.outcome = .denied
+            event.reason = "no policy rule allows it"
+            return audited(event, .error(.denied, "uid \(caller.uid) may not read \(name)"), reply: reply)
+        }
+        if proof != nil && !decision.proof {
+            event.outcome = .denied
+            event.reason = "no policy rule grants proofs"
+            return audited(event, .error(.denied, "uid \(caller.uid) may not ask for proofs for \(name)"), reply: reply)
+        }
+        let opened: OpenedToken
+        do {
+            opened = try vault.get(name: name)
+        } catch let e as StoreError {
+            if case .notFound = e {
+                event.outcome = .notFound
+                return audited(event, .error(.notFound, "no token named \(name)"), reply: reply)
+            }
+            event.outcome = .failed
+            event.reason = "\(e)"
+            return audited(event, .error(.unavailable, "the vault cannot be read right now"), reply: reply)
+        } catch let e as VaultError {
+            event.outcome = .failed
+            event.reason = "\(e)"
+            logger.error("read failed", metadata: ["token": "\(name)", "error": "\(e)"])
+            let message: String
+            if case .integrity = e {
+                message = "token \(name) failed its integrity check; an admin must restore it"
+            } else {
+                message = "a key needed to open \(name) is not available"
+            }
+            return audited(event, .error(.unavailable, message), reply: reply)
+        } catch {
+            event.outcome = .failed
+            event.reason = "\(error)"
+            return audited(event, .error(.internal, "unexpected error reading \(name); report it with the daemon's log"), reply: reply)
+        }
+        var proofValue: (hex: String, time: Int64?)?
+        if let proof {
+            guard let app = opened.record.app else {
+                event.outcome = .failed
+                event.reason = "proof asked for a token with no app"
+                return audited(event, .error(.badRequest, "token \(name) has no app, so no appsecret_proof can be made"), reply: reply)
+            }
+            do {
+                proofValue = try makeProof(proof, token: opened.secret, app: app)
+            } catch {
+                event.outcome = .failed
+                event.reason = "\(error)"
+                return audited(event, .error(.unavailable, "the app secret of \(app) cannot be opened"), reply: reply)
+            }
+        }
+        audited(event, secret: opened.secret, .token(.init(record: opened.record, secret: opened.secret, proof: proofValue)), reply: reply)
+    }
+
+    /// `appsecret_proof`: HMAC-SHA256 keyed with the app secret, over `token|time` (timed) or the token (legacy).
+    func makeProof(_ kind: Request.Proof, token: SecretBytes, app: String) throws -> (hex: String, time: Int64?) {
+        let secret = try vault.appSecret(app: app).secret
+        switch kind {
+        case .legacy:
+            let mac = secret.withUnsafeBytes { k in token.withUnsafeBytes { HMACSHA256.mac(key: k, message: $0) } }
+            return (hexString(mac), nil)
+        case .timed:
+            let time = Int64(Date().timeIntervalSince1970)
+            var message = token.withUnsafeBytes { Array($0) } + Array("|\(time)".utf8)
+            defer { wipe(&message) }
+            let mac = secret.withUnsafeBytes { k in message.withUnsafeBytes { HMACSHA256.mac(key: k, message: $0) } }
+            return (hexString(mac), time)
+        }
+    }
+}

@@ -1,0 +1,197 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+import VaultPolicy
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `tokenvault serve`: protocol v1 on a Unix domain socket, run as a swift-service-lifecycle `Service`.
+///
+/// On graceful shutdown (SIGTERM/SIGINT through the `ServiceGroup`) it stops accepting, lets every
+/// connection finish the requests it has in flight, closes them, and removes the socket file.
+public final class VaultServer: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var socketPath: String
+        /// Group given to the socket (mode 0660), so that non-root services can connect.
+        public var socketGroup: UInt32?
+        /// Connections idle this long are closed.
+        public var idleTimeout: TimeAmount = .seconds(60)
+        /// Beyond this many open connections, new ones are closed at once (and logged).
+        public var maxConnections = 4096
+        /// Unanswered pipelined requests per connection before it stops reading.
+        public var maxInFlight = 256
+        /// How long a graceful shutdown waits for in-flight requests.
+        public var drainTimeout: TimeAmount = .seconds(10)
+        public var threads = System.coreCount
+
+        public init(socketPath: String) {
+            self.socketPath = socketPath
+        }
+    }
+
+    public let configuration: Configuration
+    let processor: RequestProcessor
+    let logger: Logger
+    private let connections = ConnectionRegistry()
+    private let bound = Mutex<(Channel, EventLoopGroup)?>(nil)
+    private let ready = Mutex<[CheckedContinuation<Void, Error>]>([])
+    private let state = Mutex<State>(.starting)
+
+    private enum State { case starting, serving, failed(String), stopped }
+
+    public init(configuration: Configuration, processor: RequestProcessor, logger: Logger) {
+        self.configuration = configuration
+        self.processor = processor
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+        let channel: Channel
+        do {
+            channel = try await bind(group: group)
+        } catch {
+            state.withLock { $0 = .failed("\(error)") }
+            resumeWaiters(with: error)
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        bound.withLock { $0 = (channel, group) }
+        state.withLock { $0 = .serving }
+        resumeWaiters(with: nil)
+        logger.info("serving", metadata: ["socket": "\(configuration.socketPath)", "threads": "\(configuration.threads)"])
+
+        // Runs until the service group asks for a graceful shutdown (or is cancelled).
+        try? await gracefulShutdown()
+
+        logger.info("shutting down: draining in-flight requests", metadata: ["connections": "\(connections.count)"])
+        try? await channel.close()
+        await connections.drain(timeout: configuration.drainTimeout)
+        removeSocketFile()
+        try? await group.shutdownGracefully()
+        state.withLock { $0 = .stopped }
+        logger.info("stopped")
+    }
+
+    /// Returns once the socket is accepting connections (or throws why it never will).
+    public func waitUntilServing() async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
+            let now: Result<Void, Error>? = state.withLock { s in
+                switch s {
+                case .serving: return .success(())
+                case .failed(let why): return .failure(ServeError(why))
+                case .stopped: return .failure(ServeError("stopped"))
+                case .starting:
+                    ready.withLock { $0.append(c) }
+                    return nil
+                }
+            }
+            if let now { c.resume(with: now) }
+        }
+    }
+
+    private func resumeWaiters(with error: Error?) {
+        let waiters = ready.withLock { w -> [CheckedContinuation<Void, Error>] in defer { w = [] }; return w }
+        for w in waiters {
+            if let error { w.resume(throwing: error) } else { w.resume() }
+        }
+    }
+
+    private func bind(group: EventLoopGroup) async throws -> Channel {
+        let config = configuration
+        try SocketPath.prepare(config.socketPath)
+        let processor = self.processor
+        let connections = self.connections
+        let logger = self.logger
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .childChannelOption(.autoRead, value: true)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                guard connections.admit(channel, limit: config.maxConnections) else {
+                    connections.noteRefused(limit: config.maxConnections, logger: logger)
+                    return channel.close()
+                }
+                return PeerCredentials.of(channel: channel).flatMapThrowing { cred in
+                    let caller = Caller.resolve(uid: cred.uid, gid: cred.gid, pid: cred.pid)
+                    try channel.pipeline.syncOperations.addHandlers([
+                        IdleStateHandler(readTimeout: config.idleTimeout),
+                        ByteToMessageHandler(LineFrameDecoder()),
+                        ConnectionHandler(processor: processor, caller: caller, maxInFlight: config.maxInFlight),
+                    ])
+                }.flatMapErrorThrowing { error in
+                    logger.warning("could not identify a connecting peer; closing it", metadata: ["error": "\(error)"])
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
+            .bind(unixDomainSocketPath: config.socketPath, cleanupExistingSocketFile: false)
+            .get()
+        do {
+            try SocketPath.finish(config.socketPath, group: config.socketGroup)
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+        return channel
+    }
+
+    private func removeSocketFile() {
+        var st = stat()
+        if lstat(configuration.socketPath, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK {
+            unlink(configuration.socketPath)
+        }
+    }
+
+    /// How many connections are open now.
+    public var connectionCount: Int { connections.count }
+}
+
+/// The open connections, for the connection cap and for draining at shutdown.
+final class ConnectionRegistry: Sendable {
+    private let channels = Mutex<[ObjectIdentifier: Channel]>([:])
+    private let lastRefusalLog = Mutex<UInt64>(0)
+
+    var count: Int { channels.withLock { $0.count } }
+
+    func admit(_ channel: Channel, limit: Int) -> Bool {
+        let admitted = channels.withLock { all -> Bool in
+            guard all.count < limit else { return false }
+            all[ObjectIdentifier(channel)] = channel
+            return true
+        }
+        if admitted {
+            channel.closeFuture.whenComplete { [weak self] _ in
+                _ = self?.channels.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+            }
+        }
+        return admitted
+    }
+
+    /// Logs a refused connection, at most once a second.
+    func noteRefused(limit: Int, logger: Logger) {
+        let now = DispatchTime.now().uptimeNanoseconds
+        let log = lastRefusalLog.withLock { last -> Bool in
+            guard now &- last > 1_000_000_000 else { return false }
+            last = now
+            return true
+        }
+        if log {
+            logger.warning("connection limit reached: refusing new connections", metadata: ["max_connections": "\(limit)"])
+        }
+    }
+
+    func drain(timeout: TimeAmount) async {
+        let open = channels.withLock { Array($0.values) }
+        for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
+        let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, timeout.nanoseconds))
+        while count > 0 && DispatchTime.now().uptimeNanoseconds < deadline {
+            try? await Task.sleep(nanoseconds: 10_000_000)
+        }
+        for channel in channels.withLock({ Array($0.values) }) { try? await channel.close() }
+    }
+}

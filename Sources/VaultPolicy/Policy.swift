@@ -1,0 +1,174 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Who may read which tokens over the socket. Default deny, root included: a caller reads a name only
+/// when some rule's subject matches the caller and one of its patterns matches the name.
+public struct Policy: Sendable, Equatable {
+    public enum Subject: Sendable, Equatable, CustomStringConvertible {
+        case uid(UInt32)
+        case gid(UInt32)
+
+        public var description: String {
+            switch self {
+            case .uid(let u): return "uid \(u)"
+            case .gid(let g): return "gid \(g)"
+            }
+        }
+    }
+
+    /// One `[[allow]]` table.
+    public struct Rule: Sendable, Equatable {
+        public var subject: Subject
+        /// Exact names, or prefixes written with a trailing `*` (`"*"` alone matches every name).
+        public var tokens: [String]
+        /// May ask for an `appsecret_proof`.
+        public var proof: Bool
+        /// Requests per second for a caller this rule matches; nil for no limit.
+        public var rate: Double?
+        /// The line of its `[[allow]]` header in the file, for explanations.
+        public var line: Int
+
+        public init(subject: Subject, tokens: [String], proof: Bool = false, rate: Double? = nil, line: Int = 0) {
+            self.subject = subject
+            self.tokens = tokens
+            self.proof = proof
+            self.rate = rate
+            self.line = line
+        }
+
+        public func matches(name: String) -> Bool {
+            tokens.contains { pattern in
+                pattern.hasSuffix("*") ? name.hasPrefix(pattern.dropLast()) : name == pattern
+            }
+        }
+
+        func applies(to caller: Caller) -> Bool {
+            switch subject {
+            case .uid(let u): return caller.uid == u
+            case .gid(let g): return caller.gid == g || caller.supplementaryGroups.contains(g)
+            }
+        }
+    }
+
+    public var rules: [Rule]
+
+    public init(rules: [Rule]) {
+        self.rules = rules
+    }
+
+    /// The empty policy: nobody reads anything.
+    public static let denyAll = Policy(rules: [])
+
+    /// The verdict for one caller and one name, with the reason in words.
+    public struct Decision: Sendable, Equatable {
+        public let allowed: Bool
+        /// Whether a matching rule grants proofs.
+        public let proof: Bool
+        /// The line of the first rule that allowed the read.
+        public let ruleLine: Int?
+        public let explanation: String
+    }
+
+    public func decide(_ caller: Caller, name: String) -> Decision {
+        var allowedBy: Rule?
+        var proof = false
+        for rule in rules where rule.applies(to: caller) && rule.matches(name: name) {
+            if allowedBy == nil { allowedBy = rule }
+            proof = proof || rule.proof
+        }
+        guard let rule = allowedBy else {
+            return Decision(allowed: false, proof: false, ruleLine: nil,
+                            explanation: "uid \(caller.uid) may not read \(name): no rule allows it (default deny)")
+        }
+        return Decision(allowed: true, proof: proof, ruleLine: rule.line,
+                        explanation: "uid \(caller.uid) may read \(name): allowed by the rule for \(rule.subject) at line \(rule.line)"
+                            + (proof ? ", with proofs" : ", without proofs"))
+    }
+
+    /// The caller's request rate limit: the highest `rate` among the rules whose subject matches it, or
+    /// nil (no limit) when some matching rule sets none. A caller no rule matches is limited to nothing
+    /// special: every read it makes is denied anyway.
+    public func rate(for caller: Caller) -> Double? {
+        var best: Double? = 0
+        var any = false
+        for rule in rules where rule.applies(to: caller) {
+            any = true
+            guard let r = rule.rate else { return nil }
+            best = max(best ?? 0, r)
+        }
+        return any ? best : nil
+    }
+}
+
+/// A process on the other end of the socket, as the kernel reports it (`SO_PEERCRED`).
+public struct Caller: Sendable, Hashable, CustomStringConvertible {
+    public let uid: UInt32
+    public let gid: UInt32
+    public let pid: Int32
+    /// The groups of the uid's user account (from the group database), so `gid`/`group` rules match members.
+    public let supplementaryGroups: [UInt32]
+    /// `/proc/PID/exe`, where readable.
+    public let executable: String?
+
+    public init(uid: UInt32, gid: UInt32, pid: Int32, supplementaryGroups: [UInt32] = [], executable: String? = nil) {
+        self.uid = uid
+        self.gid = gid
+        self.pid = pid
+        self.supplementaryGroups = supplementaryGroups
+        self.executable = executable
+    }
+
+    /// Fills in the supplementary groups and executable path for a peer.
+    public static func resolve(uid: UInt32, gid: UInt32, pid: Int32) -> Caller {
+        Caller(uid: uid, gid: gid, pid: pid, supplementaryGroups: groups(ofUid: uid, primary: gid),
+               executable: executable(of: pid))
+    }
+
+    public var description: String { "uid \(uid) gid \(gid) pid \(pid)" }
+
+    static func groups(ofUid uid: UInt32, primary: UInt32) -> [UInt32] {
+        guard let name = Accounts.userName(uid: uid) else { return [] }
+        var count: Int32 = 64
+        var groups = [gid_t](repeating: 0, count: Int(count))
+        if getgrouplist(name, primary, &groups, &count) < 0 {
+            groups = [gid_t](repeating: 0, count: Int(count))
+            guard getgrouplist(name, primary, &groups, &count) >= 0 else { return [] }
+        }
+        return Array(groups.prefix(Int(count)))
+    }
+
+    static func executable(of pid: Int32) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/\(pid)/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+}
+
+/// Looks up users and groups in the system databases.
+public enum Accounts {
+    public static func uid(ofUser name: String) -> UInt32? {
+        var pwd = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getpwnam_r(name, &pwd, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return pwd.pw_uid
+    }
+
+    public static func userName(uid: UInt32) -> String? {
+        var pwd = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getpwuid_r(uid, &pwd, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return String(cString: pwd.pw_name)
+    }
+
+    public static func gid(ofGroup name: String) -> UInt32? {
+        var grp = group()
+        var result: UnsafeMutablePointer<group>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getgrnam_r(name, &grp, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return grp.gr_gid
+    }
+}

@@ -1,0 +1,112 @@
+import Foundation
+import TOMLKit
+
+/// A policy file that could not be used: the line (1-based, 0 when unknown) and what is wrong.
+public struct PolicyError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let path: String
+    public let line: Int
+    public let message: String
+
+    public var description: String {
+        line > 0 ? "\(path):\(line): \(message)" : "\(path): \(message)"
+    }
+}
+
+extension Policy {
+    /// Reads `policy.toml`. A missing file is the empty (deny-all) policy; one that does not parse is an error
+    /// naming its line.
+    public static func load(path: String) throws -> Policy {
+        guard FileManager.default.fileExists(atPath: path) else { return .denyAll }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw PolicyError(path: path, line: 0, message: "cannot read the file")
+        }
+        return try parse(String(decoding: data, as: UTF8.self), path: path)
+    }
+
+    /// Parses policy TOML:
+    ///
+    ///     [[allow]]
+    ///     uid = 1001               # or user = "adsync", gid = 1002, group = "ads"
+    ///     tokens = ["acme/*", "shared/reporting"]
+    ///     proof = true             # optional, default false
+    ///     rate = 50                # optional, requests per second
+    public static func parse(_ text: String, path: String = "policy.toml") throws -> Policy {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let e as TOMLParseError {
+            throw PolicyError(path: path, line: Int(e.source.begin.line), message: e.description)
+        }
+        // TOMLKit keeps no positions for values: find each [[allow]] header's line ourselves.
+        let headerLines = text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+            .filter { $0.element.trimmingCharacters(in: .whitespaces).hasPrefix("[[allow]]") }
+            .map { $0.offset + 1 }
+
+        for key in table.keys where key != "allow" {
+            throw PolicyError(path: path, line: lineOf(key: key, in: text), message: "unknown key \"\(key)\" (only [[allow]] tables are allowed)")
+        }
+        guard let value = table["allow"] else { return .denyAll }
+        guard let array = value.array else {
+            throw PolicyError(path: path, line: lineOf(key: "allow", in: text), message: "\"allow\" must be written as [[allow]] tables")
+        }
+        var rules: [Rule] = []
+        for (index, element) in array.enumerated() {
+            let line = index < headerLines.count ? headerLines[index] : 0
+            func fail(_ message: String) -> PolicyError {
+                PolicyError(path: path, line: line, message: "[[allow]] #\(index + 1): \(message)")
+            }
+            guard let rule = element.table else { throw fail("not a table") }
+            for key in rule.keys where !["uid", "user", "gid", "group", "tokens", "proof", "rate"].contains(key) {
+                throw fail("unknown key \"\(key)\" (expected uid, user, gid, group, tokens, proof, rate)")
+            }
+            let subjects = ["uid", "user", "gid", "group"].filter { rule.contains(key: $0) }
+            guard subjects.count == 1 else {
+                throw fail("name exactly one of uid, user, gid or group (found \(subjects.isEmpty ? "none" : subjects.joined(separator: ", ")))")
+            }
+            let subject: Subject
+            switch subjects[0] {
+            case "uid":
+                guard let n = rule["uid"]?.int, n >= 0, n <= Int(UInt32.max) else { throw fail("uid must be a non-negative integer") }
+                subject = .uid(UInt32(n))
+            case "gid":
+                guard let n = rule["gid"]?.int, n >= 0, n <= Int(UInt32.max) else { throw fail("gid must be a non-negative integer") }
+                subject = .gid(UInt32(n))
+            case "user":
+                guard let name = rule["user"]?.string else { throw fail("user must be a string") }
+                guard let uid = Accounts.uid(ofUser: name) else { throw fail("no such user \"\(name)\" on this host") }
+                subject = .uid(uid)
+            default:
+                guard let name = rule["group"]?.string else { throw fail("group must be a string") }
+                guard let gid = Accounts.gid(ofGroup: name) else { throw fail("no such group \"\(name)\" on this host") }
+                subject = .gid(gid)
+            }
+            guard let tokenArray = rule["tokens"]?.array else { throw fail("tokens must be a list of names, e.g. tokens = [\"acme/*\"]") }
+            var patterns: [String] = []
+            for item in tokenArray {
+                guard let s = item.string, !s.isEmpty else { throw fail("every entry of tokens must be a non-empty string") }
+                if s.dropLast().contains("*") { throw fail("\"\(s)\": * is allowed only at the end of a pattern") }
+                patterns.append(s)
+            }
+            var proof = false
+            if let p = rule["proof"] {
+                guard let b = p.bool else { throw fail("proof must be true or false") }
+                proof = b
+            }
+            var rate: Double?
+            if let r = rule["rate"] {
+                guard let v = r.double ?? r.int.map(Double.init), v > 0 else { throw fail("rate must be a positive number of requests per second") }
+                rate = v
+            }
+            rules.append(Rule(subject: subject, tokens: patterns, proof: proof, rate: rate, line: line))
+        }
+        return Policy(rules: rules)
+    }
+
+    private static func lineOf(key: String, in text: String) -> Int {
+        for (i, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let t = line.trimmingCharacters(in: .whitespaces)
+            if t.hasPrefix(key) || t.hasPrefix("[\(key)") || t.hasPrefix("[[\(key)") { return i + 1 }
+        }
+        return 0
+    }
+}
