@@ -41,6 +41,9 @@ let package = Package(
         // The vault: keyring on disk, key hierarchy, sealed tokens, import/export, the audit interface.
         .target(name: "VaultCore", dependencies: ["VaultCrypto", "VaultStore"], swiftSettings: strict),
 
+        // The audit log: chained, signed JSON Lines made durable by group commit; verification and reports.
+        .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto"], swiftSettings: strict),
+
         // policy.toml: who may read what. Default deny.
         .target(
             name: "VaultPolicy",
@@ -69,10 +72,12 @@ let package = Package(
         .executableTarget(
             name: "TokenVaultCLI",
             dependencies: [
-                "VaultCore", "VaultCrypto", "VaultStore", "VaultPolicy", "VaultDaemon", "TokenVaultClient", "CSystemShims",
+                "VaultCore", "VaultCrypto", "VaultStore", "VaultPolicy", "VaultDaemon", "VaultAudit", "TokenVaultClient",
+                "CSystemShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
 
@@ -83,10 +88,11 @@ let package = Package(
             dependencies: ["VaultCore", "VaultCrypto", "VaultStore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: strict),
+        .testTarget(name: "VaultAuditTests", dependencies: ["VaultAudit", "VaultCore", "VaultCrypto"], swiftSettings: strict),
         .testTarget(
             name: "VaultDaemonTests",
             dependencies: [
-                "VaultDaemon", "VaultCore", "VaultCrypto", "VaultPolicy", "TokenVaultClient",
+                "VaultDaemon", "VaultCore", "VaultCrypto", "VaultPolicy", "VaultAudit", "TokenVaultClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],

@@ -77,8 +77,12 @@ struct Put: ParsableCommand {
     func run() throws {
         let secret = try fromFile.map { try SecretInput.readFile($0, what: "token") } ?? SecretInput.readStdin(what: "token for \(name)")
         let v = try vault.openVault()
+        let audit = try CLIAudit(v)
+        defer { audit.close() }
         let existed = (try? v.show(name: name)) != nil
-        try reporting { try v.put(name: name, secret: secret, kind: kind, app: app, replace: force) }
+        try audit.admin("put", token: name, reason: existed ? "replaced" : "created") {
+            try v.put(name: name, secret: secret, kind: kind, app: app, replace: force)
+        }
         printErr("\(existed ? "replaced" : "stored") \(name)")
     }
 }
@@ -93,10 +97,29 @@ struct Get: ParsableCommand {
 
     @OptionGroup var vault: VaultOptions
     @Argument(help: "The token's name.") var name: String
+    @Option(help: ArgumentHelp("Read through the daemon on this socket instead of opening the vault (no key file needed).",
+                               valueName: "path"))
+    var socket: String?
 
     func run() throws {
+        if let socket {
+            let token = try readThroughDaemon(socket: socket, name: name)
+            FileHandle.standardOutput.write(Data(token.utf8))
+            if isatty(1) == 1 { print("") }
+            return
+        }
         let v = try vault.openVault()
-        let opened = try reporting { try v.get(name: name) }
+        let audit = try CLIAudit(v)
+        defer { audit.close() }
+        let opened: OpenedToken
+        do {
+            opened = try reporting { try v.get(name: name) }
+        } catch let failure as CLIFailure {
+            try audit.record("get", token: name, outcome: failure.code == 3 ? .notFound : .failed, reason: failure.message)
+            throw failure
+        }
+        // Durable before disclosure: the token is printed only once its record is on disk.
+        try audit.record("get", token: name, secret: opened.secret)
         writeStdout(opened.secret)
         if isatty(1) == 1 { print("") }
     }
@@ -158,7 +181,9 @@ struct Remove: ParsableCommand {
 
     func run() throws {
         let v = try vault.openVault()
-        try reporting { try v.remove(name: name) }
+        let audit = try CLIAudit(v)
+        defer { audit.close() }
+        try audit.admin("rm", token: name) { try v.remove(name: name) }
         printErr("removed \(name)")
     }
 }
@@ -188,7 +213,11 @@ struct AppCommand: ParsableCommand {
         func run() throws {
             let secret = try SecretInput.readStdin(what: "app secret for \(app)")
             let v = try vault.openVault()
-            try reporting { try v.addApp(name: app, appId: appId, secret: secret, replace: force) }
+            let audit = try CLIAudit(v)
+            defer { audit.close() }
+            try audit.admin("app_add", reason: "app \(app) (id \(appId))") {
+                try v.addApp(name: app, appId: appId, secret: secret, replace: force)
+            }
             printErr("stored app \(app)")
         }
     }
@@ -250,7 +279,9 @@ struct Import: ParsableCommand {
             chosen = ImportFormat.detect(path: file, content: content)
         }
         let v = try vault.openVault()
-        let count: Int = try reporting {
+        let audit = try CLIAudit(v)
+        defer { audit.close() }
+        let count: Int = try audit.admin("import", reason: "format \(chosen.rawValue)") {
             switch chosen {
             case .env: return try v.put(ImportFormat.parseEnv(content, prefix: prefix, kind: kind, app: app), replace: force)
             case .jsonl: return try v.put(ImportFormat.parseJSONLines(content, kind: kind, app: app), replace: force)
@@ -318,7 +349,9 @@ struct Export: ParsableCommand {
         }
         guard pass.count >= 8 else { throw CLIFailure(message: "error: an export passphrase needs at least 8 characters", code: 2) }
         let v = try vault.openVault()
-        let bytes = try reporting { try v.exportSealed(passphrase: pass, strength: kdf) }
+        let audit = try CLIAudit(v)
+        defer { audit.close() }
+        let bytes = try audit.admin("export", reason: "sealed export") { try v.exportSealed(passphrase: pass, strength: kdf) }
         if let output {
             let fd = open(output, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
             guard fd >= 0 else {

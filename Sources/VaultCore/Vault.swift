@@ -130,6 +130,44 @@ public final class Vault: Sendable {
         }
     }
 
+    /// The audit log's key: made on first use, wrapped under the master key that wraps the current data
+    /// key, so key rotation covers it like any data key.
+    public func auditKey() throws -> SecureKey {
+        if let record = try store.read({ try $0.auditKey() }) { return try dataKey(id: record.id!) }
+        let fresh = SecureKey.random()
+        let id: Int64 = try store.write { tx in
+            if let existing = try tx.auditKey() { return existing.id! }  // another process won the race
+            guard let current = try tx.currentDataKey() else { throw VaultError.integrity(what: "vault", name: home.databasePath) }
+            let master = try keyring.load(id: current.masterKeyId, passphrase: passphrase)
+            var record = try tx.insertDataKey(DataKeyRecord(
+                masterKeyId: current.masterKeyId, wrapped: Data(), createdAt: Self.now(), isCurrent: false, purpose: "audit"))
+            record.wrapped = Data(Sealer.seal(key: fresh, under: master, context: .dataKey(record.id!)))
+            try tx.updateDataKey(record)
+            return record.id!
+        }
+        return try dataKey(id: id)
+    }
+
+    /// The audit checkpoint kept in `vault.db`.
+    public func auditCheckpoint() throws -> AuditCheckpointRecord? {
+        try store.read { try $0.auditCheckpoint() }
+    }
+
+    /// Moves the checkpoint forward (never back: several processes append to one log).
+    public func advanceAuditCheckpoint(seq: Int64, hash: [UInt8], mac: [UInt8]) throws {
+        try store.write { tx in
+            if let existing = try tx.auditCheckpoint(), existing.seq >= seq { return }
+            try tx.saveAuditCheckpoint(AuditCheckpointRecord(seq: seq, hash: hexString(hash), mac: hexString(mac), updatedAt: Self.now()))
+        }
+    }
+
+    /// Unlocks the keys a server needs (the current data key and the audit key), so a missing or
+    /// wrong key stops it at start rather than failing reads later.
+    public func unlock() throws {
+        _ = try store.read { tx in try currentDataKey(tx) }
+        _ = try auditKey()
+    }
+
     /// The current data key and its id.
     func currentDataKey(_ tx: StoreTransaction) throws -> (id: Int64, key: SecureKey) {
         guard let record = try tx.currentDataKey(), let id = record.id else {

@@ -9,6 +9,12 @@ public struct ServeError: Error, CustomStringConvertible, Sendable {
     public init(_ description: String) { self.description = description }
 }
 
+/// Finds the daemon behind a socket.
+public enum DaemonProbe {
+    /// The pid of the process answering on `socketPath` (from SO_PEERCRED), or nil when none answers.
+    public static func pid(socketPath: String) -> Int32? { SocketPath.livePeer(socketPath) }
+}
+
 /// Checks and clears the socket path before binding: the directory must not be world-writable, a live
 /// daemon on the path is never displaced, and a stale socket file (nobody answering) is removed.
 enum SocketPath {

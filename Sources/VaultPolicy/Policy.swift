@@ -127,7 +127,7 @@ public struct Caller: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { "uid \(uid) gid \(gid) pid \(pid)" }
 
-    static func groups(ofUid uid: UInt32, primary: UInt32) -> [UInt32] {
+    public static func groups(ofUid uid: UInt32, primary: UInt32) -> [UInt32] {
         guard let name = Accounts.userName(uid: uid) else { return [] }
         var count: Int32 = 64
         var groups = [gid_t](repeating: 0, count: Int(count))
@@ -154,6 +154,14 @@ public enum Accounts {
         var buffer = [CChar](repeating: 0, count: 16384)
         guard getpwnam_r(name, &pwd, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
         return pwd.pw_uid
+    }
+
+    public static func primaryGid(uid: UInt32) -> UInt32? {
+        var pwd = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard getpwuid_r(uid, &pwd, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
+        return pwd.pw_gid
     }
 
     public static func userName(uid: UInt32) -> String? {

@@ -15,13 +15,16 @@ public struct DataKeyRecord: Codable, Sendable, Equatable, FetchableRecord, Muta
     public var createdAt: Int64
     /// Only one data key is current: new tokens are sealed under it.
     public var isCurrent: Bool
+    /// `tokens` (seals tokens and app secrets) or `audit` (the audit log's key).
+    public var purpose: String
 
-    public init(id: Int64? = nil, masterKeyId: String, wrapped: Data, createdAt: Int64, isCurrent: Bool) {
+    public init(id: Int64? = nil, masterKeyId: String, wrapped: Data, createdAt: Int64, isCurrent: Bool, purpose: String = "tokens") {
         self.id = id
         self.masterKeyId = masterKeyId
         self.wrapped = wrapped
         self.createdAt = createdAt
         self.isCurrent = isCurrent
+        self.purpose = purpose
     }
 
     public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
@@ -98,5 +101,27 @@ public struct AppRecord: Codable, Sendable, Equatable, FetchableRecord, Persista
         self.dataKeyId = dataKeyId
         self.createdAt = now
         self.updatedAt = now
+    }
+}
+
+/// The audit log's anchor in the database: the last record known durable, so a cut-off tail is caught.
+public struct AuditCheckpointRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "audit_checkpoint"
+    public static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    public static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+
+    public var id: Int64 = 1
+    public var seq: Int64
+    /// Hex of the record's chain hash.
+    public var hash: String
+    /// Hex MAC of `seq || hash` under the audit key, so the row itself cannot be edited to match a cut log.
+    public var mac: String
+    public var updatedAt: Int64
+
+    public init(seq: Int64, hash: String, mac: String, updatedAt: Int64) {
+        self.seq = seq
+        self.hash = hash
+        self.mac = mac
+        self.updatedAt = updatedAt
     }
 }

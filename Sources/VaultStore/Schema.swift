@@ -48,6 +48,19 @@ enum Schema {
                 t.column("updated_at", .integer).notNull()
             }
         }
+        migrator.registerMigration("v2: audit key and audit checkpoint") { db in
+            try db.alter(table: "data_keys") { t in
+                t.add(column: "purpose", .text).notNull().defaults(to: "tokens")
+                    .check(sql: "purpose IN ('tokens','audit')")
+            }
+            try db.create(table: "audit_checkpoint") { t in
+                t.primaryKey("id", .integer).check(sql: "id = 1")
+                t.column("seq", .integer).notNull()
+                t.column("hash", .text).notNull()
+                t.column("mac", .text).notNull()
+                t.column("updated_at", .integer).notNull()
+            }
+        }
         return migrator
     }
 }

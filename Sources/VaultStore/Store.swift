@@ -221,3 +221,18 @@ extension StoreTransaction {
         try record.update(db)
     }
 }
+
+extension StoreTransaction {
+    /// The audit log's key (wrapped), if one was made.
+    public func auditKey() throws -> DataKeyRecord? {
+        try DataKeyRecord.filter(Column("purpose") == "audit").fetchOne(db)
+    }
+
+    public func auditCheckpoint() throws -> AuditCheckpointRecord? {
+        try AuditCheckpointRecord.fetchOne(db, key: 1)
+    }
+
+    public func saveAuditCheckpoint(_ record: AuditCheckpointRecord) throws {
+        try record.save(db)
+    }
+}

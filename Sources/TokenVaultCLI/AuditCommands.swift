@@ -1,0 +1,207 @@
+import ArgumentParser
+import Foundation
+import VaultAudit
+import VaultCore
+import VaultCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct AuditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "Review and verify the audit log.",
+        discussion: """
+            Who read acme/ads last month, and was anyone refused?
+              tokenvault audit query --token acme/ads --since 30d
+              tokenvault audit query --token acme/ads --outcome denied --json | jq .
+            """,
+        subcommands: [Verify.self, Query.self, Tail.self, Hash.self, PublicKey.self, Report.self])
+
+    struct Filters: ParsableArguments {
+        @Option(help: "Only this token (a trailing * matches a prefix).") var token: String?
+        @Option(help: "Only this caller uid.") var uid: UInt32?
+        @Option(help: "Only this action (get, get+proof, list, put, rm, import, app_add, export, policy_reload, ...).") var action: String?
+        @Option(help: "Only this outcome: granted, denied, not_found, rate_limited or failed.") var outcome: String?
+        @Option(help: "Only records whose token_hmac is this (see `audit hash`).") var tokenHmac: String?
+        @Option(help: "From this time: 2026-11-01, 2026-11-01T10:00:00Z, or 30m / 24h / 7d ago.") var since: String?
+        @Option(help: "Before this time (same forms).") var until: String?
+
+        func filter() throws -> AuditFilter {
+            var f = AuditFilter()
+            f.token = token
+            f.uid = uid
+            f.action = action
+            f.outcome = outcome
+            f.tokenHmac = tokenHmac
+            if let since {
+                guard let t = AuditFilter.parseTime(since) else { throw ValidationError("--since: cannot read the time \"\(since)\"") }
+                f.since = t
+            }
+            if let until {
+                guard let t = AuditFilter.parseTime(until) else { throw ValidationError("--until: cannot read the time \"\(until)\"") }
+                f.until = t
+            }
+            return f
+        }
+    }
+
+    static func table(_ entries: [AuditEntry]) -> String {
+        Output.table(["SEQ", "TIME", "CHANNEL", "ACTION", "TOKEN", "OUTCOME", "UID", "PID", "EXE", "REASON"],
+                     entries.map { e in
+                         [String(e.seq), String(e.time.prefix(23)) + "Z", e.channel, e.action, e.token ?? "-", e.outcome,
+                          String(e.uid), String(e.pid), e.exe ?? "-", e.reason ?? ""]
+                     })
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check every record's chain, MAC and signature, and the checkpoint; name the first bad record.",
+            discussion: """
+                With the keyring: checks MACs and vault.db's checkpoint too (catches a cut-off tail).
+                Without it: tokenvault audit verify --pubkey audit.pub --dir /copy/of/audit   (chain and signatures only).
+                Exit 0 when the log is intact, 6 at the first bad record.
+                """)
+
+        @OptionGroup var vault: VaultOptions
+        @Option(help: ArgumentHelp("Verify with this exported public key only (no keyring needed).", valueName: "file")) var pubkey: String?
+        @Option(help: ArgumentHelp("The audit directory (default: <home>/audit).", valueName: "dir")) var dir: String?
+
+        func run() throws {
+            let report: AuditVerifier.Report
+            let started = Date()
+            if let pubkey {
+                guard let text = try? String(contentsOfFile: pubkey, encoding: .utf8),
+                      let key = decodeHex(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+                    throw CLIFailure(message: "error: \(pubkey) does not hold a hex Ed25519 public key", code: 2)
+                }
+                report = AuditVerifier.verify(directory: dir ?? vault.vaultHome.auditDirectory, keys: nil, publicKey: key, checkpoint: nil)
+            } else {
+                let v = try vault.openVault()
+                let keys = AuditKeys(auditKey: try reporting { try v.auditKey() })
+                let checkpoint = try reporting { try v.auditCheckpoint() }
+                report = AuditVerifier.verify(directory: dir ?? v.home.auditDirectory, keys: keys, publicKey: nil, checkpoint: checkpoint)
+            }
+            let seconds = Date().timeIntervalSince(started)
+            if let problem = report.problem {
+                print("FAILED after \(report.records) good records: \(problem)")
+                throw ExitCode(6)
+            }
+            var what = ["hash chain", "signatures (through seq \(report.signedThrough))"]
+            if report.checkedMACs { what.append("MACs") }
+            if report.checkedCheckpoint { what.append("checkpoint") }
+            print("OK: \(report.records) records in \(report.segments) segment(s), seq 1–\(report.lastSeq); checked \(what.joined(separator: ", ")) "
+                  + String(format: "in %.2f s", seconds))
+            if report.lastSeq > report.signedThrough && !report.checkedCheckpoint {
+                print("note: records after seq \(report.signedThrough) carry no signature yet; only a keyring holder can vouch for them")
+            }
+        }
+    }
+
+    struct Query: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List audit records that match filters (table, or --json lines).")
+
+        @OptionGroup var vault: VaultOptions
+        @OptionGroup var filters: Filters
+        @Flag(help: "Print the matching records as JSON Lines, exactly as stored.") var json = false
+        @Option(help: "At most this many records (the newest).") var limit: Int?
+
+        func run() throws {
+            let f = try filters.filter()
+            var rows: [(AuditEntry, Substring)] = []
+            AuditQuery.scan(directory: vault.vaultHome.auditDirectory, filter: f) { e, line in rows.append((e, line)) }
+            if let limit, rows.count > limit { rows = Array(rows.suffix(limit)) }
+            if json {
+                for (_, line) in rows { print(line) }
+            } else if rows.isEmpty {
+                printErr("no matching records")
+            } else {
+                print(AuditCommand.table(rows.map(\.0)))
+            }
+        }
+    }
+
+    struct Tail: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show the newest records; with -f, follow the log as it grows.")
+
+        @OptionGroup var vault: VaultOptions
+        @OptionGroup var filters: Filters
+        @Option(name: .short, help: "How many records to show first.") var n = 10
+        @Flag(name: .short, help: "Follow: keep printing new records.") var follow = false
+        @Flag(help: "JSON Lines, exactly as stored.") var json = false
+
+        func run() throws {
+            let dir = vault.vaultHome.auditDirectory
+            let f = try filters.filter()
+            var rows: [(AuditEntry, Substring)] = []
+            AuditQuery.scan(directory: dir, filter: f) { e, line in rows.append((e, line)) }
+            var lastSeq = rows.last?.0.seq ?? 0
+            emit(Array(rows.suffix(n)))
+            guard follow else { return }
+            while true {
+                usleep(250_000)
+                var fresh: [(AuditEntry, Substring)] = []
+                var g = f
+                g.since = nil
+                AuditQuery.scan(directory: dir, filter: g) { e, line in if e.seq > lastSeq { fresh.append((e, line)) } }
+                if let last = fresh.last { lastSeq = last.0.seq }
+                emit(fresh.filter { f.matches($0.0) })
+            }
+        }
+
+        private func emit(_ rows: [(AuditEntry, Substring)]) {
+            guard !rows.isEmpty else { return }
+            if json { for (_, line) in rows { print(line) } } else { print(AuditCommand.table(rows.map(\.0))) }
+            fflush(nil)
+        }
+    }
+
+    struct Hash: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the token_hmac of a token read on stdin, to find every read that touched it.",
+            discussion: "Example: tokenvault audit hash < leaked.txt | xargs -I{} tokenvault audit query --token-hmac {}")
+
+        @OptionGroup var vault: VaultOptions
+
+        func run() throws {
+            let secret = try SecretInput.readStdin(what: "token to hash")
+            let v = try vault.openVault()
+            let keys = AuditKeys(auditKey: try reporting { try v.auditKey() })
+            print(hexString(keys.tokenHMAC(secret)))
+        }
+    }
+
+    struct PublicKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "pubkey",
+            abstract: "Print the Ed25519 public key that verifies signed audit records (give it to auditors).")
+
+        @OptionGroup var vault: VaultOptions
+
+        func run() throws {
+            let v = try vault.openVault()
+            print(hexString(AuditKeys(auditKey: try reporting { try v.auditKey() }).publicKey))
+        }
+    }
+
+    struct Report: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write a self-contained HTML report: reads per token per day, callers, refusals, and the verification verdict.")
+
+        @OptionGroup var vault: VaultOptions
+        @OptionGroup var filters: Filters
+        @Option(help: ArgumentHelp("Where to write the page.", valueName: "file")) var html: String
+
+        func run() throws {
+            let v = try vault.openVault()
+            let keys = AuditKeys(auditKey: try reporting { try v.auditKey() })
+            let verification = AuditVerifier.verify(directory: v.home.auditDirectory, keys: keys, publicKey: nil,
+                                                    checkpoint: try reporting { try v.auditCheckpoint() })
+            let entries = AuditQuery.entries(directory: v.home.auditDirectory, filter: try filters.filter())
+            let page = AuditReport.html(entries: entries, verification: verification, generated: Date())
+            do { try page.write(toFile: html, atomically: true, encoding: .utf8) } catch {
+                throw CLIFailure(message: "error: cannot write \(html): \(error)", code: 1)
+            }
+            printErr("wrote \(html): \(entries.count) records, verification \(verification.ok ? "OK" : "FAILED")")
+        }
+    }
+}

@@ -1,0 +1,131 @@
+import ArgumentParser
+import CSystemShims
+import Foundation
+import Logging
+import ServiceLifecycle
+import TokenVaultClient
+import UnixSignals
+import VaultAudit
+import VaultCore
+import VaultDaemon
+import VaultPolicy
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Serve tokens to local services over a Unix domain socket (protocol v1).",
+        discussion: """
+            Example: tokenvault serve --home /var/lib/tokenvault --socket /run/tokenvault/tokenvault.sock --socket-group ads
+            Callers are identified by the kernel (SO_PEERCRED) and checked against policy.toml (default deny).
+            SIGHUP re-reads the policy; SIGTERM/SIGINT finish in-flight requests, close, and remove the socket.
+            """)
+
+    @OptionGroup var vault: VaultOptions
+    @Option(help: ArgumentHelp("The socket (default: <home>/tokenvault.sock).", valueName: "path")) var socket: String?
+    @Option(help: ArgumentHelp("The policy file (default: <home>/policy.toml).", valueName: "file")) var policy: String?
+    @Option(help: ArgumentHelp("Give the socket this group (name or gid), so members can connect.", valueName: "group"))
+    var socketGroup: String?
+    @Option(help: "Close connections idle this many seconds.") var idleTimeout = 60
+    @Option(help: "Refuse connections beyond this many.") var maxConnections = 4096
+    @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
+    @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
+
+    func run() async throws {
+        _ = tv_harden_process()
+        raiseFileLimit()
+        var logger = Logger(label: "tokenvault")
+        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+
+        let v = try vault.openVault()
+        try reporting { try v.unlock() }
+        let policyPath = policy ?? v.home.policyPath
+        let initialPolicy: Policy
+        do { initialPolicy = try Policy.load(path: policyPath) } catch let e as PolicyError {
+            throw CLIFailure(message: "error: \(e); the daemon was not started", code: 2)
+        }
+        let audit: AuditLog
+        do { audit = try AuditLog.open(for: v) } catch {
+            throw CLIFailure(message: "error: the audit log cannot be opened: \(error); the daemon was not started", code: 7)
+        }
+        defer { audit.close() }
+
+        var config = VaultServer.Configuration(socketPath: socket ?? v.home.socketPath)
+        config.idleTimeout = .seconds(Int64(idleTimeout))
+        config.maxConnections = maxConnections
+        if let threads { config.threads = threads }
+        if let socketGroup {
+            guard let gid = UInt32(socketGroup) ?? Accounts.gid(ofGroup: socketGroup) else {
+                throw CLIFailure(message: "error: no such group \(socketGroup)", code: 2)
+            }
+            config.socketGroup = gid
+        }
+        let processor = RequestProcessor(vault: v, policy: initialPolicy, audit: audit, logger: logger)
+        let server = VaultServer(configuration: config, processor: processor, logger: logger)
+        let reloader = PolicyReloader(path: policyPath, processor: processor, audit: audit, logger: logger)
+        logger.info("policy loaded", metadata: ["file": "\(policyPath)", "rules": "\(initialPolicy.rules.count)"])
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server), .init(service: reloader)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        do {
+            try await group.run()
+        } catch let e as ServeError {
+            throw CLIFailure(message: "error: \(e)", code: 1)
+        }
+    }
+
+    private func raiseFileLimit() {
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+    }
+}
+
+/// Re-reads the policy on SIGHUP. A file that does not parse is rejected (and logged with its line); the
+/// old policy stays in force. Each attempt is an audited admin action.
+struct PolicyReloader: Service {
+    let path: String
+    let processor: RequestProcessor
+    let audit: AuditLog
+    let logger: Logger
+
+    func run() async throws {
+        for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            let event: AuditEvent
+            do {
+                let policy = try Policy.load(path: path)
+                processor.replacePolicy(policy)
+                logger.info("policy reloaded", metadata: ["file": "\(path)", "rules": "\(policy.rules.count)"])
+                event = AuditEvent(action: "policy_reload", channel: .socket, actor: CLIAudit.actor, outcome: .granted,
+                                   reason: "\(policy.rules.count) rules")
+            } catch {
+                logger.error("policy reload rejected; the old policy stays in force", metadata: ["error": "\(error)"])
+                event = AuditEvent(action: "policy_reload", channel: .socket, actor: CLIAudit.actor, outcome: .failed, reason: "\(error)")
+            }
+            audit.append(event, secret: nil) { _ in }
+        }
+    }
+}
+
+/// `get --socket`: read through the daemon, with the contract's errors as exit codes.
+func readThroughDaemon(socket: String, name: String) throws -> String {
+    do {
+        return try TokenVaultClient(socketPath: socket).getBlocking(name).token
+    } catch let e as TokenVaultClient.Error {
+        let code: Int32
+        switch e {
+        case .notFound: code = 3
+        case .denied: code = 8
+        case .unavailable, .connect: code = 7
+        case .rateLimited: code = 9
+        case .badRequest, .unknownOp, .tooLarge: code = 2
+        case .internal, .protocolError: code = 1
+        }
+        throw CLIFailure(message: "error: \(e.code): \(e)", code: code)
+    }
+}

@@ -1,0 +1,351 @@
+import Foundation
+import VaultCore
+import VaultCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why an audit record could not be made durable. The read it was for is refused.
+public struct AuditWriteError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+}
+
+/// The audit log writer: JSON Lines segments under `<home>/audit/`, each record chained to the previous
+/// one (hash and MAC), made durable by **group commit** before anyone is told it was written.
+///
+/// `append` may be called from any thread. One flusher thread takes every pending record, writes them
+/// with one `write`, calls `fdatasync` once, and only then completes their callbacks — so many
+/// concurrent reads share one flush. A failed write or flush fails that batch (the caller discloses
+/// nothing), truncates the partial write away, and the next batch simply tries again: recovery needs
+/// no restart. Several processes (the daemon and CLI commands) may append to the same log: each batch is
+/// written under an exclusive `flock`, after re-reading the tail if someone else wrote meanwhile.
+public final class AuditLog: AuditSink, @unchecked Sendable {
+    public struct Options: Sendable {
+        public var segmentBytes: Int = 64 * 1024 * 1024
+        /// How often a record carries an Ed25519 signature (and the vault.db checkpoint moves).
+        public var checkpointInterval: Double = 1.0
+        public init() {}
+    }
+
+    public typealias CheckpointSink = @Sendable (_ seq: Int64, _ hash: [UInt8], _ mac: [UInt8]) throws -> Void
+
+    private struct Pending {
+        let event: AuditEvent
+        let tokenHMAC: [UInt8]?
+        let timeMicros: Int64
+        let completion: @Sendable (Result<Void, any Error>) -> Void
+    }
+
+    public let directory: String
+    let keys: AuditKeys
+    let options: Options
+    private let checkpoint: CheckpointSink?
+
+    // Shared with appenders, under `mutex`.
+    private var mutex = pthread_mutex_t()
+    private var wake = pthread_cond_t()
+    private var pending: [Pending] = []
+    private var stopping = false
+    private var flusherDone = false
+    private var stats = (batches: 0, records: 0)
+
+    // The flusher's own state (and `open`'s, before the flusher starts).
+    private var fd: Int32 = -1
+    private var lockFd: Int32 = -1
+    private var segment = 1
+    private var endOffset: off_t = 0
+    private var lastSeq: Int64 = 0
+    private var lastHash = AuditRecordFormat.genesisHash
+    private var lastSignature = 0.0
+    private var lastCheckpoint = 0.0
+    private var checkpointedSeq: Int64 = 0
+    private var thread: Thread?
+
+    /// Opens (creating if needed) the log in `directory` and starts its flusher.
+    public init(directory: String, keys: AuditKeys, options: Options = Options(), checkpoint: CheckpointSink? = nil) throws {
+        self.directory = directory
+        self.keys = keys
+        self.options = options
+        self.checkpoint = checkpoint
+        pthread_mutex_init(&mutex, nil)
+        pthread_cond_init(&wake, nil)
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw AuditWriteError(description: "cannot create the audit directory \(directory): \(String(cString: strerror(errno)))")
+        }
+        lockFd = Glibc.open(directory + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFd >= 0 else {
+            throw AuditWriteError(description: "cannot open \(directory)/.lock: \(String(cString: strerror(errno)))")
+        }
+        try withFileLock {
+            segment = AuditSegments.list(directory).last ?? 1
+            try openSegment(segment)
+            try repairAndReadTail()
+        }
+        let t = Thread { [unowned self] in self.flusherLoop() }
+        t.name = "tokenvault-audit"
+        thread = t
+        t.start()
+    }
+
+    deinit {
+        if fd >= 0 { Glibc.close(fd) }
+        if lockFd >= 0 { Glibc.close(lockFd) }
+        pthread_cond_destroy(&wake)
+        pthread_mutex_destroy(&mutex)
+    }
+
+    /// Flushes what is pending, signs and checkpoints the end of the log, and stops the flusher.
+    public func close() {
+        pthread_mutex_lock(&mutex)
+        stopping = true
+        pthread_cond_broadcast(&wake)
+        while !flusherDone { pthread_cond_wait(&wake, &mutex) }
+        pthread_mutex_unlock(&mutex)
+    }
+
+    /// Batches and records written so far (for tests and benchmarks).
+    public var counters: (batches: Int, records: Int) {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return stats
+    }
+
+    public func append(_ event: AuditEvent, secret: SecretBytes?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let p = Pending(event: event, tokenHMAC: secret.map(keys.tokenHMAC), timeMicros: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000,
+                        completion: completion)
+        pthread_mutex_lock(&mutex)
+        if stopping || flusherDone {
+            pthread_mutex_unlock(&mutex)
+            completion(.failure(AuditWriteError(description: "the audit log is closed")))
+            return
+        }
+        pending.append(p)
+        if pending.count == 1 { pthread_cond_signal(&wake) }
+        pthread_mutex_unlock(&mutex)
+    }
+
+    // MARK: - the flusher
+
+    private func flusherLoop() {
+        while true {
+            pthread_mutex_lock(&mutex)
+            while pending.isEmpty && !stopping { pthread_cond_wait(&wake, &mutex) }
+            let batch = pending
+            pending.removeAll(keepingCapacity: true)
+            let stop = stopping && batch.isEmpty
+            pthread_mutex_unlock(&mutex)
+            if stop { break }
+
+            let result: Result<Void, any Error>
+            do {
+                try withFileLock { try write(batch) }
+                result = .success(())
+            } catch {
+                result = .failure(error)
+            }
+            pthread_mutex_lock(&mutex)
+            stats.batches += 1
+            if case .success = result { stats.records += batch.count }
+            pthread_mutex_unlock(&mutex)
+            for p in batch { p.completion(result) }
+            if case .success = result { maybeCheckpoint(force: false) }
+        }
+        maybeCheckpoint(force: true)
+        pthread_mutex_lock(&mutex)
+        flusherDone = true
+        pthread_cond_broadcast(&wake)
+        pthread_mutex_unlock(&mutex)
+    }
+
+    private func write(_ batch: [Pending]) throws {
+        try catchUpWithOtherWriters()
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(batch.count * 420)
+        var seq = lastSeq
+        var hash = lastHash
+        let now = Date().timeIntervalSince1970
+        let sign = now - lastSignature >= options.checkpointInterval
+        for (index, p) in batch.enumerated() {
+            seq += 1
+            let start = bytes.count
+            AuditRecordFormat.appendPrefix(seq: seq, timeMicros: p.timeMicros, event: p.event, tokenHMAC: p.tokenHMAC, to: &bytes)
+            hash = hash.withUnsafeBytes { prev in bytes[start...].withUnsafeBytes { SHA256.hash(prev, $0) } }
+            let signature = sign && index == batch.count - 1 ? keys.signer.sign(AuditKeys.signedMessage(hash: hash)) : nil
+            AuditRecordFormat.appendSuffix(hash: hash, mac: keys.recordMAC(hash: hash), signature: signature, to: &bytes)
+        }
+        try appendDurably(bytes)
+        lastSeq = seq
+        lastHash = hash
+        if sign { lastSignature = now }
+        if endOffset >= off_t(options.segmentBytes) { try rotate() }
+    }
+
+    /// Writes and `fdatasync`s, or undoes the partial write and throws.
+    private func appendDurably(_ bytes: [UInt8]) throws {
+        var written = 0
+        let failure: String? = bytes.withUnsafeBytes { raw -> String? in
+            while written < raw.count {
+                let n = Glibc.pwrite(fd, raw.baseAddress! + written, raw.count - written, endOffset + off_t(written))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    return "write failed: \(String(cString: strerror(errno)))"
+                }
+                written += n
+            }
+            return fdatasync(fd) == 0 ? nil : "fdatasync failed: \(String(cString: strerror(errno)))"
+        }
+        if let failure {
+            _ = ftruncate(fd, endOffset)
+            throw AuditWriteError(description: "\(AuditSegments.path(directory, segment)): \(failure)")
+        }
+        endOffset += off_t(bytes.count)
+    }
+
+    /// Moves the vault.db checkpoint to the end of the log, at most once per `checkpointInterval`
+    /// (and at close). Done after the batch's callbacks, so it adds no latency to reads.
+    private func maybeCheckpoint(force: Bool) {
+        guard let checkpoint, lastSeq > checkpointedSeq else { return }
+        let now = Date().timeIntervalSince1970
+        guard force || now - lastCheckpoint >= options.checkpointInterval else { return }
+        do {
+            try checkpoint(lastSeq, lastHash, keys.checkpointMAC(seq: lastSeq, hash: lastHash))
+            checkpointedSeq = lastSeq
+            lastCheckpoint = now
+        } catch {
+            // The log itself is durable; a stale checkpoint only narrows what the truncation check covers.
+        }
+    }
+
+    // MARK: - files
+
+    private func withFileLock<T>(_ body: () throws -> T) throws -> T {
+        while flock(lockFd, LOCK_EX) != 0 {
+            if errno != EINTR { throw AuditWriteError(description: "cannot lock the audit log: \(String(cString: strerror(errno)))") }
+        }
+        defer { flock(lockFd, LOCK_UN) }
+        return try body()
+    }
+
+    private func openSegment(_ index: Int) throws {
+        let path = AuditSegments.path(directory, index)
+        let newFd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard newFd >= 0 else {
+            throw AuditWriteError(description: "cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        if fd >= 0 { Glibc.close(fd) }
+        fd = newFd
+        segment = index
+        var st = stat()
+        fstat(fd, &st)
+        endOffset = st.st_size
+        syncDirectory()
+    }
+
+    /// Drops a half-written last line (a crash mid-write) and learns the last record's seq and hash.
+    /// A last line that is complete but not a record is never "repaired" away: that is evidence, and
+    /// writing stops (fail closed) until `tokenvault audit verify` has been run and the file dealt with.
+    private func repairAndReadTail() throws {
+        switch AuditSegments.tail(fd: fd, size: endOffset) {
+        case .record(let seq, let hash, let validEnd):
+            if validEnd < endOffset {
+                _ = ftruncate(fd, validEnd)
+                _ = fdatasync(fd)
+                endOffset = validEnd
+            }
+            lastSeq = seq
+            lastHash = hash
+        case .corrupt:
+            throw AuditWriteError(description: "the last record of \(AuditSegments.path(directory, segment)) is damaged; "
+                + "run `tokenvault audit verify` and move the segment aside before the log can continue")
+        case .empty(let validEnd):
+            if validEnd < endOffset {
+                _ = ftruncate(fd, validEnd)
+                endOffset = validEnd
+            }
+            // An empty segment continues the chain of the one before it.
+            guard segment > 1 else {
+                lastSeq = 0
+                lastHash = AuditRecordFormat.genesisHash
+                return
+            }
+            let prev = Glibc.open(AuditSegments.path(directory, segment - 1), O_RDONLY | O_CLOEXEC)
+            guard prev >= 0 else { throw AuditWriteError(description: "cannot read the previous audit segment") }
+            defer { Glibc.close(prev) }
+            var st = stat()
+            fstat(prev, &st)
+            guard case .record(let seq, let hash, _) = AuditSegments.tail(fd: prev, size: st.st_size) else {
+                throw AuditWriteError(description: "the previous audit segment has no valid last record; run `tokenvault audit verify`")
+            }
+            lastSeq = seq
+            lastHash = hash
+        }
+    }
+
+    /// Another process may have appended, or started a new segment, since our last batch.
+    private func catchUpWithOtherWriters() throws {
+        var moved = false
+        while access(AuditSegments.path(directory, segment + 1), F_OK) == 0 {
+            try openSegment(segment + 1)
+            moved = true
+        }
+        var st = stat()
+        fstat(fd, &st)
+        if moved || st.st_size != endOffset {
+            endOffset = st.st_size
+            try repairAndReadTail()
+        }
+    }
+
+    private func rotate() throws {
+        try openSegment(segment + 1)
+        // The new segment is empty; the chain carries on from lastSeq/lastHash.
+    }
+
+    private func syncDirectory() {
+        let d = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if d >= 0 {
+            fsync(d)
+            Glibc.close(d)
+        }
+    }
+}
+
+/// Naming and reading of segment files: `audit-000001.jsonl`, `audit-000002.jsonl`, …
+public enum AuditSegments {
+    public static func path(_ directory: String, _ index: Int) -> String {
+        directory + "/" + String(format: "audit-%06d.jsonl", index)
+    }
+
+    /// The segment numbers present, ascending.
+    public static func list(_ directory: String) -> [Int] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.compactMap { name -> Int? in
+            guard name.hasPrefix("audit-"), name.hasSuffix(".jsonl") else { return nil }
+            return Int(name.dropFirst(6).dropLast(6))
+        }.sorted()
+    }
+
+    enum Tail {
+        /// No complete line; complete lines (none) end at the offset.
+        case empty(off_t)
+        /// The last complete record's seq and hash, and where the complete lines end.
+        case record(Int64, [UInt8], off_t)
+        case corrupt
+    }
+
+    /// The last complete record of a file.
+    static func tail(fd: Int32, size: off_t) -> Tail {
+        guard size > 0 else { return .empty(0) }
+        let window = min(size, 256 * 1024)
+        var buffer = [UInt8](repeating: 0, count: Int(window))
+        let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress!, Int(window), size - window) }
+        guard n == Int(window) else { return .corrupt }
+        guard let lastNewline = buffer.lastIndex(of: 0x0a) else { return window == size ? .empty(0) : .corrupt }
+        let validEnd = size - window + off_t(lastNewline + 1)
+        let lineStart = (buffer[..<lastNewline].lastIndex(of: 0x0a)).map { $0 + 1 } ?? 0
+        guard let parsed = AuditRecordFormat.parse(buffer[lineStart..<lastNewline]) else { return .corrupt }
+        return .record(parsed.seq, parsed.hash, validEnd)
+    }
+}

@@ -1,0 +1,150 @@
+import Foundation
+import VaultCore
+import VaultCrypto
+
+/// The on-disk audit record, one JSON object per line, fields in this fixed order:
+///
+///     {"seq":1,"time":"2026-11-29T10:35:22.123456Z","channel":"socket","action":"get","token":"acme/ads",
+///      "outcome":"granted","reason":null,"request_id":"7","uid":1001,"gid":1001,"pid":4242,
+///      "exe":"/usr/bin/python3","token_hmac":"…","hash":"…","mac":"…"[,"sig":"…"]}
+///
+/// `hash` = SHA-256(previous record's hash || every byte of the line before `,"hash":"`); the first record
+/// of a log chains from 32 zero bytes. `mac` = HMAC-SHA256(audit MAC key, hash). `sig`, on some records,
+/// is an Ed25519 signature of "tokenvault-audit-v1\0" || hash.
+public enum AuditRecordFormat {
+    public static let genesisHash = [UInt8](repeating: 0, count: 32)
+    static let hashMarker = Array(",\"hash\":\"".utf8)
+
+    /// Writes the part of the line that the hash covers.
+    static func appendPrefix(seq: Int64, timeMicros: Int64, event: AuditEvent, tokenHMAC: [UInt8]?, to out: inout [UInt8]) {
+        out.append(contentsOf: "{\"seq\":\(seq),\"time\":\"".utf8)
+        out.append(contentsOf: formatTime(micros: timeMicros).utf8)
+        out.append(contentsOf: "\",\"channel\":\"\(event.channel.rawValue)\",\"action\":".utf8)
+        appendString(event.action, to: &out)
+        out.append(contentsOf: ",\"token\":".utf8)
+        appendOptional(event.token, to: &out)
+        out.append(contentsOf: ",\"outcome\":\"\(event.outcome.rawValue)\",\"reason\":".utf8)
+        appendOptional(event.reason, to: &out)
+        out.append(contentsOf: ",\"request_id\":".utf8)
+        appendOptional(event.requestId, to: &out)
+        out.append(contentsOf: ",\"uid\":\(event.actor.uid),\"gid\":\(event.actor.gid),\"pid\":\(event.actor.pid),\"exe\":".utf8)
+        appendOptional(event.actor.executable, to: &out)
+        out.append(contentsOf: ",\"token_hmac\":".utf8)
+        if let tokenHMAC {
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: hexString(tokenHMAC).utf8)
+            out.append(UInt8(ascii: "\""))
+        } else {
+            out.append(contentsOf: "null".utf8)
+        }
+    }
+
+    /// Appends `,"hash":"…","mac":"…"[,"sig":"…"]}\n`.
+    static func appendSuffix(hash: [UInt8], mac: [UInt8], signature: [UInt8]?, to out: inout [UInt8]) {
+        out.append(contentsOf: hashMarker)
+        out.append(contentsOf: hexString(hash).utf8)
+        out.append(contentsOf: "\",\"mac\":\"".utf8)
+        out.append(contentsOf: hexString(mac).utf8)
+        if let signature {
+            out.append(contentsOf: "\",\"sig\":\"".utf8)
+            out.append(contentsOf: hexString(signature).utf8)
+        }
+        out.append(contentsOf: "\"}\n".utf8)
+    }
+
+    static func appendOptional(_ s: String?, to out: inout [UInt8]) {
+        if let s { appendString(s, to: &out) } else { out.append(contentsOf: "null".utf8) }
+    }
+
+    static func appendString(_ s: String, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for b in s.utf8 {
+            switch b {
+            case UInt8(ascii: "\""): out.append(contentsOf: [0x5c, 0x22])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [0x5c, 0x5c])
+            case 0x0a: out.append(contentsOf: [0x5c, UInt8(ascii: "n")])
+            case 0..<0x20:
+                out.append(contentsOf: Array(String(format: "\\u%04x", b).utf8))
+            default: out.append(b)
+            }
+        }
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// `2026-11-29T10:35:22.123456Z`.
+    public static func formatTime(micros: Int64) -> String {
+        var t = time_t(micros / 1_000_000)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday),
+                      Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(micros % 1_000_000))
+    }
+
+    /// The pieces of a line that verification needs, found without a full JSON parse.
+    struct Parsed {
+        var seq: Int64
+        var prefixEnd: Int
+        var hash: [UInt8]
+        var mac: [UInt8]
+        var signature: [UInt8]?
+    }
+
+    static func parse(_ line: ArraySlice<UInt8>) -> Parsed? {
+        let seqMarker = Array("{\"seq\":".utf8)
+        guard line.starts(with: seqMarker) else { return nil }
+        var i = line.startIndex + seqMarker.count
+        var seq: Int64 = 0
+        var digits = 0
+        while i < line.endIndex, line[i] >= 0x30, line[i] <= 0x39, digits < 19 {
+            seq = seq * 10 + Int64(line[i] - 0x30)
+            i += 1
+            digits += 1
+        }
+        guard digits > 0, i < line.endIndex, line[i] == UInt8(ascii: ",") else { return nil }
+        guard let markerAt = find(hashMarker, in: line, from: i) else { return nil }
+        var j = markerAt + hashMarker.count
+        guard let hash = hex(line, &j, 32), take("\",\"mac\":\"", line, &j), let mac = hex(line, &j, 32) else { return nil }
+        var signature: [UInt8]?
+        if take("\",\"sig\":\"", line, &j) {
+            guard let s = hex(line, &j, 64) else { return nil }
+            signature = s
+        }
+        guard take("\"}", line, &j), j == line.endIndex else { return nil }
+        return Parsed(seq: seq, prefixEnd: markerAt, hash: hash, mac: mac, signature: signature)
+    }
+
+    private static func find(_ needle: [UInt8], in hay: ArraySlice<UInt8>, from: Int) -> Int? {
+        var i = from
+        while i + needle.count <= hay.endIndex {
+            if hay[i] == needle[0] && hay[i..<(i + needle.count)].elementsEqual(needle) { return i }
+            i += 1
+        }
+        return nil
+    }
+
+    private static func take(_ literal: String, _ line: ArraySlice<UInt8>, _ j: inout Int) -> Bool {
+        let bytes = Array(literal.utf8)
+        guard j + bytes.count <= line.endIndex, line[j..<(j + bytes.count)].elementsEqual(bytes) else { return false }
+        j += bytes.count
+        return true
+    }
+
+    private static func hex(_ line: ArraySlice<UInt8>, _ j: inout Int, _ count: Int) -> [UInt8]? {
+        guard j + count * 2 <= line.endIndex else { return nil }
+        var out = [UInt8](repeating: 0, count: count)
+        for k in 0..<count {
+            guard let hi = nibble(line[j + 2 * k]), let lo = nibble(line[j + 2 * k + 1]) else { return nil }
+            out[k] = hi << 4 | lo
+        }
+        j += count * 2
+        return out
+    }
+
+    private static func nibble(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 0x30...0x39: return c - 0x30
+        case 0x61...0x66: return c - 0x61 + 10
+        default: return nil
+        }
+    }
+}
