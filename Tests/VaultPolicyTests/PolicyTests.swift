@@ -1,0 +1,102 @@
+import Testing
+import VaultPolicy
+
+@Suite("policy.toml")
+struct PolicyTests {
+    let text = """
+        # ads sync reads its own tokens
+        [[allow]]
+        uid = 1001
+        tokens = ["acme/*", "shared/reporting"]
+        proof = true
+        rate = 50
+
+        [[allow]]
+        group = "root"
+        tokens = ["ops/backup"]
+
+        [[allow]]
+        user = "nobody"
+        tokens = ["*"]
+        """
+
+    func caller(_ uid: UInt32, gid: UInt32 = 5000, groups: [UInt32] = []) -> Caller {
+        Caller(uid: uid, gid: gid, pid: 1, supplementaryGroups: groups)
+    }
+
+    @Test func parsesTheDesignExample() throws {
+        let policy = try Policy.parse(text)
+        #expect(policy.rules.count == 3)
+        #expect(policy.rules[0] == Policy.Rule(subject: .uid(1001), tokens: ["acme/*", "shared/reporting"], proof: true, rate: 50, line: 2))
+        #expect(policy.rules[1].subject == .gid(0) && policy.rules[1].line == 8)
+        #expect(policy.rules[2].subject == .uid(65534))
+    }
+
+    @Test func exactNamesAndPrefixes() throws {
+        let policy = try Policy.parse(text)
+        let ads = caller(1001)
+        #expect(policy.decide(ads, name: "acme/ads").allowed)
+        #expect(policy.decide(ads, name: "acme/").allowed)
+        #expect(policy.decide(ads, name: "shared/reporting").allowed)
+        #expect(!policy.decide(ads, name: "shared/reporting2").allowed)
+        #expect(!policy.decide(ads, name: "acmeX/ads").allowed)
+        #expect(!policy.decide(ads, name: "ops/backup").allowed)
+        #expect(policy.decide(ads, name: "acme/ads").proof)
+        #expect(policy.decide(caller(65534), name: "anything/at/all").allowed)
+        #expect(!policy.decide(caller(65534), name: "x").proof)
+    }
+
+    @Test func defaultDenyIncludesRoot() throws {
+        let policy = try Policy.parse("[[allow]]\nuid = 1001\ntokens = [\"*\"]\n")
+        let d = policy.decide(caller(0, gid: 0), name: "acme/ads")
+        #expect(!d.allowed)
+        #expect(d.explanation.contains("default deny"))
+        #expect(!Policy.denyAll.decide(caller(0, gid: 0), name: "x").allowed)
+        #expect(try Policy.parse("").rules.isEmpty)
+    }
+
+    @Test func groupRulesMatchPrimaryAndSupplementaryGroups() throws {
+        let policy = try Policy.parse("[[allow]]\ngid = 1002\ntokens = [\"ads/*\"]\n")
+        #expect(policy.decide(caller(1, gid: 1002), name: "ads/x").allowed)
+        #expect(policy.decide(caller(1, gid: 7, groups: [9, 1002]), name: "ads/x").allowed)
+        #expect(!policy.decide(caller(1, gid: 7, groups: [9]), name: "ads/x").allowed)
+    }
+
+    @Test func rateIsTheMostGenerousMatchingRule() throws {
+        let policy = try Policy.parse("""
+            [[allow]]
+            uid = 1
+            tokens = ["a"]
+            rate = 5
+            [[allow]]
+            uid = 1
+            tokens = ["b"]
+            rate = 20
+            [[allow]]
+            uid = 2
+            tokens = ["a"]
+            """)
+        #expect(policy.rate(for: caller(1)) == 20)
+        #expect(policy.rate(for: caller(2)) == nil)
+    }
+
+    @Test(arguments: [
+        ("[[allow]]\nuid = 1\ntokens = [\"a\"\n", 3, "parsing"),
+        ("[[allow]]\nuid = 1\n\n[[allow]]\nuid = 2\ntokens = [\"a\"]\n", 1, "tokens must be"),
+        ("[[allow]]\nuid = 1\nuser = \"root\"\ntokens = [\"a\"]\n", 1, "exactly one"),
+        ("[[allow]]\nuid = 1\ntokens = [\"a\"]\n[[allow]]\nuid = 1\ntokens = [\"a*b\"]\n", 4, "only at the end"),
+        ("[[allow]]\nuser = \"no-such-user-xyz\"\ntokens = [\"a\"]\n", 1, "no such user"),
+        ("[[allow]]\nuid = 1\ntokens = [\"a\"]\nrole = \"admin\"\n", 1, "unknown key"),
+        ("[[allow]]\nuid = -1\ntokens = [\"a\"]\n", 1, "non-negative"),
+        ("[[allow]]\nuid = 1\ntokens = [\"a\"]\nrate = 0\n", 1, "positive"),
+        ("default = \"allow\"\n", 1, "unknown key"),
+    ])
+    func badFilesNameTheirLine(text: String, line: Int, fragment: String) {
+        #expect {
+            try Policy.parse(text, path: "policy.toml")
+        } throws: { error in
+            guard let e = error as? PolicyError else { return false }
+            return e.line == line && e.message.contains(fragment) && "\(e)".hasPrefix("policy.toml:\(line):")
+        }
+    }
+}
