@@ -75,6 +75,10 @@ public enum AuditVerifier {
                 }
                 if record.seq != expectedSeq {
                     if record.seq > expectedSeq {
+                        let wanted = Array("{\"seq\":\(expectedSeq),".utf8)
+                        if bytes[start...].split(separator: 0x0a).contains(where: { $0.starts(with: wanted) }) {
+                            return fail(record.seq, "expected seq \(expectedSeq), which comes later: records were reordered")
+                        }
                         let missing = record.seq - 1 == expectedSeq ? "record \(expectedSeq) is" : "records \(expectedSeq)–\(record.seq - 1) are"
                         return fail(record.seq, "\(missing) missing (deleted)")
                     }

@@ -161,6 +161,11 @@ public final class Vault: Sendable {
         }
     }
 
+    /// Overwrites the checkpoint whatever it holds (tests play an attacker with it).
+    public func saveAuditCheckpointUnchecked(_ record: AuditCheckpointRecord) throws {
+        try store.write { try $0.saveAuditCheckpoint(record) }
+    }
+
     /// Unlocks the keys a server needs (the current data key and the audit key), so a missing or
     /// wrong key stops it at start rather than failing reads later.
     public func unlock() throws {

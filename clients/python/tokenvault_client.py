@@ -1,0 +1,177 @@
+"""TokenVault client for Python services: one file, standard library only.
+
+    from tokenvault_client import TokenVaultClient
+    vault = TokenVaultClient()                      # $TOKENVAULT_SOCKET, else ./.tokenvault/tokenvault.sock
+    token = vault.token("acme/ads")                 # just the token string
+    reply = vault.get("acme/ads", proof="timed")    # dict: token, kind, expires_at, scopes, appsecret_proof, ...
+
+With Meta's `facebook-business` SDK, the app secret never needs to leave the vault:
+
+    r = vault.get("acme/ads", proof="legacy")
+    FacebookAdsApi.init(access_token=r["token"], crash_log=False)
+    # and pass r["appsecret_proof"] as the `appsecret_proof` parameter of each request.
+
+Speaks protocol v1 (../../Docs/PROTOCOL.md): one JSON object per line over a Unix socket. The connection
+is kept open and reused; a broken one is reopened once per call. Thread-safe.
+"""
+
+import json
+import os
+import socket
+import threading
+
+__all__ = [
+    "TokenVaultClient", "TokenVaultError", "BadRequestError", "UnknownOpError", "TooLargeError", "DeniedError",
+    "NotFoundError", "UnavailableError", "RateLimitedError", "InternalError", "ConnectError", "ProtocolError",
+]
+
+
+class TokenVaultError(Exception):
+    """An error reply from the daemon (or a failure to get one). `code` is the contract's code."""
+
+    code = "error"
+
+    def __init__(self, message, code=None):
+        super().__init__(message)
+        if code:
+            self.code = code
+        self.message = message
+
+
+class BadRequestError(TokenVaultError): code = "bad_request"
+class UnknownOpError(TokenVaultError): code = "unknown_op"
+class TooLargeError(TokenVaultError): code = "too_large"
+class DeniedError(TokenVaultError): code = "denied"
+class NotFoundError(TokenVaultError): code = "not_found"
+class UnavailableError(TokenVaultError): code = "unavailable"
+class RateLimitedError(TokenVaultError): code = "rate_limited"
+class InternalError(TokenVaultError): code = "internal"
+class ConnectError(TokenVaultError): code = "connect"
+class ProtocolError(TokenVaultError): code = "protocol_error"
+
+_ERRORS = {cls.code: cls for cls in (BadRequestError, UnknownOpError, TooLargeError, DeniedError, NotFoundError,
+                                     UnavailableError, RateLimitedError, InternalError)}
+
+
+def default_socket_path():
+    if os.environ.get("TOKENVAULT_SOCKET"):
+        return os.environ["TOKENVAULT_SOCKET"]
+    return os.path.join(os.environ.get("TOKENVAULT_HOME") or "./.tokenvault", "tokenvault.sock")
+
+
+class TokenVaultClient:
+    def __init__(self, socket_path=None, timeout=10.0):
+        self.socket_path = socket_path or default_socket_path()
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._sock = None
+        self._file = None
+        self._next_id = 0
+
+    # -- the operations of the contract --------------------------------------------------------
+
+    def ping(self):
+        return self._call({"op": "ping"})["protocol"]
+
+    def whoami(self):
+        r = self._call({"op": "whoami"})
+        return {"uid": r["uid"], "gid": r["gid"], "pid": r["pid"]}
+
+    def list(self):
+        return self._call({"op": "list"})["names"]
+
+    def get(self, name, proof=None):
+        """The whole `get` reply as a dict. `proof` is None, "timed" or "legacy"."""
+        request = {"op": "get", "name": name}
+        if proof is not None:
+            if proof not in ("timed", "legacy"):
+                raise ValueError('proof must be "timed" or "legacy"')
+            request["proof"] = proof
+        reply = self._call(request)
+        if not isinstance(reply.get("token"), str):
+            raise ProtocolError("a get reply without a token")
+        return reply
+
+    def token(self, name):
+        """Just the token string."""
+        return self.get(name)["token"]
+
+    def close(self):
+        with self._lock:
+            self._disconnect()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- transport -----------------------------------------------------------------------------
+
+    def _connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self.socket_path)
+        except OSError as e:
+            s.close()
+            raise ConnectError("cannot connect to the TokenVault daemon at %s: %s (is `tokenvault serve` running?)"
+                               % (self.socket_path, e.strerror or e)) from None
+        self._sock = s
+        self._file = s.makefile("rwb")
+
+    def _disconnect(self):
+        for thing in (self._file, self._sock):
+            try:
+                if thing is not None:
+                    thing.close()
+            except OSError:
+                pass
+        self._sock = self._file = None
+
+    def _exchange(self, line):
+        if self._sock is None:
+            self._connect()
+        self._file.write(line)
+        self._file.flush()
+        reply = self._file.readline()
+        if not reply.endswith(b"\n"):
+            raise ConnectionResetError("the daemon closed the connection")
+        return reply
+
+    def _call(self, request):
+        with self._lock:
+            self._next_id += 1
+            request = dict(request, id=self._next_id)
+            line = (json.dumps(request, separators=(",", ":")) + "\n").encode()
+            try:
+                reply = self._exchange(line)
+            except (OSError, ConnectionResetError):
+                # An idle connection the daemon closed: reconnect once.
+                self._disconnect()
+                try:
+                    reply = self._exchange(line)
+                except socket.timeout:
+                    self._disconnect()
+                    raise ConnectError("no reply from the daemon within %s s" % self.timeout) from None
+                except (OSError, ConnectionResetError) as e:
+                    self._disconnect()
+                    raise ConnectError("lost the connection to the daemon: %s" % e) from None
+        try:
+            obj = json.loads(reply)
+        except ValueError:
+            raise ProtocolError("the reply is not JSON") from None
+        if not isinstance(obj, dict):
+            raise ProtocolError("the reply is not a JSON object")
+        if obj.get("id") != request["id"]:
+            with self._lock:
+                self._disconnect()
+            raise ProtocolError("the reply's id does not match the request")
+        if obj.get("ok") is True:
+            return obj
+        err = obj.get("error") or {}
+        code, message = err.get("code", "internal"), err.get("message", "no message")
+        if code == "too_large":
+            with self._lock:
+                self._disconnect()
+        raise _ERRORS.get(code, TokenVaultError)(message, code)
