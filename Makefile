@@ -18,14 +18,18 @@ deps:
 build: deps
 	$(SWIFT) build
 
-# Builds, initialises the local default vault (data in .tokenvault/, keyring in Keys/) and shows it working.
+# Builds, initialises the local default vault (data in .tokenvault/, keyring in Keys/), stores a demo
+# token, and runs the daemon in the foreground on .tokenvault/tokenvault.sock (Ctrl-C stops it).
 run: build
 	@chmod 700 $(KEYS_DIR)
 	@test -f $(HOME_DIR)/vault.db || $(BIN) init --home $(HOME_DIR) --keys $(KEYS_DIR)
-	@echo "--- demo: put, get and list on the local vault ($(HOME_DIR), keyring $(KEYS_DIR)/)"
+	@test -f $(HOME_DIR)/policy.toml || printf '# who may read what over the socket (default deny)\n[[allow]]\nuid = %s\ntokens = ["demo/*"]\nproof = true\n' "$$(id -u)" > $(HOME_DIR)/policy.toml
 	@printf 'EAAB-demo-token-%s\n' "$$(date +%s)" | $(BIN) put demo/ads --kind user --force --home $(HOME_DIR) --keys $(KEYS_DIR)
-	@printf 'get demo/ads -> '; $(BIN) get demo/ads --home $(HOME_DIR) --keys $(KEYS_DIR); echo
 	@$(BIN) list --home $(HOME_DIR) --keys $(KEYS_DIR)
+	@echo "--- serving on $(HOME_DIR)/tokenvault.sock; in another shell:"
+	@echo "    $(BIN) get demo/ads --socket $(HOME_DIR)/tokenvault.sock"
+	@echo "    $(BIN) audit query --home $(HOME_DIR) --keys $(KEYS_DIR)"
+	@exec $(BIN) serve --home $(HOME_DIR) --keys $(KEYS_DIR)
 
 test: deps
 	$(SWIFT) test --disable-xctest
