@@ -97,6 +97,6 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["TokenVaultCLI"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["TokenVaultCLI", "VaultCore", "TokenVaultClient"], swiftSettings: strict),
     ]
 )

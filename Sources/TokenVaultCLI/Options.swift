@@ -8,7 +8,9 @@ struct VaultOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The vault home (default: $TOKENVAULT_HOME, else ./.tokenvault).", valueName: "dir"))
     var home: String?
 
-    @Option(name: .long, help: ArgumentHelp("The keyring directory (default: $TOKENVAULT_KEYS, else <home>/keys).", valueName: "dir"))
+    @Option(name: .long, help: ArgumentHelp(
+        "The keyring directory (default: $TOKENVAULT_KEYS, else a systemd $CREDENTIALS_DIRECTORY, else <home>/keys).",
+        valueName: "dir"))
     var keys: String?
 
     @Option(name: .long, help: ArgumentHelp(
@@ -20,6 +22,7 @@ struct VaultOptions: ParsableArguments {
         let env = ProcessInfo.processInfo.environment
         let root = home ?? env["TOKENVAULT_HOME"].flatMap { $0.isEmpty ? nil : $0 } ?? "./.tokenvault"
         let keyDir = keys ?? env["TOKENVAULT_KEYS"].flatMap { $0.isEmpty ? nil : $0 }
+            ?? env["CREDENTIALS_DIRECTORY"].flatMap { $0.isEmpty ? nil : $0 }
         return VaultHome(root: trimSlash(root), keys: keyDir.map(trimSlash))
     }
 

@@ -40,7 +40,7 @@ public final class Vault: Sendable {
     public let home: VaultHome
     public let keyring: Keyring
     let store: VaultStore
-    private let passphrase: PassphraseProvider?
+    let passphrase: PassphraseProvider?
     private let dataKeys = Mutex<[Int64: SecureKey]>([:])
 
     private init(home: VaultHome, store: VaultStore, passphrase: PassphraseProvider?) {
@@ -118,6 +118,15 @@ public final class Vault: Sendable {
         return key
     }
 
+    /// Data key `id` inside a transaction (the store is not re-entrant, so no nested read).
+    func dataKey(id: Int64, in tx: StoreTransaction) throws -> SecureKey {
+        if let key = dataKeys.withLock({ $0[id] }) { return key }
+        guard let record = try tx.dataKey(id: id) else { throw VaultError.integrity(what: "data key", name: String(id)) }
+        let key = try unwrap(record)
+        dataKeys.withLock { $0[id] = key }
+        return key
+    }
+
     func unwrap(_ record: DataKeyRecord) throws -> SecureKey {
         let master = try keyring.load(id: record.masterKeyId, passphrase: passphrase)
         do {
@@ -175,13 +184,10 @@ public final class Vault: Sendable {
 
     /// The current data key and its id.
     func currentDataKey(_ tx: StoreTransaction) throws -> (id: Int64, key: SecureKey) {
-        guard let record = try tx.currentDataKey(), let id = record.id else {
+        guard let id = try tx.currentDataKey()?.id else {
             throw VaultError.integrity(what: "vault", name: home.databasePath)
         }
-        if let key = dataKeys.withLock({ $0[id] }) { return (id, key) }
-        let key = try unwrap(record)
-        dataKeys.withLock { $0[id] = key }
-        return (id, key)
+        return (id, try dataKey(id: id, in: tx))
     }
 
     // MARK: - tokens

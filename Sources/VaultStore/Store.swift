@@ -148,11 +148,12 @@ public struct StoreTransaction {
     // MARK: tokens
 
     public func token(named name: String) throws -> TokenRecord? {
-        try TokenRecord.fetchOne(db, key: name)
+        let statement = try db.cachedStatement(sql: "SELECT \(TokenRecord.columns) FROM tokens WHERE name = ?")
+        return try Row.fetchOne(statement, arguments: [name]).map(TokenRecord.init(row:))
     }
 
     public func tokens() throws -> [TokenRecord] {
-        try TokenRecord.order(Column("name")).fetchAll(db)
+        try Row.fetchAll(db, sql: "SELECT \(TokenRecord.columns) FROM tokens ORDER BY name").map(TokenRecord.init(row:))
     }
 
     public func tokenNames() throws -> [String] {
@@ -162,14 +163,19 @@ public struct StoreTransaction {
     /// Stores a token. An existing token of that name is replaced only when `replace` is true; its
     /// creation time and check results are kept only if `keepMetadata` is true.
     public func saveToken(_ record: TokenRecord, replace: Bool) throws {
-        if let existing = try token(named: record.name) {
-            guard replace else { throw StoreError.alreadyExists(what: "token", name: record.name) }
-            var updated = record
-            updated.createdAt = existing.createdAt
-            try updated.update(db)
-        } else {
-            try record.insert(db)
-        }
+        let insert = try db.cachedStatement(
+            sql: "INSERT INTO tokens (\(TokenRecord.columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(name) DO NOTHING")
+        try insert.execute(arguments: record.arguments)
+        if db.changesCount == 1 { return }
+        guard replace else { throw StoreError.alreadyExists(what: "token", name: record.name) }
+        // Replace everything but the creation time.
+        let update = try db.cachedStatement(sql: """
+            UPDATE tokens SET kind = ?, app = ?, sealed = ?, data_key_id = ?, token_type = ?, scopes = ?, granular_scopes = ?,
+              expires_at = ?, data_access_expires_at = ?, valid = ?, checked_at = ?, last_error = ?, updated_at = ? WHERE name = ?
+            """)
+        try update.execute(arguments: [record.kind, record.app, record.sealed, record.dataKeyId, record.tokenType, record.scopes,
+                                       record.granularScopes, record.expiresAt, record.dataAccessExpiresAt, record.valid,
+                                       record.checkedAt, record.lastError, record.updatedAt, record.name])
     }
 
     /// Replaces only the sealed bytes (a re-seal or an exchange), keeping the metadata.
@@ -234,5 +240,68 @@ extension StoreTransaction {
 
     public func saveAuditCheckpoint(_ record: AuditCheckpointRecord) throws {
         try record.save(db)
+    }
+}
+
+// MARK: - key rotation
+
+/// A sealed value waiting to be re-sealed under the current data key.
+public struct PendingSeal: Sendable {
+    public enum Kind: Sendable { case token, app }
+    public let kind: Kind
+    public let name: String
+    public let sealed: Data
+    public let dataKeyId: Int64
+}
+
+extension StoreTransaction {
+    /// Up to `limit` tokens and app secrets not sealed under data key `current`.
+    public func pendingSeals(notUnder current: Int64, limit: Int) throws -> [PendingSeal] {
+        var out: [PendingSeal] = []
+        let apps = try db.cachedStatement(sql: "SELECT name, sealed_secret, data_key_id FROM apps WHERE data_key_id <> ? LIMIT ?")
+        for row in try Row.fetchAll(apps, arguments: [current, limit]) {
+            out.append(PendingSeal(kind: .app, name: row[0], sealed: row[1], dataKeyId: row[2]))
+        }
+        let tokens = try db.cachedStatement(sql: "SELECT name, sealed, data_key_id FROM tokens WHERE data_key_id <> ? LIMIT ?")
+        let cursor = try Row.fetchCursor(tokens, arguments: [current, limit - out.count])
+        while let row = try cursor.next() {
+            out.append(PendingSeal(kind: .token, name: row[0], sealed: row[1], dataKeyId: row[2]))
+        }
+        return out
+    }
+
+    /// How many tokens and app secrets are not sealed under `current`.
+    public func pendingSealCount(notUnder current: Int64) throws -> Int {
+        try Int.fetchOne(db, sql: "SELECT (SELECT count(*) FROM tokens WHERE data_key_id <> ?) + (SELECT count(*) FROM apps WHERE data_key_id <> ?)",
+                         arguments: [current, current]) ?? 0
+    }
+
+    /// Replaces one sealed value (metadata untouched).
+    public func reseal(_ kind: PendingSeal.Kind, name: String, sealed: Data, dataKeyId: Int64) throws {
+        let sql = kind == .token ? "UPDATE tokens SET sealed = ?, data_key_id = ? WHERE name = ?"
+                                 : "UPDATE apps SET sealed_secret = ?, data_key_id = ? WHERE name = ?"
+        try db.cachedStatement(sql: sql).execute(arguments: [sealed, dataKeyId, name])
+    }
+
+    /// Deletes token data keys that seal nothing any more (never the current one or the audit key).
+    @discardableResult
+    public func deleteUnusedDataKeys() throws -> Int {
+        try db.execute(sql: """
+            DELETE FROM data_keys WHERE purpose = 'tokens' AND NOT is_current
+              AND id NOT IN (SELECT data_key_id FROM tokens) AND id NOT IN (SELECT data_key_id FROM apps)
+            """)
+        return db.changesCount
+    }
+
+    /// Per data key: how many tokens and apps it seals.
+    public func sealCountsByDataKey() throws -> [Int64: Int] {
+        var out: [Int64: Int] = [:]
+        for row in try Row.fetchAll(db, sql: """
+            SELECT data_key_id AS id, count(*) AS n FROM (SELECT data_key_id FROM tokens UNION ALL SELECT data_key_id FROM apps)
+            GROUP BY data_key_id
+            """) {
+            out[row["id"]] = row["n"]
+        }
+        return out
     }
 }

@@ -45,3 +45,11 @@ extension Array where Element == UInt8 {
         return false
     }
 }
+
+func sqlInt(_ home: VaultHome, _ sql: String) throws -> Int? {
+    try DatabaseQueue(path: home.databasePath).read { try Int.fetchOne($0, sql: sql) }
+}
+
+func sqlData(_ home: VaultHome, _ sql: String) throws -> Data? {
+    try DatabaseQueue(path: home.databasePath).read { try Data.fetchOne($0, sql: sql) }
+}

@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+import VaultCore
+import VaultCrypto
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct KeyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "key", abstract: "List, rotate and retire master keys.",
+        discussion: """
+            Routine rotation:        tokenvault key rotate
+            After a suspected leak:  tokenvault key rotate --reseal && tokenvault key retire OLD-ID
+            A running daemon picks up the new key without a restart. See Docs/OPERATIONS.md.
+            """,
+        subcommands: [ListKeys.self, Rotate.self, Retire.self])
+
+    struct ListKeys: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "list", abstract: "Show master keys and what each still protects.")
+
+        @OptionGroup var vault: VaultOptions
+        @Flag(help: "One JSON object per line.") var json = false
+
+        func run() throws {
+            let v = try vault.openVault()
+            let keys = try reporting { try v.masterKeys() }
+            if json {
+                for k in keys {
+                    print(Output.jsonLine(["id": k.id, "source": k.source?.rawValue ?? NSNull(), "state": k.state,
+                                           "created": String(k.id.prefix(8)), "data_keys": k.dataKeys, "tokens": k.sealed]))
+                }
+                return
+            }
+            print(Output.table(["ID", "SOURCE", "CREATED", "STATE", "DATA KEYS", "TOKENS"], keys.map { k in
+                let d = k.id.prefix(8)
+                return [k.id, k.source?.rawValue ?? "-", "\(d.prefix(4))-\(d.dropFirst(4).prefix(2))-\(d.suffix(2))", k.state,
+                        String(k.dataKeys), String(k.sealed)]
+            }))
+        }
+    }
+
+    struct Rotate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a new master key and re-wrap the data keys under it; --reseal also re-seals every token.",
+            discussion: """
+                Without --reseal: a new key file is written (temp, fsync, rename), then all data keys are re-wrapped \
+                in one transaction. Tokens are untouched; the old key can then be retired.
+                With --reseal: also a new data key, and every token and app secret re-sealed under it in batches \
+                while the daemon keeps serving. If interrupted (even by kill -9), run it again to finish.
+                """)
+
+        @OptionGroup var vault: VaultOptions
+        @Flag(help: "Also make a new data key and re-seal every token under it.") var reseal = false
+        @Flag(help: "Derive the new master key from a passphrase (from --new-passphrase-file or the terminal).")
+        var passphrase = false
+        @Option(help: ArgumentHelp("The new key's passphrase.", valueName: "file")) var newPassphraseFile: String?
+        @Option(help: "Argon2id strength for --passphrase.") var kdf: PassphraseKDF.Strength = .moderate
+        @Option(help: "Tokens re-sealed per transaction.") var batch = 2000
+
+        func run() throws {
+            let v = try vault.openVault()
+            let audit = try CLIAudit(v)
+            defer { audit.close() }
+            let started = Date()
+            var newKey: String?
+            if reseal, try reporting({ try v.pendingReseal() }) > 0 {
+                printErr("resuming an unfinished re-seal: \(try reporting { try v.pendingReseal() }) left")
+            } else {
+                var secret: SecretBytes?
+                if passphrase {
+                    secret = try newPassphraseFile.map { try SecretInput.readFile($0, what: "passphrase") }
+                        ?? SecretInput.prompt("New master key passphrase: ")
+                }
+                newKey = try audit.admin("key_rotate") { try v.rotateMasterKey(passphrase: secret, strength: kdf) }
+                printErr("new master key \(newKey!); all data keys re-wrapped under it")
+                if reseal { try reporting { _ = try v.beginReseal() } }
+            }
+            guard reseal else { return }
+            let progress = Progress(started: Date())
+            let count = try audit.admin("key_reseal", reason: newKey.map { "under master key \($0)" }) {
+                try v.continueReseal(batchSize: max(1, batch)) { done, total in progress.show(done, total) }
+            }
+            progress.finish()
+            printErr(String(format: "re-sealed %d tokens and app secrets in %.2f s", count, Date().timeIntervalSince(started)))
+        }
+    }
+
+    struct Retire: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Wipe and remove a master key that nothing depends on any more.",
+            discussion: "Refused while a data key is wrapped under it (`tokenvault key list` shows the state).")
+
+        @OptionGroup var vault: VaultOptions
+        @Argument(help: "The key id.") var id: String
+
+        func run() throws {
+            let v = try vault.openVault()
+            let audit = try CLIAudit(v)
+            defer { audit.close() }
+            try audit.admin("key_retire", reason: "master key \(id)") { try v.retireMasterKey(id: id) }
+            printErr("retired master key \(id): its file was overwritten and removed")
+        }
+    }
+}
+
+/// Progress of a long job: a bar with count and rate on a terminal, a plain line per step otherwise.
+final class Progress {
+    let started: Date
+    let tty = isatty(2) == 1
+    private var lastLine = Date.distantPast
+
+    init(started: Date) { self.started = started }
+
+    func show(_ done: Int, _ total: Int) {
+        let rate = Double(done) / max(Date().timeIntervalSince(started), 0.001)
+        if tty {
+            let width = 30
+            let filled = total > 0 ? min(width, done * width / total) : width
+            let bar = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
+            FileHandle.standardError.write(Data(String(format: "\r[%@] %d/%d  %.0f/s ", bar, done, total, rate).utf8))
+        } else if Date().timeIntervalSince(lastLine) >= 1 || done == total {
+            lastLine = Date()
+            printErr(String(format: "re-sealed %d/%d (%.0f/s)", done, total, rate))
+        }
+    }
+
+    func finish() {
+        if tty { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
