@@ -91,27 +91,62 @@ extension Vault {
         let newKey = try dataKey(id: current)
         let total = try pendingReseal()
         var done = 0
-        while true {
-            let moved: Int = try store.write { tx in
-                let batch = try tx.pendingSeals(notUnder: current, limit: batchSize)
-                for item in batch {
-                    let oldKey = try dataKey(id: item.dataKeyId, in: tx)
-                    let context: SealContext = item.kind == .token ? .token(item.name) : .appSecret(item.name)
-                    let plain: SecretBytes
-                    do { plain = try Sealer.open([UInt8](item.sealed), key: oldKey, context: context) } catch {
-                        throw VaultError.integrity(what: item.kind == .token ? "token" : "app secret of", name: item.name)
-                    }
-                    let sealed = Sealer.seal(plain, key: newKey, context: context)
-                    try tx.reseal(item.kind, name: item.name, sealed: Data(sealed), dataKeyId: current)
+        var cursor: String? = ""
+        var appsDone = false
+        while let after = cursor {
+            // Unchecked: the only key written is `current`, which exists; per-row FK checks tripled the cost.
+            let moved: Int = try store.writeUnchecked { tx in
+                var batch: [PendingSeal]
+                if !appsDone {
+                    batch = try tx.pendingAppSeals(notUnder: current)
+                    appsDone = true
+                } else {
+                    (batch, cursor) = try tx.pendingTokenSeals(notUnder: current, after: after, limit: batchSize)
+                }
+                var oldKeys: [Int64: SecureKey] = [:]
+                for id in Set(batch.map(\.dataKeyId)) { oldKeys[id] = try dataKey(id: id, in: tx) }
+                let resealed = try Self.reseal(batch, oldKeys: oldKeys, newKey: newKey)
+                for (item, sealed) in zip(batch, resealed) {
+                    try tx.reseal(item.kind, name: item.name, sealed: sealed, dataKeyId: current)
                 }
                 return batch.count
             }
-            if moved == 0 { break }
             done += moved
-            progress(done, max(total, done))
+            if moved > 0 { progress(done, max(total, done)) }
         }
         try store.write { _ = try $0.deleteUnusedDataKeys() }
         return done
+    }
+
+    /// Opens each value under its old data key and seals it under the new one, on every core: the
+    /// crypto is independent per value, while SQLite's part stays on the writer's thread.
+    static func reseal(_ batch: [PendingSeal], oldKeys: [Int64: SecureKey], newKey: SecureKey) throws -> [Data] {
+        final class Slots: @unchecked Sendable {
+            var values: [Data?]
+            var failure: PendingSeal?
+            let lock = NSLock()
+            init(_ n: Int) { values = Array(repeating: nil, count: n) }
+        }
+        let slots = Slots(batch.count)
+        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, batch.count / 256 + 1))
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            let range = (batch.count * w / workers)..<(batch.count * (w + 1) / workers)
+            for i in range {
+                let item = batch[i]
+                let context: SealContext = item.kind == .token ? .token(item.name) : .appSecret(item.name)
+                guard let key = oldKeys[item.dataKeyId],
+                      let plain = try? item.sealed.withUnsafeBytes({ try Sealer.open($0, key: key, context: context) }) else {
+                    slots.lock.withLock { slots.failure = slots.failure ?? item }
+                    return
+                }
+                let sealed = Data(Sealer.seal(plain, key: newKey, context: context))
+                slots.lock.withLock { slots.values[i] = sealed }
+            }
+        }
+        if let bad = slots.failure {
+            throw VaultError.integrity(what: bad.kind == .token ? "token" : "app secret of", name: bad.name)
+        }
+        return slots.values.map { $0! }
     }
 
     /// Removes a master key from the keyring (overwriting a key file first). Refused while any data key

@@ -20,7 +20,13 @@ public struct SealContext: Sendable, Equatable {
 
     /// `"tokenvault/<purpose>/v1" 0x00 <name>`: the message the per-record subkey is derived from.
     var derivationInput: [UInt8] {
-        Array("tokenvault/\(purpose.rawValue)/v1".utf8) + [0] + Array(name.utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(32 + name.utf8.count)
+        out.append(contentsOf: "tokenvault/".utf8)
+        out.append(contentsOf: purpose.rawValue.utf8)
+        out.append(contentsOf: "/v1\0".utf8)
+        out.append(contentsOf: name.utf8)
+        return out
     }
 }
 
@@ -76,20 +82,27 @@ public enum Sealer {
 
     /// Opens a sealed value into a wipeable buffer.
     public static func open(_ sealed: [UInt8], key: SecureKey, context: SealContext) throws -> SecretBytes {
+        try sealed.withUnsafeBytes { try open($0, key: key, context: context) }
+    }
+
+    /// Opens sealed bytes in place (no copy of the ciphertext).
+    public static func open(_ sealed: UnsafeRawBufferPointer, key: SecureKey, context: SealContext) throws -> SecretBytes {
         let length = try plaintextLength(sealed)
         return try SecretBytes(count: length) { out in try open(sealed, key: key, context: context, into: out) }
     }
 
     /// Unwraps a key sealed with ``seal(key:under:context:)`` straight into secure memory.
     public static func openKey(_ sealed: [UInt8], under key: SecureKey, context: SealContext) throws -> SecureKey {
-        let length = try plaintextLength(sealed)
-        guard length == SecureKey.byteCount else {
-            throw CryptoError.malformedSealedData("a wrapped key must hold \(SecureKey.byteCount) bytes, this one holds \(length)")
+        try sealed.withUnsafeBytes { raw in
+            let length = try plaintextLength(raw)
+            guard length == SecureKey.byteCount else {
+                throw CryptoError.malformedSealedData("a wrapped key must hold \(SecureKey.byteCount) bytes, this one holds \(length)")
+            }
+            return try SecureKey { out in try open(raw, key: key, context: context, into: out) }
         }
-        return try SecureKey { out in try open(sealed, key: key, context: context, into: out) }
     }
 
-    private static func plaintextLength(_ sealed: [UInt8]) throws -> Int {
+    private static func plaintextLength(_ sealed: UnsafeRawBufferPointer) throws -> Int {
         guard sealed.count >= overhead else {
             throw CryptoError.malformedSealedData("\(sealed.count) bytes is shorter than the \(overhead)-byte minimum")
         }
@@ -99,15 +112,14 @@ public enum Sealer {
         return sealed.count - overhead
     }
 
-    private static func open(_ sealed: [UInt8], key: SecureKey, context: SealContext, into out: UnsafeMutableRawBufferPointer) throws {
+    private static func open(_ sealed: UnsafeRawBufferPointer, key: SecureKey, context: SealContext, into out: UnsafeMutableRawBufferPointer) throws {
         // A zero-length plaintext still needs a valid destination pointer for libsodium.
         var scratch: UInt8 = 0
-        let ok: Bool = withSubkey(key, context) { subkey in
-            sealed.withUnsafeBufferPointer { s in
-                let dest = out.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? withUnsafeMutablePointer(to: &scratch) { $0 }
-                return crypto_secretbox_open_easy(
-                    dest, s.baseAddress! + 1 + nonceBytes, UInt64(sealed.count - 1 - nonceBytes),
-                    s.baseAddress! + 1, subkey) == 0
+        let ok: Bool = withUnsafeMutablePointer(to: &scratch) { scratchPointer in
+            withSubkey(key, context) { subkey in
+                let s = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
+                let dest = out.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? scratchPointer
+                return crypto_secretbox_open_easy(dest, s + 1 + nonceBytes, UInt64(sealed.count - 1 - nonceBytes), s + 1, subkey) == 0
             }
         }
         guard ok else { throw CryptoError.authenticationFailed }

@@ -61,6 +61,10 @@ enum Schema {
                 t.column("updated_at", .integer).notNull()
             }
         }
+        migrator.registerMigration("v3: no index on tokens.data_key_id") { db in
+            // Re-sealing walks tokens in name order; the index only doubled the B-tree work of every re-seal.
+            try db.execute(sql: "DROP INDEX IF EXISTS tokens_on_data_key_id")
+        }
         return migrator
     }
 }

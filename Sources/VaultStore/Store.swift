@@ -66,6 +66,9 @@ public final class VaultStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
             // Freed pages are zeroed, so a deleted or replaced sealed row does not linger in the file.
             try db.execute(sql: "PRAGMA secure_delete = ON")
+            // Pages are read through a memory map and a larger cache instead of a pread() per page miss.
+            try db.execute(sql: "PRAGMA mmap_size = 268435456")
+            try db.execute(sql: "PRAGMA cache_size = -16384")
         }
         do {
             pool = try DatabasePool(path: path, configuration: config)
@@ -79,6 +82,25 @@ public final class VaultStore: Sendable {
     public func write<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
         do {
             return try pool.write { db in try body(StoreTransaction(db: db)) }
+        } catch {
+            throw Self.translate(error, path: path)
+        }
+    }
+
+    /// A write transaction without foreign-key enforcement, for bulk re-sealing: the caller guarantees
+    /// the keys it writes exist (checking them per row triples the cost of a re-seal).
+    public func writeUnchecked<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
+        do {
+            return try pool.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA foreign_keys = OFF")
+                defer { try? db.execute(sql: "PRAGMA foreign_keys = ON") }
+                var result: T?
+                try db.inTransaction {
+                    result = try body(StoreTransaction(db: db))
+                    return .commit
+                }
+                return result!
+            }
         } catch {
             throw Self.translate(error, path: path)
         }
@@ -255,25 +277,34 @@ public struct PendingSeal: Sendable {
 }
 
 extension StoreTransaction {
-    /// Up to `limit` tokens and app secrets not sealed under data key `current`.
-    public func pendingSeals(notUnder current: Int64, limit: Int) throws -> [PendingSeal] {
+    /// Every app secret not sealed under data key `current` (apps are few).
+    public func pendingAppSeals(notUnder current: Int64) throws -> [PendingSeal] {
+        try Row.fetchAll(db, sql: "SELECT name, sealed_secret, data_key_id FROM apps WHERE data_key_id <> ?", arguments: [current])
+            .map { PendingSeal(kind: .app, name: $0[0], sealed: $0[1], dataKeyId: $0[2]) }
+    }
+
+    /// The next `limit` tokens after `after` in name order, keeping those not sealed under `current`.
+    /// Returns them and the last name looked at (nil at the end), so one pass visits each row once.
+    public func pendingTokenSeals(notUnder current: Int64, after: String, limit: Int) throws -> ([PendingSeal], String?) {
+        let statement = try db.cachedStatement(sql: "SELECT name, sealed, data_key_id FROM tokens WHERE name > ? ORDER BY name LIMIT ?")
+        let cursor = try Row.fetchCursor(statement, arguments: [after, limit])
         var out: [PendingSeal] = []
-        let apps = try db.cachedStatement(sql: "SELECT name, sealed_secret, data_key_id FROM apps WHERE data_key_id <> ? LIMIT ?")
-        for row in try Row.fetchAll(apps, arguments: [current, limit]) {
-            out.append(PendingSeal(kind: .app, name: row[0], sealed: row[1], dataKeyId: row[2]))
-        }
-        let tokens = try db.cachedStatement(sql: "SELECT name, sealed, data_key_id FROM tokens WHERE data_key_id <> ? LIMIT ?")
-        let cursor = try Row.fetchCursor(tokens, arguments: [current, limit - out.count])
+        var last: String?
+        var seen = 0
         while let row = try cursor.next() {
-            out.append(PendingSeal(kind: .token, name: row[0], sealed: row[1], dataKeyId: row[2]))
+            seen += 1
+            let name: String = row[0]
+            last = name
+            let keyId: Int64 = row[2]
+            if keyId != current { out.append(PendingSeal(kind: .token, name: name, sealed: row[1], dataKeyId: keyId)) }
         }
-        return out
+        return (out, seen < limit ? nil : last)
     }
 
     /// How many tokens and app secrets are not sealed under `current`.
     public func pendingSealCount(notUnder current: Int64) throws -> Int {
-        try Int.fetchOne(db, sql: "SELECT (SELECT count(*) FROM tokens WHERE data_key_id <> ?) + (SELECT count(*) FROM apps WHERE data_key_id <> ?)",
-                         arguments: [current, current]) ?? 0
+        try Int.fetchOne(db, sql: "SELECT (SELECT count(*) FROM tokens WHERE data_key_id <> ?1) + (SELECT count(*) FROM apps WHERE data_key_id <> ?1)",
+                         arguments: [current]) ?? 0
     }
 
     /// Replaces one sealed value (metadata untouched).
