@@ -44,6 +44,19 @@ let package = Package(
         // The audit log: chained, signed JSON Lines made durable by group commit; verification and reports.
         .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto"], swiftSettings: strict),
 
+        // The Graph API calls the vault makes (URLSession from FoundationNetworking: no extra HTTP stack to build).
+        .target(name: "MetaGraph", swiftSettings: strict),
+
+        // The Meta token lifecycle: exchange, extend, checks, notifications, the login redirect, re-checks.
+        .target(
+            name: "MetaLifecycle",
+            dependencies: [
+                "MetaGraph", "VaultCore", "VaultCrypto", "VaultStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+
         // policy.toml: who may read what. Default deny.
         .target(
             name: "VaultPolicy",
@@ -73,8 +86,9 @@ let package = Package(
             name: "TokenVaultCLI",
             dependencies: [
                 "VaultCore", "VaultCrypto", "VaultStore", "VaultPolicy", "VaultDaemon", "VaultAudit", "TokenVaultClient",
-                "CSystemShims",
+                "CSystemShims", "MetaGraph", "MetaLifecycle",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -95,6 +109,15 @@ let package = Package(
                 "VaultDaemon", "VaultCore", "VaultCrypto", "VaultPolicy", "VaultAudit", "TokenVaultClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "MetaTests",
+            dependencies: [
+                "MetaGraph", "MetaLifecycle", "VaultCore", "VaultCrypto", "VaultStore", "VaultAudit", "TokenVaultCLI",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["TokenVaultCLI", "VaultCore", "TokenVaultClient"], swiftSettings: strict),

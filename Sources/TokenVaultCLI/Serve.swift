@@ -1,5 +1,7 @@
 import ArgumentParser
 import CSystemShims
+import MetaGraph
+import MetaLifecycle
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -31,6 +33,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Refuse connections beyond this many.") var maxConnections = 4096
     @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
+    @OptionGroup var graph: GraphOptions
+    @Option(help: ArgumentHelp("Run this when a Meta token needs an admin (JSON on stdin); also notify_command in <home>/tokenvault.toml.",
+                               valueName: "command"))
+    var notifyCommand: String?
+    @Option(help: "Seconds between Meta re-checks of each token (default 86400; sooner near expiry).") var checkInterval: Int?
+    @Option(help: "Notify this many days before a token or its data access expires (default 7).") var warnDays: Int?
 
     func run() async throws {
         _ = tv_harden_process()
@@ -61,13 +69,23 @@ struct Serve: AsyncParsableCommand {
             }
             config.socketGroup = gid
         }
+        let settings = try DaemonConfig.load(path: v.home.root + "/tokenvault.toml")
+        var graphOptions = graph
+        if graphOptions.graphURL == nil { graphOptions.graphURL = settings.graphURL }
+        if let version = settings.graphVersion, graph.graphVersion == GraphConfiguration.defaultVersion { graphOptions.graphVersion = version }
+        let meta = MetaTokenService(
+            vault: v, graph: try graphOptions.client(), audit: audit,
+            actor: AuditActor(uid: getuid(), gid: getgid(), pid: getpid(), executable: CLIAudit.actor.executable), channel: .daemon,
+            notifier: (notifyCommand ?? settings.notifyCommand).map { Notifier(command: $0) },
+            warnDays: warnDays ?? settings.warnDays ?? 7)
+        let rechecker = Rechecker(service: meta, interval: Int64(checkInterval ?? settings.checkInterval ?? 86_400), logger: logger)
         let processor = RequestProcessor(vault: v, policy: initialPolicy, audit: audit, logger: logger)
         let server = VaultServer(configuration: config, processor: processor, logger: logger)
         let reloader = PolicyReloader(path: policyPath, processor: processor, audit: audit, logger: logger)
         logger.info("policy loaded", metadata: ["file": "\(policyPath)", "rules": "\(initialPolicy.rules.count)"])
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server), .init(service: reloader)],
+                services: [.init(service: server), .init(service: reloader), .init(service: rechecker)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         do {
@@ -101,11 +119,11 @@ struct PolicyReloader: Service {
                 let policy = try Policy.load(path: path)
                 processor.replacePolicy(policy)
                 logger.info("policy reloaded", metadata: ["file": "\(path)", "rules": "\(policy.rules.count)"])
-                event = AuditEvent(action: "policy_reload", channel: .socket, actor: CLIAudit.actor, outcome: .granted,
+                event = AuditEvent(action: "policy_reload", channel: .daemon, actor: CLIAudit.actor, outcome: .granted,
                                    reason: "\(policy.rules.count) rules")
             } catch {
                 logger.error("policy reload rejected; the old policy stays in force", metadata: ["error": "\(error)"])
-                event = AuditEvent(action: "policy_reload", channel: .socket, actor: CLIAudit.actor, outcome: .failed, reason: "\(error)")
+                event = AuditEvent(action: "policy_reload", channel: .daemon, actor: CLIAudit.actor, outcome: .failed, reason: "\(error)")
             }
             audit.append(event, secret: nil) { _ in }
         }

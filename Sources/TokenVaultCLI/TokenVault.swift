@@ -17,12 +17,14 @@ struct TokenVault: AsyncParsableCommand {
 
             Exit codes: 0 success; 1 I/O or store failure; 2 bad input; 3 not found; 4 vault missing or \
             already initialised; 5 key problem (missing, wrong, insecure permissions); 6 integrity failure \
-            (a tampered or moved record); 64 usage error.
+            (a tampered or moved record, or a failed audit verify); 7 audit log or daemon unavailable; 8 denied \
+            by the policy; 9 rate limited; 10 a checked Meta token is invalid; 11 Meta refused a request; \
+            64 usage error.
             """,
         version: "0.1.0",
         subcommands: [
             Init.self, Put.self, Get.self, List.self, Show.self, Remove.self, AppCommand.self,
-            Import.self, Export.self, Serve.self, PolicyCommand.self, AuditCommand.self, KeyCommand.self,
+            Import.self, Export.self, Serve.self, PolicyCommand.self, AuditCommand.self, KeyCommand.self, MetaCommand.self, Proof.self,
         ])
 
     static func main() async {

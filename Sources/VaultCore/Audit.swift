@@ -19,6 +19,8 @@ public struct AuditActor: Sendable, Equatable {
 
 public enum AuditChannel: String, Sendable, Codable {
     case socket, cli
+    /// The daemon acting on its own (re-checks, notifications, policy reloads).
+    case daemon
 }
 
 public enum AuditOutcome: String, Sendable, Codable {

@@ -284,6 +284,23 @@ public final class Vault: Sendable {
         if !removed { throw StoreError.notFound(what: "token", name: name) }
     }
 
+    /// Replaces a token's value (an exchange for a long-lived token) in one transaction, keeping its kind,
+    /// app and creation time, and setting its new expiry.
+    public func replaceSecret(name: String, secret: SecretBytes, expiresAt: Int64?) throws {
+        try Self.validateSecret(secret)
+        try store.write { tx in
+            let (keyId, key) = try currentDataKey(tx)
+            let sealed = Sealer.seal(secret, key: key, context: .token(name))
+            try tx.updateSealedToken(name: name, sealed: Data(sealed), dataKeyId: keyId, now: Self.now())
+            try tx.setExpiry(name: name, expiresAt: expiresAt, now: Self.now())
+        }
+    }
+
+    /// Runs `body` in one store transaction (for modules that keep their own records, like notifications).
+    public func withStore<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
+        try store.write(body)
+    }
+
     // MARK: - apps
 
     public struct AppInfo: Sendable, Equatable {

@@ -156,3 +156,34 @@ extension TokenRecord {
          checkedAt, lastError, createdAt, updatedAt]
     }
 }
+
+/// The notification state of one token: what admins were last told, and a delivery still owed.
+public struct NotificationRecord: Codable, Sendable, Equatable, FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "notifications"
+    public static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    public static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+
+    public var token: String
+    /// `ok`, `invalid:190/460`, `expiring`, `data_access_expiring`.
+    public var state: String
+    /// The JSON document the notify command gets.
+    public var payload: String?
+    public var pending: Bool
+    public var attempts: Int
+    public var nextAttemptAt: Int64?
+    public var deliveredAt: Int64?
+    public var lastError: String?
+    public var updatedAt: Int64
+
+    public init(token: String, state: String, payload: String?, pending: Bool, now: Int64) {
+        self.token = token
+        self.state = state
+        self.payload = payload
+        self.pending = pending
+        self.attempts = 0
+        self.nextAttemptAt = pending ? now : nil
+        self.deliveredAt = nil
+        self.lastError = nil
+        self.updatedAt = now
+    }
+}

@@ -65,6 +65,20 @@ enum Schema {
             // Re-sealing walks tokens in name order; the index only doubled the B-tree work of every re-seal.
             try db.execute(sql: "DROP INDEX IF EXISTS tokens_on_data_key_id")
         }
+        migrator.registerMigration("v4: notifications") { db in
+            // One row per token: its last notified state, and a delivery that is still owed.
+            try db.create(table: "notifications") { t in
+                t.primaryKey("token", .text)
+                t.column("state", .text).notNull()
+                t.column("payload", .text)
+                t.column("pending", .boolean).notNull().defaults(to: false)
+                t.column("attempts", .integer).notNull().defaults(to: 0)
+                t.column("next_attempt_at", .integer)
+                t.column("delivered_at", .integer)
+                t.column("last_error", .text)
+                t.column("updated_at", .integer).notNull()
+            }
+        }
         return migrator
     }
 }

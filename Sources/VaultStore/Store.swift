@@ -336,3 +336,36 @@ extension StoreTransaction {
         return out
     }
 }
+
+// MARK: - token checks and notifications
+
+extension StoreTransaction {
+    /// Stores the verdict of a validity check (Meta's debug_token).
+    public func recordCheck(name: String, tokenType: String?, scopes: String, granularScopes: String?, expiresAt: Int64?,
+                            dataAccessExpiresAt: Int64?, valid: Bool, checkedAt: Int64, lastError: String?) throws {
+        try db.execute(sql: """
+            UPDATE tokens SET token_type = ?, scopes = ?, granular_scopes = ?, expires_at = ?, data_access_expires_at = ?,
+              valid = ?, checked_at = ?, last_error = ? WHERE name = ?
+            """, arguments: [tokenType, scopes, granularScopes, expiresAt, dataAccessExpiresAt, valid, checkedAt, lastError, name])
+        guard db.changesCount == 1 else { throw StoreError.notFound(what: "token", name: name) }
+    }
+
+    /// Sets a token's expiry (after an exchange) without touching anything else.
+    public func setExpiry(name: String, expiresAt: Int64?, now: Int64) throws {
+        try db.execute(sql: "UPDATE tokens SET expires_at = ?, updated_at = ? WHERE name = ?", arguments: [expiresAt, now, name])
+    }
+
+    public func notification(token: String) throws -> NotificationRecord? {
+        try NotificationRecord.fetchOne(db, key: token)
+    }
+
+    public func saveNotification(_ record: NotificationRecord) throws {
+        try record.save(db)
+    }
+
+    /// Notifications owed whose next attempt is due.
+    public func dueNotifications(now: Int64) throws -> [NotificationRecord] {
+        try NotificationRecord.filter(Column("pending") == true && (Column("next_attempt_at") == nil || Column("next_attempt_at") <= now))
+            .order(Column("token")).fetchAll(db)
+    }
+}

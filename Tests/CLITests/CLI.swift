@@ -38,6 +38,8 @@ struct CLI {
         environment["TOKENVAULT_HOME"] = home
         environment.removeValue(forKey: "TOKENVAULT_KEYS")
         environment.removeValue(forKey: "TOKENVAULT_PASSPHRASE_FILE")
+        // Never the real Graph API from tests: a closed loopback port unless a test brings a fake one.
+        environment["TOKENVAULT_GRAPH_URL"] = "http://127.0.0.1:9"
         for (k, v) in env { environment[k] = v }
         process.environment = environment
         let input = Pipe(), output = Pipe(), errors = Pipe()
@@ -62,4 +64,13 @@ final class TempDir: @unchecked Sendable {
         path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
     }
     deinit { try? FileManager.default.removeItem(atPath: path) }
+}
+
+/// The environment for a `tokenvault` child process of the tests.
+func testEnvironment(home: String, _ extra: [String: String] = [:]) -> [String: String] {
+    var env = ProcessInfo.processInfo.environment
+    env["TOKENVAULT_HOME"] = home
+    env["TOKENVAULT_GRAPH_URL"] = "http://127.0.0.1:9"
+    for (k, v) in extra { env[k] = v }
+    return env
 }

@@ -26,7 +26,7 @@ struct DaemonCLITests {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: CLI.binary)
         p.arguments = ["serve"]
-        p.environment = ProcessInfo.processInfo.environment.merging(["TOKENVAULT_HOME": home]) { $1 }
+        p.environment = testEnvironment(home: home)
         p.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try p.run()
         for _ in 0..<200 where access(socketPath, F_OK) != 0 { usleep(50_000) }

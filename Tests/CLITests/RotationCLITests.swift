@@ -34,7 +34,7 @@ struct RotationCLITests {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: CLI.binary)
         p.arguments = args
-        p.environment = ProcessInfo.processInfo.environment.merging(["TOKENVAULT_HOME": home]) { $1 }
+        p.environment = testEnvironment(home: home)
         p.standardError = FileHandle(forWritingAtPath: "/dev/null")
         try p.run()
         return p

@@ -108,7 +108,7 @@ class RealDaemonTests(unittest.TestCase):
     def setUpClass(cls):
         cls.bin = os.environ["TOKENVAULT_BIN"]
         cls.home = tempfile.mkdtemp()
-        cls.env = dict(os.environ, TOKENVAULT_HOME=cls.home + "/v")
+        cls.env = dict(os.environ, TOKENVAULT_HOME=cls.home + "/v", TOKENVAULT_GRAPH_URL="http://127.0.0.1:9")
         run = lambda *a, stdin=None: subprocess.run([cls.bin, *a], input=stdin, env=cls.env, check=True, capture_output=True)
         run("init")
         run("app", "add", "acme", "--app-id", "1234", stdin=b"py-app-secret\n")
