@@ -35,7 +35,7 @@ let package = Package(
         // SQLite through GRDB: the only module that touches SQL.
         .target(
             name: "VaultStore",
-            dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift")],
             swiftSettings: strict),
 
         // The vault: keyring on disk, key hierarchy, sealed tokens, import/export, the audit interface.

@@ -30,9 +30,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     public typealias CheckpointSink = @Sendable (_ seq: Int64, _ hash: [UInt8], _ mac: [UInt8]) throws -> Void
 
     private struct Pending {
-        let event: AuditEvent
-        let tokenHMAC: [UInt8]?
-        let timeMicros: Int64
+        /// The record after its seq (see `AuditRecordFormat.appendBody`), built on the caller's thread.
+        let body: [UInt8]
         let completion: @Sendable (Result<Void, any Error>) -> Void
     }
 
@@ -113,8 +112,11 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     public func append(_ event: AuditEvent, secret: SecretBytes?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        let p = Pending(event: event, tokenHMAC: secret.map(keys.tokenHMAC), timeMicros: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000,
-                        completion: completion)
+        var body: [UInt8] = []
+        body.reserveCapacity(384)
+        AuditRecordFormat.appendBody(timeMicros: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000, event: event,
+                                     tokenHMAC: secret.map(keys.tokenHMAC), to: &body)
+        let p = Pending(body: body, completion: completion)
         pthread_mutex_lock(&mutex)
         if stopping || flusherDone {
             pthread_mutex_unlock(&mutex)
@@ -162,7 +164,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private func write(_ batch: [Pending]) throws {
         try catchUpWithOtherWriters()
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(batch.count * 420)
+        bytes.reserveCapacity(batch.count * 560)
         var seq = lastSeq
         var hash = lastHash
         let now = Date().timeIntervalSince1970
@@ -170,7 +172,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         for (index, p) in batch.enumerated() {
             seq += 1
             let start = bytes.count
-            AuditRecordFormat.appendPrefix(seq: seq, timeMicros: p.timeMicros, event: p.event, tokenHMAC: p.tokenHMAC, to: &bytes)
+            AuditRecordFormat.appendSeq(seq, to: &bytes)
+            bytes.append(contentsOf: p.body)
             hash = hash.withUnsafeBytes { prev in bytes[start...].withUnsafeBytes { SHA256.hash(prev, $0) } }
             let signature = sign && index == batch.count - 1 ? keys.signer.sign(AuditKeys.signedMessage(hash: hash)) : nil
             AuditRecordFormat.appendSuffix(hash: hash, mac: keys.recordMAC(hash: hash), signature: signature, to: &bytes)

@@ -17,37 +17,113 @@ public enum AuditRecordFormat {
 
     /// Writes the part of the line that the hash covers.
     static func appendPrefix(seq: Int64, timeMicros: Int64, event: AuditEvent, tokenHMAC: [UInt8]?, to out: inout [UInt8]) {
-        out.append(contentsOf: "{\"seq\":\(seq),\"time\":\"".utf8)
-        out.append(contentsOf: formatTime(micros: timeMicros).utf8)
-        out.append(contentsOf: "\",\"channel\":\"\(event.channel.rawValue)\",\"action\":".utf8)
+        appendSeq(seq, to: &out)
+        appendBody(timeMicros: timeMicros, event: event, tokenHMAC: tokenHMAC, to: &out)
+    }
+
+    /// `{"seq":N`: the only part the flusher must write itself, since it alone knows the order.
+    static func appendSeq(_ seq: Int64, to out: inout [UInt8]) {
+        out.append(contentsOf: #"{"seq":"#.utf8)
+        appendDecimal(seq, to: &out)
+    }
+
+    /// Everything after the seq up to and including `token_hmac`: built by the caller's thread, so the
+    /// single flusher thread only chains and writes.
+    static func appendBody(timeMicros: Int64, event: AuditEvent, tokenHMAC: [UInt8]?, to out: inout [UInt8]) {
+        out.append(contentsOf: #","time":""#.utf8)
+        appendTime(micros: timeMicros, to: &out)
+        out.append(contentsOf: #"","channel":""#.utf8)
+        out.append(contentsOf: event.channel.rawValue.utf8)
+        out.append(contentsOf: #"","action":"#.utf8)
         appendString(event.action, to: &out)
-        out.append(contentsOf: ",\"token\":".utf8)
+        out.append(contentsOf: #","token":"#.utf8)
         appendOptional(event.token, to: &out)
-        out.append(contentsOf: ",\"outcome\":\"\(event.outcome.rawValue)\",\"reason\":".utf8)
+        out.append(contentsOf: #","outcome":""#.utf8)
+        out.append(contentsOf: event.outcome.rawValue.utf8)
+        out.append(contentsOf: #"","reason":"#.utf8)
         appendOptional(event.reason, to: &out)
-        out.append(contentsOf: ",\"request_id\":".utf8)
+        out.append(contentsOf: #","request_id":"#.utf8)
         appendOptional(event.requestId, to: &out)
-        out.append(contentsOf: ",\"uid\":\(event.actor.uid),\"gid\":\(event.actor.gid),\"pid\":\(event.actor.pid),\"exe\":".utf8)
+        out.append(contentsOf: #","uid":"#.utf8)
+        appendDecimal(Int64(event.actor.uid), to: &out)
+        out.append(contentsOf: #","gid":"#.utf8)
+        appendDecimal(Int64(event.actor.gid), to: &out)
+        out.append(contentsOf: #","pid":"#.utf8)
+        appendDecimal(Int64(event.actor.pid), to: &out)
+        out.append(contentsOf: #","exe":"#.utf8)
         appendOptional(event.actor.executable, to: &out)
-        out.append(contentsOf: ",\"token_hmac\":".utf8)
+        out.append(contentsOf: #","token_hmac":"#.utf8)
         if let tokenHMAC {
             out.append(UInt8(ascii: "\""))
-            out.append(contentsOf: hexString(tokenHMAC).utf8)
+            appendHex(tokenHMAC, to: &out)
             out.append(UInt8(ascii: "\""))
         } else {
             out.append(contentsOf: "null".utf8)
         }
     }
 
+    static func appendDecimal(_ value: Int64, to out: inout [UInt8]) {
+        if value < 0 { out.append(UInt8(ascii: "-")) }
+        var v = value.magnitude
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            repeat {
+                d[n] = UInt8(48 + v % 10)
+                v /= 10
+                n += 1
+            } while v > 0
+            for i in stride(from: n - 1, through: 0, by: -1) { out.append(d[i]) }
+        }
+    }
+
+    static func appendHex(_ bytes: [UInt8], to out: inout [UInt8]) {
+        let digits: StaticString = "0123456789abcdef"
+        let d = digits.utf8Start
+        for b in bytes {
+            out.append(d[Int(b >> 4)])
+            out.append(d[Int(b & 0x0f)])
+        }
+    }
+
+    /// `2026-11-29T10:35:22.123456Z`, without going through String(format:).
+    static func appendTime(micros: Int64, to out: inout [UInt8]) {
+        var t = time_t(micros / 1_000_000)
+        var tm = tm()
+        gmtime_r(&t, &tm)
+        func two(_ v: Int32) {
+            out.append(UInt8(48 + v / 10))
+            out.append(UInt8(48 + v % 10))
+        }
+        let year = Int(tm.tm_year) + 1900
+        out.append(contentsOf: [UInt8(48 + year / 1000), UInt8(48 + year / 100 % 10), UInt8(48 + year / 10 % 10), UInt8(48 + year % 10)])
+        out.append(UInt8(ascii: "-")); two(tm.tm_mon + 1)
+        out.append(UInt8(ascii: "-")); two(tm.tm_mday)
+        out.append(UInt8(ascii: "T")); two(tm.tm_hour)
+        out.append(UInt8(ascii: ":")); two(tm.tm_min)
+        out.append(UInt8(ascii: ":")); two(tm.tm_sec)
+        out.append(UInt8(ascii: "."))
+        var frac = Int(micros % 1_000_000)
+        var six = [UInt8](repeating: 48, count: 6)
+        for i in stride(from: 5, through: 0, by: -1) {
+            six[i] = UInt8(48 + frac % 10)
+            frac /= 10
+        }
+        out.append(contentsOf: six)
+        out.append(UInt8(ascii: "Z"))
+    }
+
     /// Appends `,"hash":"…","mac":"…"[,"sig":"…"]}\n`.
     static func appendSuffix(hash: [UInt8], mac: [UInt8], signature: [UInt8]?, to out: inout [UInt8]) {
         out.append(contentsOf: hashMarker)
-        out.append(contentsOf: hexString(hash).utf8)
+        appendHex(hash, to: &out)
         out.append(contentsOf: "\",\"mac\":\"".utf8)
-        out.append(contentsOf: hexString(mac).utf8)
+        appendHex(mac, to: &out)
         if let signature {
             out.append(contentsOf: "\",\"sig\":\"".utf8)
-            out.append(contentsOf: hexString(signature).utf8)
+            appendHex(signature, to: &out)
         }
         out.append(contentsOf: "\"}\n".utf8)
     }
@@ -73,11 +149,9 @@ public enum AuditRecordFormat {
 
     /// `2026-11-29T10:35:22.123456Z`.
     public static func formatTime(micros: Int64) -> String {
-        var t = time_t(micros / 1_000_000)
-        var tm = tm()
-        gmtime_r(&t, &tm)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", Int(tm.tm_year) + 1900, Int(tm.tm_mon) + 1, Int(tm.tm_mday),
-                      Int(tm.tm_hour), Int(tm.tm_min), Int(tm.tm_sec), Int(micros % 1_000_000))
+        var out: [UInt8] = []
+        appendTime(micros: micros, to: &out)
+        return String(decoding: out, as: UTF8.self)
     }
 
     /// The pieces of a line that verification needs, found without a full JSON parse.

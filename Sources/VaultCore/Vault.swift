@@ -246,7 +246,7 @@ public final class Vault: Sendable {
 
     /// Opens a token. A changed or moved sealed value gives ``VaultError/integrity(what:name:)``.
     public func get(name: String) throws -> OpenedToken {
-        guard let record = try store.read({ try $0.token(named: name) }) else {
+        guard let record = try store.token(named: name) else {
             throw StoreError.notFound(what: "token", name: name)
         }
         return OpenedToken(record: record, secret: try open(record))
@@ -344,7 +344,7 @@ public final class Vault: Sendable {
 
     /// The app's id and its opened secret.
     public func appSecret(app name: String) throws -> (appId: String, secret: SecretBytes) {
-        guard let record = try store.read({ try $0.app(named: name) }) else { throw VaultError.unknownApp(name) }
+        guard let record = try store.readOne({ try $0.app(named: name) }) else { throw VaultError.unknownApp(name) }
         let key = try dataKey(id: record.dataKeyId)
         do {
             return (record.appId, try Sealer.open([UInt8](record.sealedSecret), key: key, context: .appSecret(name)))

@@ -1,0 +1,96 @@
+import Foundation
+import GRDBSQLite
+import Synchronization
+
+/// The daemon's read path: plain SQLite connections, each with its `SELECT … WHERE name = ?` prepared
+/// once, handed out from a small free list so each event-loop thread reuses one.
+///
+/// GRDB's pool read costs a semaphore, a dispatch hop onto the connection's queue and a schema-version
+/// query per call — most of a token read's CPU. These connections are read-only; each statement runs in
+/// its own implicit read transaction on the WAL, so it sees the latest commit of any writer.
+public final class TokenReaders: Sendable {
+    private let path: String
+    private let free = Mutex<[Reader]>([])
+
+    public init(path: String) {
+        self.path = path
+    }
+
+    /// Looks a token up on a pooled connection.
+    public func token(named name: String) throws -> TokenRecord? {
+        let reader = try free.withLock { $0.popLast() } ?? Reader(path: path)
+        defer { free.withLock { $0.append(reader) } }
+        return try reader.token(named: name)
+    }
+
+    final class Reader: @unchecked Sendable {
+        private var db: OpaquePointer?
+        private var statement: OpaquePointer?
+        private let path: String
+
+        init(path: String) throws {
+            self.path = path
+            guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nil) == SQLITE_OK else {
+                let message = db.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
+                sqlite3_close(db)
+                throw StoreError.io(path: path, detail: message)
+            }
+            sqlite3_busy_timeout(db, 5000)
+            sqlite3_exec(db, "PRAGMA mmap_size = 268435456", nil, nil, nil)
+            let sql = "SELECT \(TokenRecord.columns) FROM tokens WHERE name = ?"
+            guard sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil) == SQLITE_OK else {
+                let message = String(cString: sqlite3_errmsg(db))
+                sqlite3_close(db)
+                throw StoreError.io(path: path, detail: message)
+            }
+        }
+
+        deinit {
+            sqlite3_finalize(statement)
+            sqlite3_close(db)
+        }
+
+        func token(named name: String) throws -> TokenRecord? {
+            let s = statement
+            defer {
+                sqlite3_reset(s)
+                sqlite3_clear_bindings(s)
+            }
+            let rc: Int32 = name.withCString { sqlite3_bind_text(s, 1, $0, -1, SQLITE_TRANSIENT_) }
+            guard rc == SQLITE_OK else { throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db))) }
+            switch sqlite3_step(s) {
+            case SQLITE_DONE: return nil
+            case SQLITE_ROW: break
+            case SQLITE_BUSY, SQLITE_LOCKED: throw StoreError.busy(path: path)
+            case let code:
+                if code == SQLITE_CORRUPT || code == SQLITE_NOTADB {
+                    throw StoreError.damaged(path: path, detail: String(cString: sqlite3_errmsg(db)))
+                }
+                throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db)))
+            }
+            func text(_ i: Int32) -> String? {
+                sqlite3_column_type(s, i) == SQLITE_NULL ? nil : String(cString: sqlite3_column_text(s, i))
+            }
+            func int(_ i: Int32) -> Int64? {
+                sqlite3_column_type(s, i) == SQLITE_NULL ? nil : sqlite3_column_int64(s, i)
+            }
+            let blobLength = Int(sqlite3_column_bytes(s, 3))
+            let sealed = blobLength > 0 ? Data(bytes: sqlite3_column_blob(s, 3), count: blobLength) : Data()
+            var r = TokenRecord(name: text(0) ?? name, kind: text(1) ?? "other", app: text(2), sealed: sealed,
+                                dataKeyId: int(4) ?? 0, now: int(13) ?? 0)
+            r.tokenType = text(5)
+            r.scopes = text(6) ?? "[]"
+            r.granularScopes = text(7)
+            r.expiresAt = int(8)
+            r.dataAccessExpiresAt = int(9)
+            r.valid = int(10).map { $0 != 0 }
+            r.checkedAt = int(11)
+            r.lastError = text(12)
+            r.updatedAt = int(14) ?? r.createdAt
+            return r
+        }
+    }
+}
+
+/// SQLITE_TRANSIENT: SQLite copies the bound text before the call returns.
+private let SQLITE_TRANSIENT_ = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
