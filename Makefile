@@ -5,7 +5,7 @@ KEYS_DIR  ?= Keys
 BIN       := .build/debug/tokenvault
 APT_DEPS  := libsodium-dev libsqlite3-dev pkg-config
 
-.PHONY: run test build deps clean
+.PHONY: run test build deps clean bench
 
 # Installs what a fresh Debian machine lacks (as root), or says what to install.
 deps:
@@ -35,6 +35,13 @@ run: build
 # Swift's cooperative thread pool that the in-process daemons need.
 test: deps
 	$(SWIFT) test --disable-xctest --no-parallel
+
+# Release build, the measuring instruments from ../shared/loadgen (built into .build-bench, never copied
+# in), then scripts/bench.sh, which writes Docs/BENCHMARKS.md.
+bench: deps
+	$(SWIFT) build -c release
+	$(MAKE) -s -C ../shared/loadgen OUT=$(CURDIR)/.build-bench/loadgen
+	scripts/bench.sh
 
 clean:
 	rm -rf .build

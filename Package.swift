@@ -57,6 +57,9 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // `tokenvault bench`: a protocol-v1 load generator and the floors it is compared with.
+        .target(name: "VaultBench", swiftSettings: strict),
+
         // policy.toml: who may read what. Default deny.
         .target(
             name: "VaultPolicy",
@@ -86,7 +89,7 @@ let package = Package(
             name: "TokenVaultCLI",
             dependencies: [
                 "VaultCore", "VaultCrypto", "VaultStore", "VaultPolicy", "VaultDaemon", "VaultAudit", "TokenVaultClient",
-                "CSystemShims", "MetaGraph", "MetaLifecycle",
+                "CSystemShims", "MetaGraph", "MetaLifecycle", "VaultBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),

@@ -6,23 +6,27 @@ public struct AuditKeys: Sendable {
     public let mac: SecureKey
     public let tokenHash: SecureKey
     public let signer: SigningKey
+    private let keyedMAC: HMACSHA256.Keyed
+    private let keyedTokenHash: HMACSHA256.Keyed
 
     public init(auditKey: SecureKey) {
         mac = auditKey.derive("tvaudmac")
         tokenHash = auditKey.derive("tvaudtok")
         signer = SigningKey(seed: auditKey.derive("tvaudsig"))
+        keyedMAC = mac.withUnsafeBytes { HMACSHA256.Keyed(key: $0) }
+        keyedTokenHash = tokenHash.withUnsafeBytes { HMACSHA256.Keyed(key: $0) }
     }
 
     public var publicKey: [UInt8] { signer.publicKey }
 
     /// `token_hmac`: HMAC-SHA256 of the token under the token-hash key.
     public func tokenHMAC(_ secret: SecretBytes) -> [UInt8] {
-        tokenHash.withUnsafeBytes { k in secret.withUnsafeBytes { HMACSHA256.mac(key: k, message: $0) } }
+        secret.withUnsafeBytes { keyedTokenHash.mac($0) }
     }
 
     /// The MAC of one record: HMAC-SHA256(mac key, hash).
     public func recordMAC(hash: [UInt8]) -> [UInt8] {
-        mac.withUnsafeBytes { k in hash.withUnsafeBytes { HMACSHA256.mac(key: k, message: $0) } }
+        hash.withUnsafeBytes { keyedMAC.mac($0) }
     }
 
     /// The MAC of the checkpoint kept in vault.db: over "checkpoint" || seq || hash.

@@ -155,7 +155,7 @@ public enum AuditRecordFormat {
     }
 
     /// The pieces of a line that verification needs, found without a full JSON parse.
-    struct Parsed {
+    struct Parsed: Sendable {
         var seq: Int64
         var prefixEnd: Int
         var hash: [UInt8]

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import VaultCrypto
 import VaultStore
@@ -30,6 +31,48 @@ public enum AuditVerifier {
         public var ok: Bool { problem == nil }
     }
 
+    /// Checks hashes, MACs and signatures of parsed records in parallel; returns the first failure.
+    static func crypto(records: [(line: Range<Int>, parsed: AuditRecordFormat.Parsed)], bytes: [UInt8], previous: [UInt8],
+                       keys: AuditKeys?, publicKey: [UInt8]?) -> (index: Int, message: String)? {
+        final class First: @unchecked Sendable {
+            let lock = NSLock()
+            var value: (index: Int, message: String)?
+            func offer(_ index: Int, _ message: String) {
+                lock.withLock { if value == nil || index < value!.index { value = (index, message) } }
+            }
+        }
+        let first = First()
+        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, records.count / 4096 + 1))
+        struct Bytes: @unchecked Sendable { let raw: UnsafeRawBufferPointer }
+        bytes.withUnsafeBytes { pointer in
+            let shared = Bytes(raw: pointer)
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                let raw = shared.raw
+                let range = (records.count * w / workers)..<(records.count * (w + 1) / workers)
+                for i in range {
+                    let r = records[i]
+                    let prev = i == 0 ? previous : records[i - 1].parsed.hash
+                    let prefix = UnsafeRawBufferPointer(rebasing: raw[r.line.lowerBound..<r.parsed.prefixEnd])
+                    let computed = prev.withUnsafeBytes { SHA256.hash($0, prefix) }
+                    guard constantTimeEqual(computed, r.parsed.hash) else {
+                        first.offer(i, "the record does not match its hash: it was changed, or the chain before it was")
+                        return
+                    }
+                    if let keys, !constantTimeEqual(keys.recordMAC(hash: r.parsed.hash), r.parsed.mac) {
+                        first.offer(i, "the record's MAC does not verify: it was forged without the audit key")
+                        return
+                    }
+                    if let signature = r.parsed.signature, let publicKey,
+                       !SigningKey.verify(signature: signature, message: AuditKeys.signedMessage(hash: r.parsed.hash), publicKey: publicKey) {
+                        first.offer(i, "the record's signature does not verify")
+                        return
+                    }
+                }
+            }
+        }
+        return first.value
+    }
+
     /// `keys` checks MACs and the checkpoint; `publicKey` alone checks the chain and signatures.
     public static func verify(directory: String, keys: AuditKeys?, publicKey: [UInt8]?,
                               checkpoint: AuditCheckpointRecord?) -> Report {
@@ -54,54 +97,69 @@ public enum AuditVerifier {
                 return report
             }
             let bytes = [UInt8](data)
+            // Pass 1, in order: split into lines and parse them; check seq continuity.
+            var records: [(line: Range<Int>, parsed: AuditRecordFormat.Parsed)] = []
             var lineNumber = 0
             var start = 0
+            var orderProblem: (index: Int, problem: Problem)?
             while start < bytes.count {
                 lineNumber += 1
                 guard let end = bytes[start...].firstIndex(of: 0x0a) else {
-                    report.problem = Problem(file: path, line: lineNumber, seq: nil,
-                                             message: "the last record is cut off mid-line (truncated)")
-                    return report
+                    orderProblem = (records.count, Problem(file: path, line: lineNumber, seq: nil,
+                                                          message: "the last record is cut off mid-line (truncated)"))
+                    break
                 }
-                let line = bytes[start..<end]
+                let range = start..<end
                 start = end + 1
-                func fail(_ seq: Int64?, _ message: String) -> Report {
-                    var r = report
-                    r.problem = Problem(file: path, line: lineNumber, seq: seq, message: message)
-                    return r
-                }
-                guard let record = AuditRecordFormat.parse(line) else {
-                    return fail(nil, "not an audit record (changed or inserted text)")
+                guard let record = AuditRecordFormat.parse(bytes[range]) else {
+                    orderProblem = (records.count, Problem(file: path, line: lineNumber, seq: nil,
+                                                          message: "not an audit record (changed or inserted text)"))
+                    break
                 }
                 if record.seq != expectedSeq {
+                    let message: String
                     if record.seq > expectedSeq {
                         let wanted = Array("{\"seq\":\(expectedSeq),".utf8)
                         if bytes[start...].split(separator: 0x0a).contains(where: { $0.starts(with: wanted) }) {
-                            return fail(record.seq, "expected seq \(expectedSeq), which comes later: records were reordered")
+                            message = "expected seq \(expectedSeq), which comes later: records were reordered"
+                        } else {
+                            message = (record.seq - 1 == expectedSeq ? "record \(expectedSeq) is" : "records \(expectedSeq)–\(record.seq - 1) are")
+                                + " missing (deleted)"
                         }
-                        let missing = record.seq - 1 == expectedSeq ? "record \(expectedSeq) is" : "records \(expectedSeq)–\(record.seq - 1) are"
-                        return fail(record.seq, "\(missing) missing (deleted)")
+                    } else {
+                        message = "expected seq \(expectedSeq): a record was reordered or inserted"
                     }
-                    return fail(record.seq, "expected seq \(expectedSeq): a record was reordered or inserted")
+                    orderProblem = (records.count, Problem(file: path, line: lineNumber, seq: record.seq, message: message))
+                    break
                 }
-                let computed = prevHash.withUnsafeBytes { p in line[line.startIndex..<record.prefixEnd].withUnsafeBytes { SHA256.hash(p, $0) } }
-                guard constantTimeEqual(computed, record.hash) else {
-                    return fail(record.seq, "the record does not match its hash: it was changed, or the chain before it was")
-                }
-                if let keys, !constantTimeEqual(keys.recordMAC(hash: record.hash), record.mac) {
-                    return fail(record.seq, "the record's MAC does not verify: it was forged without the audit key")
-                }
-                if let signature = record.signature, let publicKey {
-                    guard SigningKey.verify(signature: signature, message: AuditKeys.signedMessage(hash: record.hash), publicKey: publicKey) else {
-                        return fail(record.seq, "the record's signature does not verify")
-                    }
-                    report.signedThrough = record.seq
-                }
-                if let checkpoint, record.seq == checkpoint.seq { checkpointHash = record.hash }
-                prevHash = record.hash
-                report.lastSeq = record.seq
-                report.records += 1
+                records.append((range, record))
                 expectedSeq += 1
+            }
+            // Pass 2, on every core: each record's hash, MAC and signature. Record i needs only record i-1's
+            // stored hash, so the chain checks are independent once pass 1 has the stored values.
+            let checked = crypto(records: records, bytes: bytes, previous: prevHash, keys: keys, publicKey: publicKey)
+            var firstBad = checked
+            if let o = orderProblem, firstBad == nil || o.index <= firstBad!.index { firstBad = (o.index, o.problem.message) }
+            if let bad = firstBad {
+                let good = records.prefix(bad.index)
+                report.records += Int64(good.count)
+                report.lastSeq = good.last?.parsed.seq ?? report.lastSeq
+                report.signedThrough = max(report.signedThrough, good.last(where: { $0.parsed.signature != nil })?.parsed.seq ?? 0)
+                if let o = orderProblem, o.index == bad.index, o.problem.message == bad.message {
+                    report.problem = o.problem
+                } else {
+                    report.problem = Problem(file: path, line: bad.index + 1, seq: records[bad.index].parsed.seq, message: bad.message)
+                }
+                return report
+            }
+            for r in records {
+                if let checkpoint, r.parsed.seq == checkpoint.seq { checkpointHash = r.parsed.hash }
+                if r.parsed.signature != nil { report.signedThrough = r.parsed.seq }
+            }
+            report.records += Int64(records.count)
+            if let last = records.last {
+                report.lastSeq = last.parsed.seq
+                prevHash = last.parsed.hash
             }
         }
         if let checkpoint, let keys {

@@ -1,0 +1,116 @@
+import ArgumentParser
+import Foundation
+import VaultAudit
+import VaultBench
+import VaultCore
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench", abstract: "Measure the daemon, and the floor beside it (see `make bench`).",
+        subcommands: [Load.self, FloorCommand.self, AuditFill.self])
+
+    struct Load: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Closed-loop load on a daemon: requests/s, latency percentiles, errors by code.",
+            discussion: "Example: tokenvault bench load --socket v/tokenvault.sock --clients 32 --names-file names.txt --json")
+
+        @Option(help: "The daemon's socket.") var socket: String
+        @Option(help: "Concurrent connections.") var clients = 8
+        @Option(help: "Requests kept in flight per connection.") var pipeline = 1
+        @Option(help: "Measured seconds.") var duration = 5.0
+        @Option(help: "Warm-up seconds (not counted).") var warmup = 1.0
+        @Option(help: "get, list or ping.") var op = "get"
+        @Option(help: ArgumentHelp("Token names, one per line (taken round-robin).", valueName: "file")) var namesFile: String?
+        @Option(help: "Ask for a proof: timed or legacy.") var proof: String?
+        @Option(help: ArgumentHelp("Also run the same load against a raw echo server here, and print fractions of it.", valueName: "path"))
+        var echoFloor: String?
+        @Flag(help: "One JSON object instead of a table.") var json = false
+
+        func run() throws {
+            var o = LoadGenerator.Options(socketPath: socket)
+            o.clients = clients
+            o.pipeline = pipeline
+            o.duration = duration
+            o.warmup = warmup
+            guard let operation = LoadGenerator.Operation(rawValue: op) else { throw ValidationError("--op: get, list or ping") }
+            o.operation = operation
+            o.proof = proof
+            if let namesFile {
+                o.names = (try String(contentsOfFile: namesFile, encoding: .utf8)).split(separator: "\n").map(String.init)
+            }
+            let result = try LoadGenerator(options: o).run()
+            var floor: LoadGenerator.Result?
+            if let echoFloor {
+                let stop = try Floor.startEcho(path: echoFloor)
+                defer { stop() }
+                var e = o
+                e.socketPath = echoFloor
+                e.operation = .echo
+                floor = try LoadGenerator(options: e).run()
+            }
+            if json {
+                var object: [String: Any] = (try JSONSerialization.jsonObject(with: JSONEncoder().encode(result))) as? [String: Any] ?? [:]
+                if let floor {
+                    object["echo_floor"] = (try JSONSerialization.jsonObject(with: JSONEncoder().encode(floor))) as? [String: Any] ?? [:]
+                    object["rps_fraction_of_echo"] = result.rps / max(floor.rps, 1)
+                    object["p50_multiple_of_echo"] = result.p50 / max(floor.p50, 0.001)
+                }
+                print(Output.jsonLine(object))
+                return
+            }
+            var rows = [[result.operation, String(result.clients), String(result.pipeline), String(format: "%.0f", result.rps),
+                         String(format: "%.0f", result.p50), String(format: "%.0f", result.p90), String(format: "%.0f", result.p99),
+                         String(format: "%.0f", result.p999), String(format: "%.0f", result.max),
+                         result.errors.isEmpty ? "0" : result.errors.map { "\($0.key)=\($0.value)" }.joined(separator: ",")]]
+            if let floor {
+                rows.append(["echo floor", String(floor.clients), String(floor.pipeline), String(format: "%.0f", floor.rps),
+                             String(format: "%.0f", floor.p50), String(format: "%.0f", floor.p90), String(format: "%.0f", floor.p99),
+                             String(format: "%.0f", floor.p999), String(format: "%.0f", floor.max), "0"])
+            }
+            print(Output.table(["OP", "CLIENTS", "PIPELINE", "REQ/S", "P50 µs", "P90 µs", "P99 µs", "P99.9 µs", "MAX µs", "ERRORS"], rows))
+            if let floor {
+                print(String(format: "vault/echo: %.2f× the requests/s, %.1f× the p50", result.rps / max(floor.rps, 1), result.p50 / max(floor.p50, 0.001)))
+            }
+        }
+    }
+
+    struct FloorCommand: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "fsync", abstract: "The cost of write + fdatasync on a directory's filesystem.")
+
+        @Option(help: "A directory on the filesystem to probe (the audit directory).") var dir: String
+
+        func run() throws {
+            print(String(format: "%.1f", try Floor.fdatasyncMicros(directory: dir)))
+        }
+    }
+
+    struct AuditFill: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "audit-fill", abstract: "Append N synthetic read records to the vault's audit log (for `audit verify` benchmarks).")
+
+        @OptionGroup var vault: VaultOptions
+        @Option(help: "How many records.") var count = 1_000_000
+
+        func run() throws {
+            let v = try vault.openVault()
+            let log = try reporting { try AuditLog.open(for: v) }
+            let actor = AuditActor(uid: 1001, gid: 1001, pid: 4242, executable: "/usr/bin/python3")
+            let done = DispatchSemaphore(value: 0)
+            let remaining = NSLock()
+            nonisolated(unsafe) var left = count
+            for i in 0..<count {
+                log.append(AuditEvent(action: "get", channel: .socket, actor: actor, token: "tok-\(i % 1000)", outcome: .granted,
+                                      requestId: String(i)), secret: nil) { _ in
+                    remaining.lock()
+                    left -= 1
+                    let finished = left == 0
+                    remaining.unlock()
+                    if finished { done.signal() }
+                }
+            }
+            done.wait()
+            log.close()
+            printErr("appended \(count) records")
+        }
+    }
+}

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# `make bench`: the daemon under load, the floors beside it (raw echo, fdatasync, tvfloor), the CLI cold
+# start, a 100,000-token re-seal, idle memory, and `audit verify` of 1,000,000 records; then writes
+# Docs/BENCHMARKS.md. Release build and ../shared/loadgen instruments are built by the Makefile first.
+#   env: BENCH_DIR (default /tmp/tokenvault-bench), DURATION (measured seconds per run, default 3)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+T=$ROOT/.build/release/tokenvault
+L=$ROOT/.build-bench/loadgen
+D=${BENCH_DIR:-/tmp/tokenvault-bench}
+DUR=${DURATION:-3}
+R=$D/results.jsonl
+rm -rf "$D"; mkdir -p "$D"; chmod 755 "$D"
+: > "$R"
+export TOKENVAULT_GRAPH_URL=http://127.0.0.1:9   # benchmarks never talk to Meta
+rec() { echo "$1" >> "$R"; }
+wait_sock() { for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done; echo "no socket $1" >&2; exit 1; }
+
+echo "== vault with 1,000 tokens"
+export TOKENVAULT_HOME=$D/v
+"$T" init >/dev/null
+printf 'bench-app-secret' | "$T" app add bench --app-id 1234567 2>/dev/null
+python3 - "$D" <<'PY'
+import secrets, sys
+d = sys.argv[1]
+with open(d + "/tokens.jsonl", "w") as f, open(d + "/names.txt", "w") as n:
+    for i in range(1000):
+        f.write('{"name":"tok-%06d","token":"EAAB%s","kind":"system_user","app":"bench"}\n' % (i, secrets.token_urlsafe(150)))
+        n.write("tok-%06d\n" % i)
+PY
+"$T" import --format jsonl "$D/tokens.jsonl" 2>/dev/null
+printf '[[allow]]\nuid = %s\ntokens = ["*"]\nproof = true\n' "$(id -u)" > "$D/v/policy.toml"
+"$T" serve 2>"$D/serve.log" & DPID=$!
+wait_sock "$D/v/tokenvault.sock"; sleep 0.3
+rec "{\"bench\":\"fsync\",\"us\":$("$T" bench fsync --dir "$D/v/audit")}"
+
+echo "== tvload against the daemon"
+for c in 1 8 32 128; do
+  rec "{\"bench\":\"tvload-daemon\",\"result\":$("$L/tvload" --socket "$D/v/tokenvault.sock" --clients $c --duration "$DUR" --warmup 1 --names-file "$D/names.txt")}"
+done
+echo "== tokenvault bench load (with the echo floor)"
+for c in 1 8 32 128; do
+  rec "{\"bench\":\"load-get\",\"result\":$("$T" bench load --socket "$D/v/tokenvault.sock" --clients $c --duration "$DUR" --warmup 1 --names-file "$D/names.txt" --echo-floor "$D/echo.sock" --json)}"
+done
+rec "{\"bench\":\"load-proof\",\"result\":$("$T" bench load --socket "$D/v/tokenvault.sock" --clients 32 --duration "$DUR" --warmup 1 --names-file "$D/names.txt" --proof timed --json)}"
+rec "{\"bench\":\"load-list\",\"result\":$("$T" bench load --socket "$D/v/tokenvault.sock" --clients 8 --duration "$DUR" --warmup 1 --op list --json)}"
+kill -TERM $DPID; wait $DPID || true
+
+echo "== tvload against tvfloor"
+"$L/tvfloor" init "$D/floor.db" 1000 >/dev/null
+"$L/tvfloor" names "$D/floor.db" > "$D/floor-names.txt"
+"$L/tvfloor" serve --db "$D/floor.db" --socket "$D/floor.sock" --audit "$D/floor-audit.log" 2>/dev/null & FPID=$!
+wait_sock "$D/floor.sock"; sleep 0.2
+for c in 1 8 32 128; do
+  rec "{\"bench\":\"tvload-floor\",\"result\":$("$L/tvload" --socket "$D/floor.sock" --clients $c --duration "$DUR" --warmup 1 --names-file "$D/floor-names.txt")}"
+done
+kill -TERM $FPID; wait $FPID || true
+
+echo "== CLI get, cold start"
+python3 - "$T" "$D" "$R" <<'PY'
+import json, os, subprocess, sys, time
+t, d, r = sys.argv[1:]
+env = dict(os.environ, TOKENVAULT_HOME=d + "/v")
+runs = []
+for _ in range(25):
+    t0 = time.perf_counter()
+    subprocess.run([t, "get", "tok-000001"], env=env, check=True, stdout=subprocess.DEVNULL)
+    runs.append((time.perf_counter() - t0) * 1000)
+runs.sort()
+open(r, "a").write(json.dumps({"bench": "cli-get", "median_ms": runs[len(runs) // 2], "min_ms": runs[0]}) + "\n")
+PY
+
+echo "== key rotate and --reseal of 100,000 tokens"
+export TOKENVAULT_HOME=$D/big
+"$T" init >/dev/null
+python3 -c "
+import secrets
+with open('$D/big.jsonl','w') as f:
+    for i in range(100000): f.write('{\"name\":\"tok-%06d\",\"token\":\"EAAB%s\"}\n' % (i, secrets.token_urlsafe(150)))"
+"$T" import --format jsonl "$D/big.jsonl" 2>/dev/null
+s=$(date +%s.%N); "$T" key rotate 2>/dev/null; e=$(date +%s.%N)
+rec "{\"bench\":\"key-rotate\",\"seconds\":$(awk -v a="$s" -v b="$e" "BEGIN{print b-a}")}"
+for i in 1 2 3; do
+  s=$(date +%s.%N); "$T" key rotate --reseal 2>/dev/null; e=$(date +%s.%N)
+  rec "{\"bench\":\"reseal-100k\",\"seconds\":$(awk -v a="$s" -v b="$e" "BEGIN{print b-a}")}"
+done
+echo "== idle daemon with 100,000 tokens"
+printf '[[allow]]\nuid = %s\ntokens = ["*"]\n' "$(id -u)" > "$D/big/policy.toml"
+"$T" serve 2>/dev/null & BPID=$!
+wait_sock "$D/big/tokenvault.sock"
+"$T" get tok-000001 --socket "$D/big/tokenvault.sock" >/dev/null
+sleep 1
+rec "{\"bench\":\"idle-rss\",\"kb\":$(awk '/VmRSS/ {print $2}' /proc/$BPID/status)}"
+kill -TERM $BPID; wait $BPID || true
+
+echo "== audit verify of 1,000,000 records"
+export TOKENVAULT_HOME=$D/audit
+"$T" init >/dev/null
+"$T" bench audit-fill --count 1000000 2>/dev/null
+s=$(date +%s.%N); "$T" audit verify > "$D/verify.txt"; e=$(date +%s.%N)
+rec "{\"bench\":\"audit-verify\",\"records\":1000000,\"seconds\":$(awk -v a="$s" -v b="$e" "BEGIN{print b-a}")}"
+
+python3 "$ROOT/scripts/bench_report.py" "$R" > "$ROOT/Docs/BENCHMARKS.md"
+echo "wrote Docs/BENCHMARKS.md"
