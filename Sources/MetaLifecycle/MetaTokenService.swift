@@ -172,8 +172,8 @@ public final class MetaTokenService: Sendable {
     /// window and were last checked more than `nearExpiryInterval` ago.
     public func dueForCheck(interval: Int64, nearExpiryInterval: Int64 = 3600, now: Int64 = MetaTokenService.now) throws -> [String] {
         let horizon = now + Int64(warnDays) * 86_400
-        return try vault.list().filter { r in
-            guard r.app != nil else { return false }
+        // Only names and dates: the daemon asks every minute, and a vault may hold 100,000 tokens.
+        return try vault.withStore { try $0.checkCandidates() }.filter { r in
             guard let checked = r.checkedAt else { return true }
             let nearExpiry = [r.expiresAt, r.dataAccessExpiresAt].contains { e in e.map { $0 != 0 && $0 <= horizon } ?? false }
             return now - checked >= interval || (nearExpiry && now - checked >= nearExpiryInterval)

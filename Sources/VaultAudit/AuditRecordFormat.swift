@@ -175,7 +175,9 @@ public enum AuditRecordFormat {
             digits += 1
         }
         guard digits > 0, i < line.endIndex, line[i] == UInt8(ascii: ",") else { return nil }
-        guard let markerAt = find(hashMarker, in: line, from: i) else { return nil }
+        // The marker sits a fixed distance from the end (hash, mac, maybe sig): look there first.
+        let tailStart = max(i, line.endIndex - 320)
+        guard let markerAt = find(hashMarker, in: line, from: tailStart) ?? find(hashMarker, in: line, from: i) else { return nil }
         var j = markerAt + hashMarker.count
         guard let hash = hex(line, &j, 32), take("\",\"mac\":\"", line, &j), let mac = hex(line, &j, 32) else { return nil }
         var signature: [UInt8]?
@@ -205,13 +207,30 @@ public enum AuditRecordFormat {
 
     private static func hex(_ line: ArraySlice<UInt8>, _ j: inout Int, _ count: Int) -> [UInt8]? {
         guard j + count * 2 <= line.endIndex else { return nil }
-        var out = [UInt8](repeating: 0, count: count)
-        for k in 0..<count {
-            guard let hi = nibble(line[j + 2 * k]), let lo = nibble(line[j + 2 * k + 1]) else { return nil }
-            out[k] = hi << 4 | lo
+        let start = j - line.startIndex
+        let decoded: [UInt8]? = line.withUnsafeBufferPointer { buf in
+            var ok = true
+            let out = [UInt8](unsafeUninitializedCapacity: count) { out, n in
+                for k in 0..<count {
+                    let hi = hexValue[Int(buf[start + 2 * k])], lo = hexValue[Int(buf[start + 2 * k + 1])]
+                    if hi > 15 || lo > 15 { ok = false }
+                    out[k] = hi << 4 | (lo & 0x0f)
+                }
+                n = count
+            }
+            return ok ? out : nil
         }
         j += count * 2
-        return out
+        return decoded
+    }
+
+    /// 0–15 for a lower-case hex digit, 255 for anything else.
+    private static let hexValue: [UInt8] = (0..<256).map { c in
+        switch c {
+        case 0x30...0x39: return UInt8(c - 0x30)
+        case 0x61...0x66: return UInt8(c - 0x61 + 10)
+        default: return 255
+        }
     }
 
     private static func nibble(_ c: UInt8) -> UInt8? {

@@ -1,4 +1,7 @@
 import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import VaultCrypto
 import VaultStore
@@ -29,6 +32,27 @@ public enum AuditVerifier {
         public var problem: Problem?
 
         public var ok: Bool { problem == nil }
+    }
+
+    /// A file's bytes with one copy (not Data, then an Array of it).
+    static func readWhole(_ path: String) -> [UInt8]? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return nil }
+        let size = Int(st.st_size)
+        var failed = false
+        let bytes = [UInt8](unsafeUninitializedCapacity: size) { buf, n in
+            var done = 0
+            while done < size {
+                let r = read(fd, buf.baseAddress! + done, size - done)
+                if r <= 0 { if r < 0 && errno == EINTR { continue }; failed = r < 0; break }
+                done += r
+            }
+            n = done
+        }
+        return failed ? nil : bytes
     }
 
     /// Checks hashes, MACs and signatures of parsed records in parallel; returns the first failure.
@@ -92,11 +116,10 @@ public enum AuditVerifier {
                 return report
             }
             report.segments += 1
-            guard let data = FileManager.default.contents(atPath: path) else {
+            guard let bytes = readWhole(path) else {
                 report.problem = Problem(file: path, line: 0, seq: nil, message: "cannot read the segment")
                 return report
             }
-            let bytes = [UInt8](data)
             // Pass 1, in order: split into lines and parse them; check seq continuity.
             var records: [(line: Range<Int>, parsed: AuditRecordFormat.Parsed)] = []
             var lineNumber = 0

@@ -268,7 +268,7 @@ public final class Vault: Sendable {
 
     /// Every token name, sorted. Needs no key.
     public func names() throws -> [String] {
-        try store.read { try $0.tokenNames() }
+        try store.tokenNames()
     }
 
     /// Metadata of one token. Needs no key.
@@ -344,10 +344,10 @@ public final class Vault: Sendable {
 
     /// The app's id and its opened secret.
     public func appSecret(app name: String) throws -> (appId: String, secret: SecretBytes) {
-        guard let record = try store.readOne({ try $0.app(named: name) }) else { throw VaultError.unknownApp(name) }
+        guard let record = try store.appSeal(named: name) else { throw VaultError.unknownApp(name) }
         let key = try dataKey(id: record.dataKeyId)
         do {
-            return (record.appId, try Sealer.open([UInt8](record.sealedSecret), key: key, context: .appSecret(name)))
+            return (record.appId, try record.sealed.withUnsafeBytes { try Sealer.open($0, key: key, context: .appSecret(name)) })
         } catch is CryptoError {
             throw VaultError.integrity(what: "app secret of", name: name)
         }

@@ -75,7 +75,8 @@ public final class RequestProcessor: Sendable {
             return audited(event, .error(.rateLimited, "uid \(caller.uid) exceeded its request rate"), reply: reply)
         }
         do {
-            let names = try vault.names().filter { policy.decide(caller, name: $0).allowed }
+            let rules = policy.rules.filter { $0.applies(to: caller) }
+            let names = rules.isEmpty ? [] : try vault.names().filter { name in rules.contains { $0.matches(name: name) } }
             event.reason = "\(names.count) names"
             audited(event, .names(names), reply: reply)
         } catch {

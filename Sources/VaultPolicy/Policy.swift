@@ -43,7 +43,7 @@ public struct Policy: Sendable, Equatable {
             }
         }
 
-        func applies(to caller: Caller) -> Bool {
+        public func applies(to caller: Caller) -> Bool {
             switch subject {
             case .uid(let u): return caller.uid == u
             case .gid(let g): return caller.gid == g || caller.supplementaryGroups.contains(g)

@@ -125,6 +125,16 @@ public final class VaultStore: Sendable {
         try readers.token(named: name)
     }
 
+    /// One app's id, sealed secret and data key, on the fast read path.
+    public func appSeal(named name: String) throws -> (appId: String, sealed: Data, dataKeyId: Int64)? {
+        try readers.app(named: name)
+    }
+
+    /// Every token name, sorted, on the fast read path.
+    public func tokenNames() throws -> [String] {
+        try readers.names()
+    }
+
     /// Runs `body` on a read-only snapshot.
     public func read<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
         do {
@@ -195,10 +205,6 @@ public struct StoreTransaction {
 
     public func tokens() throws -> [TokenRecord] {
         try Row.fetchAll(db, sql: "SELECT \(TokenRecord.columns) FROM tokens ORDER BY name").map(TokenRecord.init(row:))
-    }
-
-    public func tokenNames() throws -> [String] {
-        try String.fetchAll(db, sql: "SELECT name FROM tokens ORDER BY name")
     }
 
     /// Stores a token. An existing token of that name is replaced only when `replace` is true; its
@@ -386,5 +392,13 @@ extension StoreTransaction {
     public func dueNotifications(now: Int64) throws -> [NotificationRecord] {
         try NotificationRecord.filter(Column("pending") == true && (Column("next_attempt_at") == nil || Column("next_attempt_at") <= now))
             .order(Column("token")).fetchAll(db)
+    }
+}
+
+extension StoreTransaction {
+    /// Tokens with an app (the ones Meta can check): name, last check and expiries only.
+    public func checkCandidates() throws -> [(name: String, checkedAt: Int64?, expiresAt: Int64?, dataAccessExpiresAt: Int64?)] {
+        try Row.fetchAll(db, sql: "SELECT name, checked_at, expires_at, data_access_expires_at FROM tokens WHERE app IS NOT NULL ORDER BY name")
+            .map { ($0[0], $0[1], $0[2], $0[3]) }
     }
 }

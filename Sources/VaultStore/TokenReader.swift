@@ -18,9 +18,23 @@ public final class TokenReaders: Sendable {
 
     /// Looks a token up on a pooled connection.
     public func token(named name: String) throws -> TokenRecord? {
+        try withReader { try $0.token(named: name) }
+    }
+
+    /// An app's id, sealed secret and data key.
+    public func app(named name: String) throws -> (appId: String, sealed: Data, dataKeyId: Int64)? {
+        try withReader { try $0.app(named: name) }
+    }
+
+    /// Every token name, sorted.
+    public func names() throws -> [String] {
+        try withReader { try $0.names() }
+    }
+
+    private func withReader<T>(_ body: (Reader) throws -> T) throws -> T {
         let reader = try free.withLock { $0.popLast() } ?? Reader(path: path)
         defer { free.withLock { $0.append(reader) } }
-        return try reader.token(named: name)
+        return try body(reader)
     }
 
     final class Reader: @unchecked Sendable {
@@ -45,9 +59,51 @@ public final class TokenReaders: Sendable {
             }
         }
 
+        private var appStatement: OpaquePointer?
+        private var namesStatement: OpaquePointer?
+
         deinit {
             sqlite3_finalize(statement)
+            sqlite3_finalize(appStatement)
+            sqlite3_finalize(namesStatement)
             sqlite3_close(db)
+        }
+
+        private func prepared(_ slot: inout OpaquePointer?, _ sql: String) throws -> OpaquePointer? {
+            if slot == nil, sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &slot, nil) != SQLITE_OK {
+                throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db)))
+            }
+            return slot
+        }
+
+        private func check(_ code: Int32) throws {
+            if code == SQLITE_BUSY || code == SQLITE_LOCKED { throw StoreError.busy(path: path) }
+            if code == SQLITE_CORRUPT || code == SQLITE_NOTADB { throw StoreError.damaged(path: path, detail: String(cString: sqlite3_errmsg(db))) }
+            throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db)))
+        }
+
+        func app(named name: String) throws -> (appId: String, sealed: Data, dataKeyId: Int64)? {
+            let s = try prepared(&appStatement, "SELECT app_id, sealed_secret, data_key_id FROM apps WHERE name = ?")
+            defer { sqlite3_reset(s); sqlite3_clear_bindings(s) }
+            _ = name.withCString { sqlite3_bind_text(s, 1, $0, -1, SQLITE_TRANSIENT_) }
+            let rc = sqlite3_step(s)
+            if rc == SQLITE_DONE { return nil }
+            guard rc == SQLITE_ROW else { try check(rc); return nil }
+            let n = Int(sqlite3_column_bytes(s, 1))
+            return (String(cString: sqlite3_column_text(s, 0)), n > 0 ? Data(bytes: sqlite3_column_blob(s, 1), count: n) : Data(),
+                    sqlite3_column_int64(s, 2))
+        }
+
+        func names() throws -> [String] {
+            let s = try prepared(&namesStatement, "SELECT name FROM tokens ORDER BY name")
+            defer { sqlite3_reset(s) }
+            var out: [String] = []
+            while true {
+                let rc = sqlite3_step(s)
+                if rc == SQLITE_DONE { return out }
+                guard rc == SQLITE_ROW else { try check(rc); return out }
+                out.append(String(cString: sqlite3_column_text(s, 0)))
+            }
         }
 
         func token(named name: String) throws -> TokenRecord? {
