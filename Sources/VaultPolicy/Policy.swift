@@ -149,27 +149,15 @@ public struct Caller: Sendable, Hashable, CustomStringConvertible {
 /// Looks up users and groups in the system databases.
 public enum Accounts {
     public static func uid(ofUser name: String) -> UInt32? {
-        var pwd = passwd()
-        var result: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 16384)
-        guard getpwnam_r(name, &pwd, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
-        return pwd.pw_uid
+        passwdEntry({ getpwnam_r(name, &$0, &$1, $1.count, &$2) }, { $0.pw_uid })
     }
 
     public static func primaryGid(uid: UInt32) -> UInt32? {
-        var pwd = passwd()
-        var result: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 16384)
-        guard getpwuid_r(uid, &pwd, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
-        return pwd.pw_gid
+        passwdEntry({ getpwuid_r(uid, &$0, &$1, $1.count, &$2) }, { $0.pw_gid })
     }
 
     public static func userName(uid: UInt32) -> String? {
-        var pwd = passwd()
-        var result: UnsafeMutablePointer<passwd>?
-        var buffer = [CChar](repeating: 0, count: 16384)
-        guard getpwuid_r(uid, &pwd, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
-        return String(cString: pwd.pw_name)
+        passwdEntry({ getpwuid_r(uid, &$0, &$1, $1.count, &$2) }, { String(cString: $0.pw_name) })
     }
 
     public static func gid(ofGroup name: String) -> UInt32? {
@@ -178,5 +166,16 @@ public enum Accounts {
         var buffer = [CChar](repeating: 0, count: 16384)
         guard getgrnam_r(name, &grp, &buffer, buffer.count, &result) == 0, result != nil else { return nil }
         return grp.gr_gid
+    }
+
+    /// One reentrant passwd lookup (`getpwnam_r` / `getpwuid_r`), then a field of the entry.
+    private static func passwdEntry<T>(
+        _ lookup: (inout passwd, inout [CChar], inout UnsafeMutablePointer<passwd>?) -> Int32, _ field: (passwd) -> T
+    ) -> T? {
+        var pwd = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16384)
+        guard lookup(&pwd, &buffer, &result) == 0, result != nil else { return nil }
+        return field(pwd)
     }
 }

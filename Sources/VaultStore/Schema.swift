@@ -79,6 +79,10 @@ enum Schema {
                 t.column("updated_at", .integer).notNull()
             }
         }
+        migrator.registerMigration("v5: index of tokens with an app") { db in
+            // The daemon's re-checker asks every minute which tokens Meta can check; without this it scans them all.
+            try db.execute(sql: "CREATE INDEX tokens_with_app ON tokens(app, name, checked_at, expires_at, data_access_expires_at) WHERE app IS NOT NULL")
+        }
         return migrator
     }
 }

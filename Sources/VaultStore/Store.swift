@@ -68,9 +68,6 @@ public final class VaultStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
             // Freed pages are zeroed, so a deleted or replaced sealed row does not linger in the file.
             try db.execute(sql: "PRAGMA secure_delete = ON")
-            // Pages are read through a memory map and a larger cache instead of a pread() per page miss.
-            try db.execute(sql: "PRAGMA mmap_size = 268435456")
-            try db.execute(sql: "PRAGMA cache_size = -16384")
         }
         readers = TokenReaders(path: path)
         do {
@@ -95,8 +92,10 @@ public final class VaultStore: Sendable {
     public func writeUnchecked<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
         do {
             return try pool.writeWithoutTransaction { db in
-                try db.execute(sql: "PRAGMA foreign_keys = OFF")
-                defer { try? db.execute(sql: "PRAGMA foreign_keys = ON") }
+                // Bulk work: no per-row foreign-key checks, and a page cache of 16 MiB for its duration only
+                // (the daemon's connections keep SQLite's default 2 MiB; resident memory is a target too).
+                try db.execute(sql: "PRAGMA foreign_keys = OFF; PRAGMA cache_size = -16384")
+                defer { try? db.execute(sql: "PRAGMA foreign_keys = ON; PRAGMA cache_size = -2000") }
                 var result: T?
                 try db.inTransaction {
                     result = try body(StoreTransaction(db: db))

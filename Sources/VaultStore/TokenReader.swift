@@ -50,7 +50,6 @@ public final class TokenReaders: Sendable {
                 throw StoreError.io(path: path, detail: message)
             }
             sqlite3_busy_timeout(db, 5000)
-            sqlite3_exec(db, "PRAGMA mmap_size = 268435456", nil, nil, nil)
             let sql = "SELECT \(TokenRecord.columns) FROM tokens WHERE name = ?"
             guard sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil) == SQLITE_OK else {
                 let message = String(cString: sqlite3_errmsg(db))
