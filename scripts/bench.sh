@@ -46,6 +46,14 @@ rec "{\"bench\":\"load-proof\",\"result\":$("$T" bench load --socket "$D/v/token
 rec "{\"bench\":\"load-list\",\"result\":$("$T" bench load --socket "$D/v/tokenvault.sock" --clients 8 --duration "$DUR" --warmup 1 --op list --json)}"
 kill -TERM $DPID; wait $DPID || true
 
+echo "== without group commit (one fdatasync per read)"
+"$T" serve --no-group-commit 2>>"$D/serve.log" & DPID=$!
+wait_sock "$D/v/tokenvault.sock"; sleep 0.3
+for c in 1 32; do
+  rec "{\"bench\":\"tvload-daemon-nogc\",\"result\":$("$L/tvload" --socket "$D/v/tokenvault.sock" --clients $c --duration "$DUR" --warmup 1 --names-file "$D/names.txt")}"
+done
+kill -TERM $DPID; wait $DPID || true
+
 echo "== tvload against tvfloor"
 "$L/tvfloor" init "$D/floor.db" 1000 >/dev/null
 "$L/tvfloor" names "$D/floor.db" > "$D/floor-names.txt"

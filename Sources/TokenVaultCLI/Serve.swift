@@ -39,6 +39,7 @@ struct Serve: AsyncParsableCommand {
     var notifyCommand: String?
     @Option(help: "Seconds between Meta re-checks of each token (default 86400; sooner near expiry).") var checkInterval: Int?
     @Option(help: "Notify this many days before a token or its data access expires (default 7).") var warnDays: Int?
+    @Flag(help: .hidden) var noGroupCommit = false  // one fdatasync per read, for `make bench` only
 
     func run() async throws {
         _ = tv_harden_process()
@@ -54,7 +55,9 @@ struct Serve: AsyncParsableCommand {
             throw CLIFailure(message: "error: \(e); the daemon was not started", code: 2)
         }
         let audit: AuditLog
-        do { audit = try AuditLog.open(for: v) } catch {
+        var auditOptions = AuditLog.Options()
+        if noGroupCommit { auditOptions.maxBatch = 1 }
+        do { audit = try AuditLog.open(for: v, options: auditOptions) } catch {
             throw CLIFailure(message: "error: the audit log cannot be opened: \(error); the daemon was not started", code: 7)
         }
         defer { audit.close() }
@@ -115,6 +118,8 @@ struct PolicyReloader: Service {
     func run() async throws {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
             let event: AuditEvent
+            // SIGHUP also re-opens the audit segment, for external log rotation.
+            audit.reopen()
             do {
                 let policy = try Policy.load(path: path)
                 processor.replacePolicy(policy)

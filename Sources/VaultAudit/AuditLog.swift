@@ -24,6 +24,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         public var segmentBytes: Int = 64 * 1024 * 1024
         /// How often a record carries an Ed25519 signature (and the vault.db checkpoint moves).
         public var checkpointInterval: Double = 1.0
+        /// Records per flush at most. 1 turns group commit off (one fdatasync per record): for benchmarks.
+        public var maxBatch = Int.max
         public init() {}
     }
 
@@ -45,6 +47,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private var wake = pthread_cond_t()
     private var pending: [Pending] = []
     private var stopping = false
+    private var reopenRequested = false
     private var flusherDone = false
     private var stats = (batches: 0, records: 0)
 
@@ -102,6 +105,15 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
     }
 
+    /// Re-opens the current segment by name before the next batch (SIGHUP, for external rotation tools
+    /// that moved the file away). The chain continues from the last record written, so a verifier given
+    /// all the segments still sees one unbroken chain.
+    public func reopen() {
+        pthread_mutex_lock(&mutex)
+        reopenRequested = true
+        pthread_mutex_unlock(&mutex)
+    }
+
     /// Batches and records written so far (for tests and benchmarks).
     public var counters: (batches: Int, records: Int) {
         pthread_mutex_lock(&mutex)
@@ -134,8 +146,14 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         while true {
             pthread_mutex_lock(&mutex)
             while pending.isEmpty && !stopping { pthread_cond_wait(&wake, &mutex) }
-            let batch = pending
-            pending.removeAll(keepingCapacity: true)
+            let batch: [Pending]
+            if pending.count <= options.maxBatch {
+                batch = pending
+                pending.removeAll(keepingCapacity: true)
+            } else {
+                batch = Array(pending.prefix(options.maxBatch))
+                pending.removeFirst(options.maxBatch)
+            }
             let stop = stopping && batch.isEmpty
             pthread_mutex_unlock(&mutex)
             if stop { break }
@@ -162,6 +180,20 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     }
 
     private func write(_ batch: [Pending]) throws {
+        pthread_mutex_lock(&mutex)
+        let reopen = reopenRequested
+        reopenRequested = false
+        pthread_mutex_unlock(&mutex)
+        if reopen {
+            let (seq, hash) = (lastSeq, lastHash)
+            try openSegment(segment)
+            if endOffset == 0 {
+                // A fresh file where ours was moved away: carry the chain on.
+                (lastSeq, lastHash) = (seq, hash)
+            } else {
+                try repairAndReadTail()
+            }
+        }
         try catchUpWithOtherWriters()
         var bytes: [UInt8] = []
         bytes.reserveCapacity(batch.count * 560)

@@ -105,3 +105,23 @@ struct RotationCLITests {
         #expect(try client.getBlocking("t/42").token == "EAAB-crash-42")
     }
 }
+
+@Suite("Key sources")
+struct KeySourceTests {
+    let dir = TempDir()
+
+    /// A systemd unit with `LoadCredential=` gets its keys in $CREDENTIALS_DIRECTORY, not on the data disk.
+    @Test func systemdCredentialsDirectoryIsTheKeyring() throws {
+        let home = dir.path + "/vault"
+        let cli = CLI(home: home)
+        #expect(try cli.run(["init"]).status == 0)
+        #expect(try cli.run(["put", "a"], stdin: "EAAB-cred").status == 0)
+        let credentials = dir.path + "/credentials"
+        try FileManager.default.moveItem(atPath: home + "/keys", toPath: credentials)
+        chmod(credentials, 0o500)
+        #expect(try cli.run(["get", "a"]).status == 5, "no key in <home>/keys any more")
+        let got = try cli.run(["get", "a"], env: ["CREDENTIALS_DIRECTORY": credentials])
+        #expect(got.status == 0 && got.stdout == "EAAB-cred")
+        chmod(credentials, 0o700)
+    }
+}

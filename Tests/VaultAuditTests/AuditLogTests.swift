@@ -249,3 +249,44 @@ func python(_ script: String, stdin: String) throws -> String {
     p.waitUntilExit()
     return String(decoding: out, as: UTF8.self)
 }
+
+@Suite("Audit log: external rotation and batching")
+struct AuditRotationTests {
+    let dir = TempDir()
+
+    @Test func reopenAfterAnExternalMoveContinuesTheChain() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        let log = try AuditLog.open(for: vault)
+        for i in 1...3 { try log.appendAndWait(event(i)) }
+        let path = AuditSegments.path(vault.home.auditDirectory, 1)
+        try FileManager.default.moveItem(atPath: path, toPath: dir.path + "/rotated.jsonl")  // logrotate's move
+        log.reopen()
+        for i in 4...5 { try log.appendAndWait(event(i)) }
+        log.close()
+        let fresh = lines(path).filter { !$0.isEmpty }
+        #expect(fresh.count == 2 && fresh[0].hasPrefix("{\"seq\":4,"))
+        // The moved file followed by the new one is one unbroken, verifiable chain.
+        let joined = dir.path + "/joined"
+        try FileManager.default.createDirectory(atPath: joined, withIntermediateDirectories: false)
+        let whole = try String(contentsOfFile: dir.path + "/rotated.jsonl", encoding: .utf8) + String(contentsOfFile: path, encoding: .utf8)
+        try whole.write(toFile: AuditSegments.path(joined, 1), atomically: true, encoding: .utf8)
+        let report = AuditVerifier.verify(directory: joined, keys: AuditKeys(auditKey: try vault.auditKey()), publicKey: nil, checkpoint: nil)
+        #expect(report.ok && report.records == 5, "\(report.problem.map { "\($0)" } ?? "")")
+    }
+
+    @Test func withoutGroupCommitEveryRecordHasItsOwnFlush() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        var options = AuditLog.Options()
+        options.maxBatch = 1
+        let log = try AuditLog.open(for: vault, options: options)
+        let group = DispatchGroup()
+        for i in 0..<16 {
+            group.enter()
+            log.append(event(i), secret: nil) { _ in group.leave() }
+        }
+        group.wait()
+        let (batches, records) = log.counters
+        log.close()
+        #expect(records == 16 && batches == 16)
+    }
+}
