@@ -98,18 +98,21 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // Helpers shared by the test targets: temporary directories, child processes, the built binary.
+        .target(name: "TestSupport", dependencies: ["VaultCrypto"], path: "Tests/TestSupport", swiftSettings: strict),
+
         .testTarget(name: "VaultCryptoTests", dependencies: ["VaultCrypto"], swiftSettings: strict),
         // Tests reach past the store with GRDB only to play the attacker: tampering with rows on disk.
         .testTarget(
             name: "VaultCoreTests",
-            dependencies: ["VaultCore", "VaultCrypto", "VaultStore", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["VaultCore", "VaultCrypto", "VaultStore", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: strict),
-        .testTarget(name: "VaultAuditTests", dependencies: ["VaultAudit", "VaultCore", "VaultCrypto"], swiftSettings: strict),
+        .testTarget(name: "VaultAuditTests", dependencies: ["VaultAudit", "VaultCore", "VaultCrypto", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "VaultDaemonTests",
             dependencies: [
-                "VaultDaemon", "VaultCore", "VaultCrypto", "VaultPolicy", "VaultAudit", "TokenVaultClient",
+                "VaultDaemon", "VaultCore", "VaultCrypto", "VaultPolicy", "VaultAudit", "TokenVaultClient", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
@@ -117,12 +120,12 @@ let package = Package(
         .testTarget(
             name: "MetaTests",
             dependencies: [
-                "MetaGraph", "MetaLifecycle", "VaultCore", "VaultCrypto", "VaultStore", "VaultAudit", "TokenVaultCLI",
+                "MetaGraph", "MetaLifecycle", "VaultCore", "VaultCrypto", "VaultStore", "VaultAudit", "TokenVaultCLI", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["TokenVaultCLI", "VaultCore", "TokenVaultClient"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["TokenVaultCLI", "VaultCore", "TokenVaultClient", "TestSupport"], swiftSettings: strict),
     ]
 )

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 import VaultCrypto
 #if canImport(Glibc)
@@ -9,43 +10,15 @@ import Glibc
 import FoundationNetworking
 #endif
 
-/// The `tokenvault` binary built beside this test bundle.
-let binary: String = {
-    var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for _ in 0..<3 {
-        let candidate = dir.appendingPathComponent("tokenvault").path
-        if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
-        dir = dir.deletingLastPathComponent()
-    }
-    return ".build/debug/tokenvault"
-}()
+let binary = tokenvaultBinary
 
 let clientsDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("clients/python").path
 
-struct Run {
-    let status: Int32
-    let stdout: String
-    let stderr: String
-}
-
 @discardableResult
-func tv(_ args: [String], home: String, graph: String, stdin: String? = nil) throws -> Run {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: binary)
-    p.arguments = args
-    p.environment = ProcessInfo.processInfo.environment.merging(["TOKENVAULT_HOME": home, "TOKENVAULT_GRAPH_URL": graph]) { $1 }
-    let input = Pipe(), out = Pipe(), err = Pipe()
-    p.standardInput = input
-    p.standardOutput = out
-    p.standardError = err
-    try p.run()
-    if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
-    try input.fileHandleForWriting.close()
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    let e = err.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return Run(status: p.terminationStatus, stdout: String(decoding: o, as: UTF8.self), stderr: String(decoding: e, as: UTF8.self))
+func tv(_ args: [String], home: String, graph: String, stdin: String? = nil) throws -> ProcessResult {
+    try runProcess(binary, args, environment: ProcessInfo.processInfo.environment.merging(["TOKENVAULT_HOME": home, "TOKENVAULT_GRAPH_URL": graph]) { $1 },
+                   stdin: stdin)
 }
 
 func hmacHex(_ key: String, _ message: String) -> String {

@@ -1,6 +1,7 @@
 import Foundation
 import MetaGraph
 import Synchronization
+import TestSupport
 import Testing
 import VaultAudit
 import VaultCore
@@ -11,16 +12,7 @@ import VaultStore
 import Glibc
 #endif
 
-final class TempDir: @unchecked Sendable {
-    let path: String
-    init() {
-        var template = Array("/tmp/tvm-XXXXXX".utf8CString)
-        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
 
-func secret(_ s: String) -> SecretBytes { SecretBytes(copying: Array(s.utf8)) }
 
 let appSecret = "app-secret-9f8e7d"
 
@@ -201,7 +193,7 @@ struct MetaLifecycleTests {
         try f.vault.put(name: "acme/ads", secret: secret("EAAB-n"), app: "acme")
         let inbox = f.dir.path + "/inbox"
         let flaky = f.dir.path + "/fail-once"
-        FileManager.default.createFile(atPath: flaky, contents: Data())
+        _ = FileManager.default.createFile(atPath: flaky, contents: Data())
         // Fails (and removes its marker) the first time; appends the JSON to the inbox after that.
         let command = "if [ -e \(flaky) ]; then rm \(flaky); echo 'smtp down' >&2; exit 1; fi; cat >> \(inbox)"
         let service = try f.service(notify: command)

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 import VaultCore
 import VaultCrypto
@@ -9,14 +10,6 @@ import VaultStore
 import Glibc
 #endif
 
-final class TempDir: @unchecked Sendable {
-    let path: String
-    init() {
-        var template = Array("/tmp/tva-XXXXXX".utf8CString)
-        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
 
 let actor = AuditActor(uid: 1001, gid: 1001, pid: 4242, executable: "/usr/bin/python3")
 

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import GRDB
 import VaultCore
 import VaultCrypto
@@ -6,17 +7,7 @@ import VaultCrypto
 import Glibc
 #endif
 
-/// A fresh directory under /tmp, removed when the test's value goes away.
-final class TempDir: @unchecked Sendable {
-    let path: String
-    init() {
-        var template = Array("/tmp/tokenvault-test-XXXXXX".utf8CString)
-        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
 
-func secret(_ s: String) -> SecretBytes { SecretBytes(copying: Array(s.utf8)) }
 
 /// A new vault in a temporary home, with a random master key.
 func makeVault(_ dir: TempDir) throws -> (Vault, VaultHome) {

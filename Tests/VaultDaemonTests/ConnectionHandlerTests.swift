@@ -1,6 +1,7 @@
 import NIOCore
 import NIOEmbedded
 import Logging
+import TestSupport
 import Testing
 import VaultCore
 import VaultPolicy

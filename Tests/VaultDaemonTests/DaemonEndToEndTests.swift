@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 import TokenVaultClient
 import VaultAudit
@@ -249,15 +250,7 @@ func pythonHMAC(key: String, message: String) -> String {
 }
 
 func run(_ executable: String, _ arguments: [String]) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: executable)
-    p.arguments = arguments
-    let out = Pipe()
-    p.standardOutput = out
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
+    try runProcess(executable, arguments).stdout
 }
 
 @Suite("Back-pressure")

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -11,17 +12,7 @@ import VaultPolicy
 import Glibc
 #endif
 
-final class TempDir: @unchecked Sendable {
-    let path: String
-    init() {
-        var template = Array("/tmp/tvd-XXXXXX".utf8CString)
-        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-        chmod(path, 0o755)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-}
 
-func secret(_ s: String) -> SecretBytes { SecretBytes(copying: Array(s.utf8)) }
 
 /// An audit sink that records events, and can be told to fail or to hold completions.
 final class RecordingSink: AuditSink, @unchecked Sendable {
