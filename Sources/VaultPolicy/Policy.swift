@@ -60,14 +60,24 @@ public struct Policy: Sendable, Equatable {
     /// The empty policy: nobody reads anything.
     public static let denyAll = Policy(rules: [])
 
-    /// The verdict for one caller and one name, with the reason in words.
+    /// The verdict for one caller and one name; `explanation` puts it in words.
     public struct Decision: Sendable, Equatable {
         public let allowed: Bool
         /// Whether a matching rule grants proofs.
         public let proof: Bool
-        /// The line of the first rule that allowed the read.
-        public let ruleLine: Int?
-        public let explanation: String
+        /// The first rule that allowed the read.
+        public let rule: Rule?
+        let uid: UInt32
+        let name: String
+
+        public var ruleLine: Int? { rule?.line }
+
+        /// Built only when asked for (`policy check`): the daemon decides on every read.
+        public var explanation: String {
+            guard let rule else { return "uid \(uid) may not read \(name): no rule allows it (default deny)" }
+            return "uid \(uid) may read \(name): allowed by the rule for \(rule.subject) at line \(rule.line)"
+                + (proof ? ", with proofs" : ", without proofs")
+        }
     }
 
     public func decide(_ caller: Caller, name: String) -> Decision {
@@ -77,13 +87,7 @@ public struct Policy: Sendable, Equatable {
             if allowedBy == nil { allowedBy = rule }
             proof = proof || rule.proof
         }
-        guard let rule = allowedBy else {
-            return Decision(allowed: false, proof: false, ruleLine: nil,
-                            explanation: "uid \(caller.uid) may not read \(name): no rule allows it (default deny)")
-        }
-        return Decision(allowed: true, proof: proof, ruleLine: rule.line,
-                        explanation: "uid \(caller.uid) may read \(name): allowed by the rule for \(rule.subject) at line \(rule.line)"
-                            + (proof ? ", with proofs" : ", without proofs"))
+        return Decision(allowed: allowedBy != nil, proof: proof, rule: allowedBy, uid: caller.uid, name: name)
     }
 
     /// The caller's request rate limit: the highest `rate` among the rules whose subject matches it, or
