@@ -15,12 +15,6 @@ public enum AuditRecordFormat {
     public static let genesisHash = [UInt8](repeating: 0, count: 32)
     static let hashMarker = Array(",\"hash\":\"".utf8)
 
-    /// Writes the part of the line that the hash covers.
-    static func appendPrefix(seq: Int64, timeMicros: Int64, event: AuditEvent, tokenHMAC: [UInt8]?, to out: inout [UInt8]) {
-        appendSeq(seq, to: &out)
-        appendBody(timeMicros: timeMicros, event: event, tokenHMAC: tokenHMAC, to: &out)
-    }
-
     /// `{"seq":N`: the only part the flusher must write itself, since it alone knows the order.
     static func appendSeq(_ seq: Int64, to out: inout [UInt8]) {
         out.append(contentsOf: #"{"seq":"#.utf8)

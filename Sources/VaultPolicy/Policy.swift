@@ -70,8 +70,6 @@ public struct Policy: Sendable, Equatable {
         let uid: UInt32
         let name: String
 
-        public var ruleLine: Int? { rule?.line }
-
         /// Built only when asked for (`policy check`): the daemon decides on every read.
         public var explanation: String {
             guard let rule else { return "uid \(uid) may not read \(name): no rule allows it (default deny)" }

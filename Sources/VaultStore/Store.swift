@@ -108,17 +108,6 @@ public final class VaultStore: Sendable {
         }
     }
 
-    /// Runs `body`, a single SELECT, without an explicit transaction: SQLite gives one statement a
-    /// consistent snapshot by itself, and skipping GRDB's BEGIN / query_only / COMMIT around it took a
-    /// token read from ~60% of the daemon's CPU to a few percent.
-    public func readOne<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
-        do {
-            return try pool.unsafeRead { db in try body(StoreTransaction(db: db)) }
-        } catch {
-            throw Self.translate(error, path: path)
-        }
-    }
-
     /// One token's row, on the fast read path (see ``TokenReaders``).
     public func token(named name: String) throws -> TokenRecord? {
         try readers.token(named: name)
