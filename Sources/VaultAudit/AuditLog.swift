@@ -61,7 +61,6 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private var lastSignature = 0.0
     private var lastCheckpoint = 0.0
     private var checkpointedSeq: Int64 = 0
-    private var thread: Thread?
 
     /// Opens (creating if needed) the log in `directory` and starts its flusher.
     public init(directory: String, keys: AuditKeys, options: Options = Options(), checkpoint: CheckpointSink? = nil) throws {
@@ -83,9 +82,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             try openSegment(segment)
             try repairAndReadTail()
         }
-        let t = Thread { [unowned self] in self.flusherLoop() }
+        // The flusher keeps the log alive until close() lets it finish: no thread waits on a freed condition variable.
+        let t = Thread { self.flusherLoop() }
         t.name = "tokenvault-audit"
-        thread = t
         t.start()
     }
 
