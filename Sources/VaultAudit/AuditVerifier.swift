@@ -34,6 +34,26 @@ public enum AuditVerifier {
         public var ok: Bool { problem == nil }
     }
 
+    /// Parses every line on every core; nil for a line that is not a record.
+    static func parallelParse(_ ranges: [Range<Int>], _ bytes: [UInt8]) -> [AuditRecordFormat.Parsed?] {
+        // A raw buffer, not a shared Array: each worker writes only its own indices, with no
+        // exclusivity check or copy-on-write between them.
+        struct Slots: @unchecked Sendable { let buffer: UnsafeMutableBufferPointer<AuditRecordFormat.Parsed?> }
+        let slots = Slots(buffer: .allocate(capacity: ranges.count))
+        slots.buffer.initialize(repeating: nil)
+        defer {
+            slots.buffer.deinitialize()
+            slots.buffer.deallocate()
+        }
+        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, ranges.count / 4096 + 1))
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            for i in (ranges.count * w / workers)..<(ranges.count * (w + 1) / workers) {
+                slots.buffer[i] = AuditRecordFormat.parse(bytes[ranges[i]])
+            }
+        }
+        return Array(slots.buffer)
+    }
+
     /// A file's bytes with one copy (not Data, then an Array of it).
     static func readWhole(_ path: String) -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -120,21 +140,29 @@ public enum AuditVerifier {
                 report.problem = Problem(file: path, line: 0, seq: nil, message: "cannot read the segment")
                 return report
             }
-            // Pass 1, in order: split into lines and parse them; check seq continuity.
-            var records: [(line: Range<Int>, parsed: AuditRecordFormat.Parsed)] = []
-            var lineNumber = 0
+            // Pass 1: find the lines, parse them on every core, then check seq continuity in order.
+            var ranges: [Range<Int>] = []
+            ranges.reserveCapacity(bytes.count / 400 + 1)
             var start = 0
-            var orderProblem: (index: Int, problem: Problem)?
-            while start < bytes.count {
-                lineNumber += 1
-                guard let end = bytes[start...].firstIndex(of: 0x0a) else {
-                    orderProblem = (records.count, Problem(file: path, line: lineNumber, seq: nil,
-                                                          message: "the last record is cut off mid-line (truncated)"))
-                    break
+            var truncatedTail = false
+            bytes.withUnsafeBufferPointer { buf in
+                while start < buf.count {
+                    guard let nl = memchr(buf.baseAddress! + start, 0x0a, buf.count - start) else {
+                        truncatedTail = true
+                        break
+                    }
+                    let end = buf.baseAddress!.distance(to: nl.assumingMemoryBound(to: UInt8.self))
+                    ranges.append(start..<end)
+                    start = end + 1
                 }
-                let range = start..<end
-                start = end + 1
-                guard let record = AuditRecordFormat.parse(bytes[range]) else {
+            }
+            let parsed = parallelParse(ranges, bytes)
+            var records: [(line: Range<Int>, parsed: AuditRecordFormat.Parsed)] = []
+            records.reserveCapacity(ranges.count)
+            var orderProblem: (index: Int, problem: Problem)?
+            for (i, candidate) in parsed.enumerated() {
+                let lineNumber = i + 1
+                guard let record = candidate else {
                     orderProblem = (records.count, Problem(file: path, line: lineNumber, seq: nil,
                                                           message: "not an audit record (changed or inserted text)"))
                     break
@@ -142,8 +170,7 @@ public enum AuditVerifier {
                 if record.seq != expectedSeq {
                     let message: String
                     if record.seq > expectedSeq {
-                        let wanted = Array("{\"seq\":\(expectedSeq),".utf8)
-                        if bytes[start...].split(separator: 0x0a).contains(where: { $0.starts(with: wanted) }) {
+                        if parsed[(i + 1)...].contains(where: { $0?.seq == expectedSeq }) {
                             message = "expected seq \(expectedSeq), which comes later: records were reordered"
                         } else {
                             message = (record.seq - 1 == expectedSeq ? "record \(expectedSeq) is" : "records \(expectedSeq)–\(record.seq - 1) are")
@@ -155,8 +182,12 @@ public enum AuditVerifier {
                     orderProblem = (records.count, Problem(file: path, line: lineNumber, seq: record.seq, message: message))
                     break
                 }
-                records.append((range, record))
+                records.append((ranges[i], record))
                 expectedSeq += 1
+            }
+            if orderProblem == nil && truncatedTail {
+                orderProblem = (records.count, Problem(file: path, line: ranges.count + 1, seq: nil,
+                                                      message: "the last record is cut off mid-line (truncated)"))
             }
             // Pass 2, on every core: each record's hash, MAC and signature. Record i needs only record i-1's
             // stored hash, so the chain checks are independent once pass 1 has the stored values.
