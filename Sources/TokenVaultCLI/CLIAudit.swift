@@ -1,6 +1,7 @@
 import Foundation
 import VaultAudit
 import VaultCore
+import VaultPolicy
 import VaultCrypto
 import VaultStore
 #if canImport(Glibc)
@@ -21,10 +22,7 @@ struct CLIAudit {
     }
 
     static var actor: AuditActor {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        let exe = n > 0 ? String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : nil
-        return AuditActor(uid: getuid(), gid: getgid(), pid: getpid(), executable: exe)
+        AuditActor(uid: getuid(), gid: getgid(), pid: getpid(), executable: Caller.executable(of: getpid()))
     }
 
     /// Records one event and waits until it is durable; a failure is the documented exit code 7.

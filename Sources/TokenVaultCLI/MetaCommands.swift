@@ -237,15 +237,10 @@ struct Proof: ParsableCommand {
         guard let app = opened.record.app else {
             throw CLIFailure(message: "error: \(name) has no app (store it with --app), so no appsecret_proof can be made", code: 2)
         }
-        let secret = try reporting { try v.appSecret(app: app).secret }
-        var message = opened.secret.withUnsafeBytes { Array($0) }
-        defer { wipe(&message) }
-        let time = Int64(Date().timeIntervalSince1970)
-        if !legacy { message += Array("|\(time)".utf8) }
-        let mac = secret.withUnsafeBytes { k in message.withUnsafeBytes { HMACSHA256.mac(key: k, message: $0) } }
+        let proof = try reporting { try v.appsecretProof(token: opened.secret, app: app, timed: !legacy) }
         try audit.record(legacy ? "proof_legacy" : "proof", token: name)
-        var out: [String: Any] = ["appsecret_proof": hexString(mac)]
-        if !legacy { out["appsecret_time"] = time }
+        var out: [String: Any] = ["appsecret_proof": proof.hex]
+        if let time = proof.time { out["appsecret_time"] = time }
         print(Output.jsonLine(out))
     }
 }

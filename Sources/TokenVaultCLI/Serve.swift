@@ -78,7 +78,7 @@ struct Serve: AsyncParsableCommand {
         if let version = settings.graphVersion, graph.graphVersion == GraphConfiguration.defaultVersion { graphOptions.graphVersion = version }
         let meta = MetaTokenService(
             vault: v, graph: try graphOptions.client(), audit: audit,
-            actor: AuditActor(uid: getuid(), gid: getgid(), pid: getpid(), executable: CLIAudit.actor.executable), channel: .daemon,
+            actor: CLIAudit.actor, channel: .daemon,
             notifier: (notifyCommand ?? settings.notifyCommand).map { Notifier(command: $0) },
             warnDays: warnDays ?? settings.warnDays ?? 7)
         let rechecker = Rechecker(service: meta, interval: Int64(checkInterval ?? settings.checkInterval ?? 86_400), logger: logger)

@@ -342,6 +342,17 @@ public final class Vault: Sendable {
         }
     }
 
+    /// An `appsecret_proof` for `token` under its app's secret: HMAC-SHA256 over `token|time` (timed,
+    /// returning the time used) or over the token alone (legacy). The app secret never leaves the vault.
+    public func appsecretProof(token: SecretBytes, app: String, timed: Bool) throws -> (hex: String, time: Int64?) {
+        let secret = try appSecret(app: app).secret
+        let time: Int64? = timed ? Self.now() : nil
+        var message = token.withUnsafeBytes { Array($0) } + (time.map { Array("|\($0)".utf8) } ?? [])
+        defer { wipe(&message) }
+        let mac = secret.withUnsafeBytes { k in message.withUnsafeBytes { HMACSHA256.mac(key: k, message: $0) } }
+        return (hexString(mac), time)
+    }
+
     /// The app's id and its opened secret.
     public func appSecret(app name: String) throws -> (appId: String, secret: SecretBytes) {
         guard let record = try store.appSeal(named: name) else { throw VaultError.unknownApp(name) }

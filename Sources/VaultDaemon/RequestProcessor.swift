@@ -140,7 +140,7 @@ public final class RequestProcessor: Sendable {
                 return audited(event, .error(.badRequest, "token \(name) has no app, so no appsecret_proof can be made"), reply: reply)
             }
             do {
-                proofValue = try makeProof(proof, token: opened.secret, app: app)
+                proofValue = try vault.appsecretProof(token: opened.secret, app: app, timed: proof == .timed)
             } catch {
                 event.outcome = .failed
                 event.reason = "\(error)"
@@ -148,21 +148,5 @@ public final class RequestProcessor: Sendable {
             }
         }
         audited(event, secret: opened.secret, .token(.init(record: opened.record, secret: opened.secret, proof: proofValue)), reply: reply)
-    }
-
-    /// `appsecret_proof`: HMAC-SHA256 keyed with the app secret, over `token|time` (timed) or the token (legacy).
-    func makeProof(_ kind: Request.Proof, token: SecretBytes, app: String) throws -> (hex: String, time: Int64?) {
-        let secret = try vault.appSecret(app: app).secret
-        switch kind {
-        case .legacy:
-            let mac = secret.withUnsafeBytes { k in token.withUnsafeBytes { HMACSHA256.mac(key: k, message: $0) } }
-            return (hexString(mac), nil)
-        case .timed:
-            let time = Int64(Date().timeIntervalSince1970)
-            var message = token.withUnsafeBytes { Array($0) } + Array("|\(time)".utf8)
-            defer { wipe(&message) }
-            let mac = secret.withUnsafeBytes { k in message.withUnsafeBytes { HMACSHA256.mac(key: k, message: $0) } }
-            return (hexString(mac), time)
-        }
     }
 }

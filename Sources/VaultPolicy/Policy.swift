@@ -140,7 +140,8 @@ public struct Caller: Sendable, Hashable, CustomStringConvertible {
         return Array(groups.prefix(Int(count)))
     }
 
-    static func executable(of pid: Int32) -> String? {
+    /// `/proc/PID/exe`, where readable.
+    public static func executable(of pid: Int32) -> String? {
         var buffer = [CChar](repeating: 0, count: 4096)
         let n = readlink("/proc/\(pid)/exe", &buffer, buffer.count - 1)
         guard n > 0 else { return nil }
