@@ -32,10 +32,13 @@ let package = Package(
         // Sealing, key material and secure memory: the only module that touches libsodium.
         .target(name: "VaultCrypto", dependencies: ["CSodium"], swiftSettings: strict),
 
+        // One process-wide SQLite setting that only variadic C can make (part of the store).
+        .target(name: "CStoreShims", dependencies: [.product(name: "GRDBSQLite", package: "GRDB.swift")]),
+
         // SQLite through GRDB: the only module that touches SQL.
         .target(
             name: "VaultStore",
-            dependencies: [.product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift")],
+            dependencies: ["CStoreShims", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift")],
             swiftSettings: strict),
 
         // The vault: keyring on disk, key hierarchy, sealed tokens, import/export, the audit interface.

@@ -3,11 +3,17 @@ import Foundation
 import VaultAudit
 import VaultBench
 import VaultCore
+import VaultCrypto
+import VaultDaemon
+import VaultPolicy
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure the daemon, and the floor beside it (see `make bench`).",
-        subcommands: [Load.self, FloorCommand.self, AuditFill.self])
+        subcommands: [Load.self, FloorCommand.self, AuditFill.self, ReadPath.self])
 
     struct Load: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -112,5 +118,38 @@ struct BenchCommand: ParsableCommand {
             log.close()
             printErr("appended \(count) records")
         }
+    }
+
+    struct ReadPath: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "read-path",
+            abstract: "Time each stage of a socket get in-process (parse, policy, SQLite, open, encode), without the socket or the audit flush.",
+            discussion: "Example: tokenvault bench read-path --names-file names.txt --iterations 200000")
+
+        @OptionGroup var vault: VaultOptions
+        @Option(help: ArgumentHelp("Token names, one per line (default: every token).", valueName: "file")) var namesFile: String?
+        @Option(help: "Iterations per stage.") var iterations = 100_000
+
+        func run() throws {
+            let v = try vault.openVault()
+            try reporting { try v.unlock() }
+            let names = try namesFile.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n").map(String.init) }
+                ?? reporting { try v.names() }
+            guard !names.isEmpty else { throw CLIFailure(message: "error: no tokens to read", code: 2) }
+            let rule = Policy.Rule(subject: .uid(getuid()), tokens: ["*"], proof: true)
+            let stages = try reporting {
+                try ReadPathProfile.measure(vault: v, policy: Policy(rules: [rule]), audit: ImmediateAudit(), names: names, iterations: iterations)
+            }
+            for stage in stages {
+                print(stage.name.padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: "%9.0f ns", stage.nanosPerOp))
+            }
+        }
+    }
+}
+
+/// An audit sink that records nothing and succeeds at once: `bench read-path` times the rest of a read.
+private struct ImmediateAudit: AuditSink {
+    func append(_ event: AuditEvent, secret: SecretBytes?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        completion(.success(()))
     }
 }

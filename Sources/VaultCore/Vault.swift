@@ -252,10 +252,15 @@ public final class Vault: Sendable {
         return OpenedToken(record: record, secret: try open(record))
     }
 
+    /// A token's row without opening it (the daemon's read path, no key needed).
+    public func record(named name: String) throws -> TokenRecord? {
+        try store.token(named: name)
+    }
+
     func open(_ record: TokenRecord) throws -> SecretBytes {
         let key = try dataKey(id: record.dataKeyId)
         do {
-            return try Sealer.open([UInt8](record.sealed), key: key, context: .token(record.name))
+            return try record.sealed.withUnsafeBytes { try Sealer.open($0, key: key, context: .token(record.name)) }
         } catch is CryptoError {
             throw VaultError.integrity(what: "token", name: record.name)
         }

@@ -18,15 +18,14 @@ public struct SealContext: Sendable, Equatable {
     public static func appSecret(_ app: String) -> SealContext { .init(.appSecret, name: app) }
     public static func dataKey(_ id: Int64) -> SealContext { .init(.dataKey, name: String(id)) }
 
-    /// `"tokenvault/<purpose>/v1" 0x00 <name>`: the message the per-record subkey is derived from.
-    var derivationInput: [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(32 + name.utf8.count)
-        out.append(contentsOf: "tokenvault/".utf8)
-        out.append(contentsOf: purpose.rawValue.utf8)
-        out.append(contentsOf: "/v1\0".utf8)
-        out.append(contentsOf: name.utf8)
-        return out
+    /// `"tokenvault/<purpose>/v1" 0x00`: the per-record subkey is derived from this followed by the name.
+    var derivationPrefix: StaticString {
+        switch purpose {
+        case .token: "tokenvault/token/v1\0"
+        case .appSecret: "tokenvault/app-secret/v1\0"
+        case .dataKey: "tokenvault/data-key/v1\0"
+        case .export: "tokenvault/export/v1\0"
+        }
     }
 }
 
@@ -127,12 +126,17 @@ public enum Sealer {
 
     /// Derives the per-record subkey into a stack buffer that is wiped before returning.
     private static func withSubkey<R>(_ key: SecureKey, _ context: SealContext, _ body: (UnsafePointer<UInt8>) -> R) -> R {
-        var subkey = [UInt8](repeating: 0, count: Int(crypto_secretbox_KEYBYTES))
-        defer { wipe(&subkey) }
-        let input = context.derivationInput
-        subkey.withUnsafeMutableBufferPointer { sk in
-            _ = crypto_generichash(sk.baseAddress!, sk.count, input, UInt64(input.count), key.bytes, SecureKey.byteCount)
+        let prefix = context.derivationPrefix
+        let inputCount = prefix.utf8CodeUnitCount + context.name.utf8.count
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Int(crypto_secretbox_KEYBYTES) + inputCount) { scratch in
+            let subkey = UnsafeMutableBufferPointer(rebasing: scratch[0..<Int(crypto_secretbox_KEYBYTES)])
+            let input = UnsafeMutableBufferPointer(rebasing: scratch[Int(crypto_secretbox_KEYBYTES)...])
+            defer { wipe(UnsafeMutableRawBufferPointer(scratch)) }
+            var n = 0
+            for b in UnsafeBufferPointer(start: prefix.utf8Start, count: prefix.utf8CodeUnitCount) { input[n] = b; n += 1 }
+            for b in context.name.utf8 { input[n] = b; n += 1 }
+            _ = crypto_generichash(subkey.baseAddress!, subkey.count, input.baseAddress!, UInt64(n), key.bytes, SecureKey.byteCount)
+            return body(subkey.baseAddress!)
         }
-        return subkey.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 }

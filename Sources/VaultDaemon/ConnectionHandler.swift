@@ -44,7 +44,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
             closing = true
             flushReady(context: context)
         case .line(let line):
-            switch Request.parse(line.readableBytesView) {
+            switch line.withUnsafeReadableBytes({ Request.parse($0) }) {
             case .failure(let error):
                 let code: Reply.ErrorCode = error.code == .unknownOp ? .unknownOp : .badRequest
                 slots.append(Slot(id: error.id, reply: .error(code, error.message)))
@@ -74,18 +74,16 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     /// Writes every reply at the head of the queue that is ready, in order.
     private func flushReady(context: ChannelHandlerContext) {
-        var wrote = false
         var close = false
+        var buffer: ByteBuffer?  // every ready reply goes out in one buffer, one write
         while let first = slots.first, let reply = first.reply {
             slots.removeFirst()
             headSequence += 1
-            var buffer = context.channel.allocator.buffer(capacity: 256)
-            ReplyEncoder.encode(reply, id: first.id, into: &buffer)
-            context.write(wrapOutboundOut(buffer), promise: nil)
-            wrote = true
+            if buffer == nil { buffer = context.channel.allocator.buffer(capacity: 512) }
+            ReplyEncoder.encode(reply, id: first.id, into: &buffer!)
             if reply.closesConnection { close = true; break }
         }
-        if wrote { context.flush() }
+        if let buffer { context.writeAndFlush(wrapOutboundOut(buffer), promise: nil) }
         if close || ((draining || closing) && slots.isEmpty) {
             context.close(promise: nil)
             return

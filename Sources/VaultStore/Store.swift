@@ -1,3 +1,4 @@
+import CStoreShims
 import Foundation
 import GRDB
 #if canImport(Glibc)
@@ -39,6 +40,9 @@ extension StoreError: CustomStringConvertible {
     }
 }
 
+/// Process-wide SQLite settings, made once before the first connection opens (see `CStoreShims.h`).
+let sqliteConfigured: Void = { _ = tv_sqlite_disable_memstatus() }()
+
 /// The vault's SQLite database (`vault.db`): WAL, `synchronous=FULL`, migrations applied on open.
 /// It stores only sealed bytes and metadata; it never sees a key or a plaintext token.
 public final class VaultStore: Sendable {
@@ -49,6 +53,7 @@ public final class VaultStore: Sendable {
 
     /// Opens `path`, creating it (mode 0600) when `create` is true, and applies pending migrations.
     public init(path: String, create: Bool) throws {
+        _ = sqliteConfigured
         self.path = path
         if access(path, F_OK) != 0 {
             guard create else { throw StoreError.notInitialised(path: path) }

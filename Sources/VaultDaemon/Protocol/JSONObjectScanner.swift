@@ -1,27 +1,52 @@
 /// A strict, allocation-light JSON reader for request lines: it validates the whole line as one JSON
 /// object (RFC 8259), keeps the raw text of `"id"`, and decodes only the top-level string fields the
-/// protocol uses. Anything else is validated and skipped.
-struct JSONObjectScanner<Bytes: Collection> where Bytes.Element == UInt8, Bytes.Index == Int {
+/// protocol uses (`op`, `name`, `proof`). Anything else is validated and skipped.
+///
+/// It reads raw bytes in place: keys are compared without being decoded (unless they hold escapes), and
+/// the only allocations for a usual request are the id's bytes and the strings it returns.
+struct JSONObjectScanner {
     struct Failure: Error { let reason: String }
+
+    /// A top-level field the protocol reads.
+    enum Field: Int, CaseIterable { case op, name, proof }
 
     struct Fields {
         var id: [UInt8]?
         var idIsWrongType = false
-        var strings: [String: String] = [:]
-        /// Protocol fields present with a non-string value.
-        var mistyped: Set<String> = []
+        /// Decoded string values; nil when absent or not a string.
+        var op: String?, name: String?, proof: String?
+        /// Protocol fields present with a non-string value, one bit per ``Field``.
+        private var mistypedBits: UInt8 = 0
+
+        func string(_ f: Field) -> String? {
+            switch f {
+            case .op: op
+            case .name: name
+            case .proof: proof
+            }
+        }
+
+        func isMistyped(_ f: Field) -> Bool { mistypedBits & (1 << f.rawValue) != 0 }
+
+        /// Records the field's last occurrence: a string value, or (nil) a value of another type.
+        mutating func set(_ f: Field, _ value: String?) {
+            switch f {
+            case .op: op = value
+            case .name: name = value
+            case .proof: proof = value
+            }
+            if value == nil { mistypedBits |= 1 << f.rawValue } else { mistypedBits &= ~(1 << f.rawValue) }
+        }
     }
 
-    static var wanted: Set<String> { ["op", "name", "proof"] }
-    static var maxDepth: Int { 64 }
+    static let maxDepth = 64
 
-    private let bytes: Bytes
-    private var i: Int
+    private let bytes: UnsafeRawBufferPointer
+    private var i = 0
     private(set) var partialId: [UInt8]?
 
-    init(_ bytes: Bytes) {
+    init(_ bytes: UnsafeRawBufferPointer) {
         self.bytes = bytes
-        self.i = bytes.startIndex
     }
 
     mutating func scanTopLevelObject() throws -> Fields {
@@ -36,12 +61,13 @@ struct JSONObjectScanner<Bytes: Collection> where Bytes.Element == UInt8, Bytes.
             while true {
                 skipWhitespace()
                 guard peek() == UInt8(ascii: "\"") else { throw Failure(reason: "expected a key") }
-                let key = try readString()
+                let key = try readKey()
                 skipWhitespace()
                 try expect(UInt8(ascii: ":"))
                 skipWhitespace()
                 let start = i
-                if key == "id" {
+                switch key {
+                case .id:
                     let c = peek()
                     try skipValue(depth: 1)
                     let raw = Array(bytes[start..<i])
@@ -51,16 +77,14 @@ struct JSONObjectScanner<Bytes: Collection> where Bytes.Element == UInt8, Bytes.
                     let isInteger = !isString && raw.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || $0 == UInt8(ascii: "-") }
                         && raw.contains { $0 >= 0x30 && $0 <= 0x39 }
                     fields.idIsWrongType = !(isString || isInteger)
-                } else if Self.wanted.contains(key) {
+                case .field(let f):
                     if peek() == UInt8(ascii: "\"") {
-                        fields.strings[key] = try readString()
-                        fields.mistyped.remove(key)
+                        fields.set(f, try readString())
                     } else {
                         try skipValue(depth: 1)
-                        fields.strings[key] = nil
-                        fields.mistyped.insert(key)
+                        fields.set(f, nil)
                     }
-                } else {
+                case .other:
                     try skipValue(depth: 1)
                 }
                 skipWhitespace()
@@ -70,11 +94,11 @@ struct JSONObjectScanner<Bytes: Collection> where Bytes.Element == UInt8, Bytes.
             }
         }
         skipWhitespace()
-        guard i == bytes.endIndex else { throw Failure(reason: "text after the object") }
+        guard i == bytes.count else { throw Failure(reason: "text after the object") }
         return fields
     }
 
-    static func isValidUTF8(_ bytes: Bytes) -> Bool {
+    static func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
         if !bytes.contains(where: { $0 >= 0x80 }) { return true }
         var iterator = bytes.makeIterator()
         var decoder = UTF8()
@@ -89,10 +113,10 @@ struct JSONObjectScanner<Bytes: Collection> where Bytes.Element == UInt8, Bytes.
 
     // MARK: - lexing
 
-    private func peek() -> UInt8? { i < bytes.endIndex ? bytes[i] : nil }
+    private func peek() -> UInt8? { i < bytes.count ? bytes[i] : nil }
 
     private mutating func next() -> UInt8? {
-        guard i < bytes.endIndex else { return nil }
+        guard i < bytes.count else { return nil }
         defer { i += 1 }
         return bytes[i]
     }
@@ -102,7 +126,105 @@ struct JSONObjectScanner<Bytes: Collection> where Bytes.Element == UInt8, Bytes.
     }
 
     private mutating func skipWhitespace() {
-        while let c = peek(), c == 0x20 || c == 0x09 || c == 0x0a || c == 0x0d { i += 1 }
+        while i < bytes.count {
+            let c = bytes[i]
+            guard c == 0x20 || c == 0x09 || c == 0x0a || c == 0x0d else { return }
+            i += 1
+        }
+    }
+
+    private enum Key { case id, field(Field), other }
+
+    /// Reads an object key and says which protocol field it names, decoding it only if it holds escapes.
+    private mutating func readKey() throws -> Key {
+        let (start, end, escaped) = try scanString()
+        func named(_ text: UnsafeRawBufferPointer) -> Key {
+            func equals(_ word: StaticString) -> Bool {
+                text.count == word.utf8CodeUnitCount && text.elementsEqual(UnsafeRawBufferPointer(start: word.utf8Start, count: word.utf8CodeUnitCount))
+            }
+            guard !text.isEmpty else { return .other }
+            if equals("id") { return .id }
+            if equals("op") { return .field(.op) }
+            if equals("name") { return .field(.name) }
+            if equals("proof") { return .field(.proof) }
+            return .other
+        }
+        if !escaped { return named(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) }
+        let decoded = try Self.unescape(UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
+        return decoded.withUnsafeBytes { named($0) }
+    }
+
+    /// Reads a string value starting at its opening quote.
+    private mutating func readString() throws -> String {
+        let (start, end, escaped) = try scanString()
+        let raw = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+        // The whole line was checked as UTF-8 up front, and escapes decode to valid UTF-8.
+        return escaped ? String(decoding: try Self.unescape(raw), as: UTF8.self) : String(decoding: raw, as: UTF8.self)
+    }
+
+    /// Moves past a string starting at its opening quote, checking its escapes; returns the content's
+    /// byte range (without quotes) and whether it holds any escape.
+    private mutating func scanString() throws -> (start: Int, end: Int, escaped: Bool) {
+        i += 1  // the opening quote
+        let start = i
+        var escaped = false
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == UInt8(ascii: "\"") {
+                i += 1
+                return (start, i - 1, escaped)
+            }
+            if c == UInt8(ascii: "\\") {
+                escaped = true
+                i += 1
+                guard i < bytes.count else { break }
+                switch bytes[i] {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                     UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                    i += 1
+                case UInt8(ascii: "u"):
+                    i += 1
+                    let scalar = try hex4()
+                    if (0xD800...0xDBFF).contains(scalar) {
+                        guard next() == UInt8(ascii: "\\"), next() == UInt8(ascii: "u") else { throw Failure(reason: "lone surrogate") }
+                        guard (0xDC00...0xDFFF).contains(try hex4()) else { throw Failure(reason: "lone surrogate") }
+                    } else if (0xDC00...0xDFFF).contains(scalar) {
+                        throw Failure(reason: "lone surrogate")
+                    }
+                default: throw Failure(reason: "invalid escape")
+                }
+                continue
+            }
+            guard c >= 0x20 else { throw Failure(reason: "control character in a string") }
+            i += 1
+        }
+        throw Failure(reason: "unterminated string")
+    }
+
+    /// Decodes the escapes of string content that ``scanString()`` has already checked.
+    private static func unescape(_ raw: UnsafeRawBufferPointer) throws -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(raw.count)
+        var scanner = JSONObjectScanner(raw)
+        while let c = scanner.next() {
+            guard c == UInt8(ascii: "\\"), let e = scanner.next() else { out.append(c); continue }
+            switch e {
+            case UInt8(ascii: "b"): out.append(0x08)
+            case UInt8(ascii: "f"): out.append(0x0c)
+            case UInt8(ascii: "n"): out.append(0x0a)
+            case UInt8(ascii: "r"): out.append(0x0d)
+            case UInt8(ascii: "t"): out.append(0x09)
+            case UInt8(ascii: "u"):
+                var scalar = try scanner.hex4()
+                if (0xD800...0xDBFF).contains(scalar) {
+                    scanner.i += 2  // the "\u" of the low surrogate, checked by scanString
+                    scalar = 0x10000 + ((scalar - 0xD800) << 10) + (try scanner.hex4() - 0xDC00)
+                }
+                if let u = Unicode.Scalar(scalar) { out.append(contentsOf: String(Character(u)).utf8) }
+            default: out.append(e)  // " \ /
+            }
+        }
+        return out
     }
 
     private mutating func skipValue(depth: Int) throws {
@@ -110,7 +232,7 @@ struct JSONObjectScanner<Bytes: Collection> where Bytes.Element == UInt8, Bytes.
         guard let c = peek() else { throw Failure(reason: "expected a value") }
         switch c {
         case UInt8(ascii: "\""):
-            _ = try readString(decode: false)
+            _ = try scanString()
         case UInt8(ascii: "{"):
             i += 1
             skipWhitespace()
@@ -118,7 +240,7 @@ struct JSONObjectScanner<Bytes: Collection> where Bytes.Element == UInt8, Bytes.
             while true {
                 skipWhitespace()
                 guard peek() == UInt8(ascii: "\"") else { throw Failure(reason: "expected a key") }
-                _ = try readString(decode: false)
+                _ = try scanString()
                 skipWhitespace()
                 try expect(UInt8(ascii: ":"))
                 skipWhitespace()
@@ -169,45 +291,6 @@ struct JSONObjectScanner<Bytes: Collection> where Bytes.Element == UInt8, Bytes.
             i += 1
             if let s = peek(), s == UInt8(ascii: "+") || s == UInt8(ascii: "-") { i += 1 }
             guard digits() > 0 else { throw Failure(reason: "invalid number") }
-        }
-    }
-
-    /// Reads a string starting at its opening quote; decodes escapes into UTF-8 when `decode` is true.
-    private mutating func readString(decode: Bool = true) throws -> String {
-        i += 1  // the opening quote
-        var out: [UInt8] = []
-        while true {
-            guard let c = next() else { throw Failure(reason: "unterminated string") }
-            switch c {
-            case UInt8(ascii: "\""):
-                // The whole line was checked as UTF-8 up front, and escapes decode to valid UTF-8.
-                return decode ? String(decoding: out, as: UTF8.self) : ""
-            case UInt8(ascii: "\\"):
-                guard let e = next() else { throw Failure(reason: "unterminated string") }
-                switch e {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): out.append(e)
-                case UInt8(ascii: "b"): out.append(0x08)
-                case UInt8(ascii: "f"): out.append(0x0c)
-                case UInt8(ascii: "n"): out.append(0x0a)
-                case UInt8(ascii: "r"): out.append(0x0d)
-                case UInt8(ascii: "t"): out.append(0x09)
-                case UInt8(ascii: "u"):
-                    var scalar = try hex4()
-                    if (0xD800...0xDBFF).contains(scalar) {
-                        guard next() == UInt8(ascii: "\\"), next() == UInt8(ascii: "u") else { throw Failure(reason: "lone surrogate") }
-                        let low = try hex4()
-                        guard (0xDC00...0xDFFF).contains(low) else { throw Failure(reason: "lone surrogate") }
-                        scalar = 0x10000 + ((scalar - 0xD800) << 10) + (low - 0xDC00)
-                    } else if (0xDC00...0xDFFF).contains(scalar) {
-                        throw Failure(reason: "lone surrogate")
-                    }
-                    if decode, let u = Unicode.Scalar(scalar) { out.append(contentsOf: Array(String(Character(u)).utf8)) }
-                default: throw Failure(reason: "invalid escape")
-                }
-            default:
-                guard c >= 0x20 else { throw Failure(reason: "control character in a string") }
-                if decode { out.append(c) }
-            }
         }
     }
 

@@ -45,33 +45,33 @@ public enum ReplyEncoder {
             buffer.writeStaticString("\"ok\":true,\"protocol\":1")
         case .whoami(let caller):
             buffer.writeStaticString("\"ok\":true,\"uid\":")
-            buffer.writeString(String(caller.uid))
+            writeDecimal(caller.uid, into: &buffer)
             buffer.writeStaticString(",\"gid\":")
-            buffer.writeString(String(caller.gid))
+            writeDecimal(caller.gid, into: &buffer)
             buffer.writeStaticString(",\"pid\":")
-            buffer.writeString(String(caller.pid))
+            writeDecimal(caller.pid, into: &buffer)
         case .names(let names):
             buffer.writeStaticString("\"ok\":true,\"names\":[")
             for (i, name) in names.enumerated() {
                 if i > 0 { buffer.writeStaticString(",") }
-                writeJSONString(name.utf8, into: &buffer)
+                writeJSONString(name, into: &buffer)
             }
             buffer.writeStaticString("]")
         case .token(let t):
             let r = t.record
             buffer.writeStaticString("\"ok\":true,\"name\":")
-            writeJSONString(r.name.utf8, into: &buffer)
+            writeJSONString(r.name, into: &buffer)
             buffer.writeStaticString(",\"token\":")
             t.secret.withUnsafeBytes { writeJSONString($0, into: &buffer) }
             buffer.writeStaticString(",\"kind\":")
-            writeJSONString(r.kind.utf8, into: &buffer)
+            writeJSONString(r.kind, into: &buffer)
             buffer.writeStaticString(",\"expires_at\":")
             // Meta's 0 means "never"; the contract says null for a token that never expires.
             writeOptional(r.expiresAt.flatMap { $0 == 0 ? nil : $0 }, into: &buffer)
             buffer.writeStaticString(",\"scopes\":")
             buffer.writeString(r.scopes.isEmpty ? "[]" : r.scopes)  // stored as a JSON array we wrote
             buffer.writeStaticString(",\"valid\":")
-            if let v = r.valid { buffer.writeString(v ? "true" : "false") } else { buffer.writeStaticString("null") }
+            if let v = r.valid { if v { buffer.writeStaticString("true") } else { buffer.writeStaticString("false") } } else { buffer.writeStaticString("null") }
             buffer.writeStaticString(",\"checked_at\":")
             writeOptional(r.checkedAt, into: &buffer)
             if let proof = t.proof {
@@ -80,41 +80,75 @@ public enum ReplyEncoder {
                 buffer.writeStaticString("\"")
                 if let time = proof.time {
                     buffer.writeStaticString(",\"appsecret_time\":")
-                    buffer.writeString(String(time))
+                    writeDecimal(time, into: &buffer)
                 }
             }
         case .error(let code, let message):
             buffer.writeStaticString("\"ok\":false,\"error\":{\"code\":\"")
             buffer.writeString(code.rawValue)
             buffer.writeStaticString("\",\"message\":")
-            writeJSONString(message.utf8, into: &buffer)
+            writeJSONString(message, into: &buffer)
             buffer.writeStaticString("}")
         }
         buffer.writeStaticString("}\n")
     }
 
     private static func writeOptional(_ v: Int64?, into buffer: inout ByteBuffer) {
-        if let v { buffer.writeString(String(v)) } else { buffer.writeStaticString("null") }
+        if let v { writeDecimal(v, into: &buffer) } else { buffer.writeStaticString("null") }
     }
 
-    /// Writes a JSON string literal, escaping `"`, `\` and control characters.
-    static func writeJSONString<C: Sequence>(_ bytes: C, into buffer: inout ByteBuffer) where C.Element == UInt8 {
-        let hex: StaticString = "0123456789abcdef"
-        buffer.writeInteger(UInt8(ascii: "\""))
-        for b in bytes {
-            switch b {
-            case UInt8(ascii: "\""): buffer.writeStaticString("\\\"")
-            case UInt8(ascii: "\\"): buffer.writeStaticString("\\\\")
-            case 0x0a: buffer.writeStaticString("\\n")
-            case 0x0d: buffer.writeStaticString("\\r")
-            case 0x09: buffer.writeStaticString("\\t")
-            case 0..<0x20:
-                buffer.writeStaticString("\\u00")
-                buffer.writeInteger(hex.utf8Start[Int(b >> 4)])
-                buffer.writeInteger(hex.utf8Start[Int(b & 0xf)])
-            default: buffer.writeInteger(b)
+    static func writeDecimal<I: BinaryInteger>(_ value: I, into buffer: inout ByteBuffer) {
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 21) { out in
+            var v = UInt64(value.magnitude)
+            var digits = 0
+            repeat { digits += 1; v /= 10 } while v > 0
+            var n = 0
+            if value < 0 { out[0] = UInt8(ascii: "-"); n = 1 }
+            v = UInt64(value.magnitude)
+            for k in stride(from: n + digits - 1, through: n, by: -1) {
+                out[k] = UInt8(48 + v % 10)
+                v /= 10
             }
+            return n + digits
         }
-        buffer.writeInteger(UInt8(ascii: "\""))
+    }
+
+    static func writeJSONString(_ string: String, into buffer: inout ByteBuffer) {
+        if let done: Void = string.utf8.withContiguousStorageIfAvailable({ writeJSONString(UnsafeRawBufferPointer($0), into: &buffer) }) {
+            return done
+        }
+        Array(string.utf8).withUnsafeBytes { writeJSONString($0, into: &buffer) }
+    }
+
+    /// Writes a JSON string literal, escaping `"`, `\` and control characters, straight into the buffer.
+    static func writeJSONString(_ bytes: UnsafeRawBufferPointer, into buffer: inout ByteBuffer) {
+        let hex: StaticString = "0123456789abcdef"
+        var escapes = 0  // bytes the escapes add, so exactly the needed space is reserved
+        for b in bytes where b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") {
+            escapes += (b == 0x0a || b == 0x0d || b == 0x09 || b >= 0x20) ? 1 : 5
+        }
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: bytes.count + escapes + 2) { out in
+            var o = 0
+            out[o] = UInt8(ascii: "\""); o += 1
+            for b in bytes {
+                if b >= 0x20 && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\") {
+                    out[o] = b; o += 1
+                    continue
+                }
+                out[o] = UInt8(ascii: "\\"); o += 1
+                switch b {
+                case UInt8(ascii: "\""), UInt8(ascii: "\\"): out[o] = b; o += 1
+                case 0x0a: out[o] = UInt8(ascii: "n"); o += 1
+                case 0x0d: out[o] = UInt8(ascii: "r"); o += 1
+                case 0x09: out[o] = UInt8(ascii: "t"); o += 1
+                default:
+                    out[o] = UInt8(ascii: "u"); out[o + 1] = UInt8(ascii: "0"); out[o + 2] = UInt8(ascii: "0")
+                    out[o + 3] = hex.utf8Start[Int(b >> 4)]; out[o + 4] = hex.utf8Start[Int(b & 0xf)]
+                    o += 5
+                }
+            }
+            out[o] = UInt8(ascii: "\""); o += 1
+            return o
+        }
     }
 }

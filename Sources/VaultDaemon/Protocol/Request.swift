@@ -39,12 +39,18 @@ extension Request {
     /// Parses one line (without its newline). Strict JSON: a line that is not one JSON object is a
     /// `bad_request`; an `op` outside the table is `unknown_op`.
     public static func parse<Bytes: Collection>(_ line: Bytes) -> Result<Request, RequestError>
-    where Bytes.Element == UInt8, Bytes.Index == Int {
+    where Bytes.Element == UInt8 {
+        if let parsed = line.withContiguousStorageIfAvailable({ parse(UnsafeRawBufferPointer($0)) }) { return parsed }
+        return Array(line).withUnsafeBytes { parse($0) }
+    }
+
+    /// Parses one line (without its newline) in place.
+    public static func parse(_ line: UnsafeRawBufferPointer) -> Result<Request, RequestError> {
         var scanner = JSONObjectScanner(line)
-        let fields: JSONObjectScanner<Bytes>.Fields
+        let fields: JSONObjectScanner.Fields
         do {
             fields = try scanner.scanTopLevelObject()
-        } catch let failure as JSONObjectScanner<Bytes>.Failure {
+        } catch let failure as JSONObjectScanner.Failure {
             return .failure(RequestError(code: .badRequest, message: "the line is not a JSON object (\(failure.reason))", id: scanner.partialId))
         } catch {
             return .failure(RequestError(code: .badRequest, message: "the line is not a JSON object", id: nil))
@@ -54,22 +60,22 @@ extension Request {
             .failure(RequestError(code: .badRequest, message: message, id: id))
         }
         if fields.idIsWrongType { return bad("\"id\" must be a string or an integer") }
-        guard let op = fields.strings["op"] else {
-            return bad(fields.mistyped.contains("op") ? "\"op\" must be a string" : "missing \"op\"")
+        guard let op = fields.op else {
+            return bad(fields.isMistyped(.op) ? "\"op\" must be a string" : "missing \"op\"")
         }
         switch op {
         case "ping": return .success(Request(id: id, operation: .ping))
         case "whoami": return .success(Request(id: id, operation: .whoami))
         case "list": return .success(Request(id: id, operation: .list))
         case "get":
-            guard let name = fields.strings["name"] else {
-                return bad(fields.mistyped.contains("name") ? "\"name\" must be a string" : "get needs \"name\"")
+            guard let name = fields.name else {
+                return bad(fields.isMistyped(.name) ? "\"name\" must be a string" : "get needs \"name\"")
             }
             var proof: Proof?
-            if let p = fields.strings["proof"] {
+            if let p = fields.proof {
                 guard let parsed = Proof(rawValue: p) else { return bad("\"proof\" must be \"timed\" or \"legacy\"") }
                 proof = parsed
-            } else if fields.mistyped.contains("proof") {
+            } else if fields.isMistyped(.proof) {
                 return bad("\"proof\" must be \"timed\" or \"legacy\"")
             }
             return .success(Request(id: id, operation: .get(name: name, proof: proof)))
