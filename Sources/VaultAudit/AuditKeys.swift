@@ -2,7 +2,7 @@ import VaultCrypto
 
 /// The keys of the audit log, all derived from the vault's audit key (kept wrapped in `vault.db`):
 /// a MAC key for the record chain, a key for `token_hmac`, and an Ed25519 key pair for signed checkpoints.
-public struct AuditKeys: Sendable {
+public final class AuditKeys: Sendable {
     public let mac: SecureKey
     public let tokenHash: SecureKey
     public let signer: SigningKey
@@ -24,8 +24,13 @@ public struct AuditKeys: Sendable {
         secret.withUnsafeBytes { keyedTokenHash.mac($0) }
     }
 
-    /// The MAC of one record: HMAC-SHA256(mac key, hash).
+    /// The MAC of one record (chain v2): keyed BLAKE2b-256(mac key, hash).
     public func recordMAC(hash: [UInt8]) -> [UInt8] {
+        hash.withUnsafeBytes { BLAKE2b.mac(key: mac, $0) }
+    }
+
+    /// The MAC of a record written before chain v2: HMAC-SHA256(mac key, hash). Verification only.
+    public func legacyRecordMAC(hash: [UInt8]) -> [UInt8] {
         hash.withUnsafeBytes { keyedMAC.mac($0) }
     }
 

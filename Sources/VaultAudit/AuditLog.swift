@@ -126,7 +126,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         var body: [UInt8] = []
         body.reserveCapacity(384)
         AuditRecordFormat.appendBody(timeMicros: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000, event: event,
-                                     tokenHMAC: secret.map(keys.tokenHMAC), to: &body)
+                                     tokenHMAC: event.tokenHMAC ?? secret.map(keys.tokenHMAC), to: &body)
         let p = Pending(body: body, completion: completion)
         pthread_mutex_lock(&mutex)
         if stopping || flusherDone {
@@ -137,6 +137,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         pending.append(p)
         if pending.count == 1 { pthread_cond_signal(&wake) }
         pthread_mutex_unlock(&mutex)
+    }
+
+    public func tokenHMAC(of secret: SecretBytes) -> [UInt8]? {
+        keys.tokenHMAC(secret)
     }
 
     // MARK: - the flusher
@@ -205,9 +209,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             let start = bytes.count
             AuditRecordFormat.appendSeq(seq, to: &bytes)
             bytes.append(contentsOf: p.body)
-            hash = hash.withUnsafeBytes { prev in bytes[start...].withUnsafeBytes { SHA256.hash(prev, $0) } }
+            hash = hash.withUnsafeBytes { prev in bytes[start...].withUnsafeBytes { AuditRecordFormat.Chain.v2.hash(previous: prev, line: $0) } }
             let signature = sign && index == batch.count - 1 ? keys.signer.sign(AuditKeys.signedMessage(hash: hash)) : nil
-            AuditRecordFormat.appendSuffix(hash: hash, mac: keys.recordMAC(hash: hash), signature: signature, to: &bytes)
+            AuditRecordFormat.appendSuffix(hash: hash, mac: AuditRecordFormat.Chain.v2.mac(keys, hash: hash), signature: signature, to: &bytes)
         }
         try appendDurably(bytes)
         lastSeq = seq
@@ -318,18 +322,18 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     }
 
     /// Another process may have appended, or started a new segment, since our last batch.
+    /// Only a write to our segment can start the next one (a writer rotates right after the write that
+    /// fills it), so an unchanged size means nobody else wrote: one `fstat` per batch in the usual case.
     private func catchUpWithOtherWriters() throws {
-        var moved = false
-        while access(AuditSegments.path(directory, segment + 1), F_OK) == 0 {
-            try openSegment(segment + 1)
-            moved = true
-        }
         var st = stat()
         fstat(fd, &st)
-        if moved || st.st_size != endOffset {
-            endOffset = st.st_size
-            try repairAndReadTail()
+        guard st.st_size != endOffset else { return }
+        while access(AuditSegments.path(directory, segment + 1), F_OK) == 0 {
+            try openSegment(segment + 1)
         }
+        fstat(fd, &st)
+        endOffset = st.st_size
+        try repairAndReadTail()
     }
 
     private func rotate() throws {
@@ -349,7 +353,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
 /// Naming and reading of segment files: `audit-000001.jsonl`, `audit-000002.jsonl`, …
 public enum AuditSegments {
     public static func path(_ directory: String, _ index: Int) -> String {
-        directory + "/" + String(format: "audit-%06d.jsonl", index)
+        let digits = String(index)
+        return directory + "/audit-" + String(repeating: "0", count: max(0, 6 - digits.count)) + digits + ".jsonl"
     }
 
     /// The segment numbers present, ascending.
@@ -380,6 +385,6 @@ public enum AuditSegments {
         let validEnd = size - window + off_t(lastNewline + 1)
         let lineStart = (buffer[..<lastNewline].lastIndex(of: 0x0a)).map { $0 + 1 } ?? 0
         guard let parsed = AuditRecordFormat.parse(buffer[lineStart..<lastNewline]) else { return .corrupt }
-        return .record(parsed.seq, parsed.hash, validEnd)
+        return .record(parsed.seq, parsed.hash.bytes, validEnd)
     }
 }

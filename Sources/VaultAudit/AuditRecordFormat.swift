@@ -8,12 +8,55 @@ import VaultCrypto
 ///      "outcome":"granted","reason":null,"request_id":"7","uid":1001,"gid":1001,"pid":4242,
 ///      "exe":"/usr/bin/python3","token_hmac":"…","hash":"…","mac":"…"[,"sig":"…"]}
 ///
-/// `hash` = SHA-256(previous record's hash || every byte of the line before `,"hash":"`); the first record
-/// of a log chains from 32 zero bytes. `mac` = HMAC-SHA256(audit MAC key, hash). `sig`, on some records,
-/// is an Ed25519 signature of "tokenvault-audit-v1\0" || hash.
+/// `hash` = BLAKE2b-256(previous record's hash || every byte of the line before `,"hash":"`); the first
+/// record of a log chains from 32 zero bytes. `mac` = keyed BLAKE2b-256(audit MAC key, hash). `sig`, on
+/// some records, is an Ed25519 signature of "tokenvault-audit-v1\0" || hash. That is chain v2; records
+/// written before it (chain v1: SHA-256 and HMAC-SHA256 in the same places) still verify — see ``Chain``.
 public enum AuditRecordFormat {
     public static let genesisHash = [UInt8](repeating: 0, count: 32)
-    static let hashMarker = Array(",\"hash\":\"".utf8)
+
+    /// How a record's `hash` and `mac` are computed. Every record a writer makes uses ``v2``; a verifier
+    /// recognises each record's version by which hash matches, so a log begun before v2 carries on.
+    public enum Chain: Sendable {
+        /// BLAKE2b-256 chain hash, keyed BLAKE2b-256 MAC (since 2026-11-29: half the CPU of v1).
+        case v2
+        /// SHA-256 chain hash, HMAC-SHA256 MAC.
+        case v1
+
+        public func hash(previous: UnsafeRawBufferPointer, line: UnsafeRawBufferPointer) -> [UInt8] {
+            switch self {
+            case .v2: BLAKE2b.hash(previous, line)
+            case .v1: SHA256.hash(previous, line)
+            }
+        }
+
+        public func mac(_ keys: AuditKeys, hash: [UInt8]) -> [UInt8] {
+            switch self {
+            case .v2: keys.recordMAC(hash: hash)
+            case .v1: keys.legacyRecordMAC(hash: hash)
+            }
+        }
+
+        /// ``hash(previous:line:)`` without allocating (v2), for the verifier's loop.
+        func digest(previous: AuditDigest, line: UnsafeRawBufferPointer) -> AuditDigest {
+            switch self {
+            case .v2:
+                previous.withUnsafeBytes { prev in AuditDigest { BLAKE2b.digest(key: nil, prev, line, into: $0) } }
+            case .v1:
+                previous.withUnsafeBytes { prev in AuditDigest(SHA256.hash(prev, line)) }
+            }
+        }
+
+        /// ``mac(_:hash:)`` without allocating (v2).
+        func mac(_ keys: AuditKeys, hash: AuditDigest) -> AuditDigest {
+            switch self {
+            case .v2:
+                hash.withUnsafeBytes { h in AuditDigest { BLAKE2b.digest(key: keys.mac, h, UnsafeRawBufferPointer(start: nil, count: 0), into: $0) } }
+            case .v1:
+                AuditDigest(keys.legacyRecordMAC(hash: hash.bytes))
+            }
+        }
+    }
 
     /// `{"seq":N`: the only part the flusher must write itself, since it alone knows the order.
     static func appendSeq(_ seq: Int64, to out: inout [UInt8]) {
@@ -111,7 +154,7 @@ public enum AuditRecordFormat {
 
     /// Appends `,"hash":"…","mac":"…"[,"sig":"…"]}\n`.
     static func appendSuffix(hash: [UInt8], mac: [UInt8], signature: [UInt8]?, to out: inout [UInt8]) {
-        out.append(contentsOf: hashMarker)
+        out.append(contentsOf: UnsafeBufferPointer(start: hashMarkerText.utf8Start, count: hashMarkerText.utf8CodeUnitCount))
         appendHex(hash, to: &out)
         out.append(contentsOf: "\",\"mac\":\"".utf8)
         appendHex(mac, to: &out)
@@ -151,87 +194,131 @@ public enum AuditRecordFormat {
     /// The pieces of a line that verification needs, found without a full JSON parse.
     struct Parsed: Sendable {
         var seq: Int64
+        /// Where `,"hash":"` starts, from the start of the line: the hash covers the bytes before it.
         var prefixEnd: Int
-        var hash: [UInt8]
-        var mac: [UInt8]
+        var hash: AuditDigest
+        var mac: AuditDigest
         var signature: [UInt8]?
     }
 
     static func parse(_ line: ArraySlice<UInt8>) -> Parsed? {
-        let seqMarker = Array("{\"seq\":".utf8)
-        guard line.starts(with: seqMarker) else { return nil }
-        var i = line.startIndex + seqMarker.count
+        line.withUnsafeBytes { parse($0) }
+    }
+
+    /// Parses one line (without its newline) in place; nil if it is not a well-formed record.
+    static func parse(_ line: UnsafeRawBufferPointer) -> Parsed? {
+        let n = line.count
+        let seqMarker: StaticString = "{\"seq\":"
+        guard n > seqMarker.utf8CodeUnitCount, matches(seqMarker, line, at: 0) else { return nil }
+        var i = seqMarker.utf8CodeUnitCount
         var seq: Int64 = 0
         var digits = 0
-        while i < line.endIndex, line[i] >= 0x30, line[i] <= 0x39, digits < 19 {
+        while i < n, line[i] >= 0x30, line[i] <= 0x39, digits < 19 {
             seq = seq * 10 + Int64(line[i] - 0x30)
             i += 1
             digits += 1
         }
-        guard digits > 0, i < line.endIndex, line[i] == UInt8(ascii: ",") else { return nil }
-        // The marker sits a fixed distance from the end (hash, mac, maybe sig): look there first.
-        let tailStart = max(i, line.endIndex - 320)
-        guard let markerAt = find(hashMarker, in: line, from: tailStart) ?? find(hashMarker, in: line, from: i) else { return nil }
-        var j = markerAt + hashMarker.count
-        guard let hash = hex(line, &j, 32), take("\",\"mac\":\"", line, &j), let mac = hex(line, &j, 32) else { return nil }
-        var signature: [UInt8]?
-        if take("\",\"sig\":\"", line, &j) {
-            guard let s = hex(line, &j, 64) else { return nil }
-            signature = s
+        guard digits > 0, i < n, line[i] == UInt8(ascii: ",") else { return nil }
+        // The marker sits a fixed distance from the end: `,"hash":"<64>","mac":"<64>"}` is 148 bytes,
+        // and a signature (`,"sig":"<128>`) adds 137.
+        let markerAt: Int
+        if n - 148 > i, matches(hashMarkerText, line, at: n - 148) {
+            markerAt = n - 148
+        } else if n - 285 > i, matches(hashMarkerText, line, at: n - 285) {
+            markerAt = n - 285
+        } else {
+            return nil
         }
-        guard take("\"}", line, &j), j == line.endIndex else { return nil }
+        var j = markerAt + hashMarkerText.utf8CodeUnitCount
+        guard let hash = AuditDigest(hex: line, at: j) else { return nil }
+        j += 64
+        guard matches("\",\"mac\":\"", line, at: j) else { return nil }
+        j += 9
+        guard let mac = AuditDigest(hex: line, at: j) else { return nil }
+        j += 64
+        var signature: [UInt8]?
+        if matches("\",\"sig\":\"", line, at: j) {
+            j += 9
+            guard j + 128 <= n, let s = decodeHex(line, at: j, count: 64) else { return nil }
+            signature = s
+            j += 128
+        }
+        guard j + 2 == n, matches("\"}", line, at: j) else { return nil }
         return Parsed(seq: seq, prefixEnd: markerAt, hash: hash, mac: mac, signature: signature)
     }
 
-    private static func find(_ needle: [UInt8], in hay: ArraySlice<UInt8>, from: Int) -> Int? {
-        var i = from
-        while i + needle.count <= hay.endIndex {
-            if hay[i] == needle[0] && hay[i..<(i + needle.count)].elementsEqual(needle) { return i }
-            i += 1
-        }
-        return nil
+    static let hashMarkerText: StaticString = ",\"hash\":\""
+
+    private static func matches(_ literal: StaticString, _ line: UnsafeRawBufferPointer, at offset: Int) -> Bool {
+        let count = literal.utf8CodeUnitCount
+        guard offset >= 0, offset + count <= line.count else { return false }
+        return memcmp(line.baseAddress! + offset, literal.utf8Start, count) == 0
     }
 
-    private static func take(_ literal: String, _ line: ArraySlice<UInt8>, _ j: inout Int) -> Bool {
-        let bytes = Array(literal.utf8)
-        guard j + bytes.count <= line.endIndex, line[j..<(j + bytes.count)].elementsEqual(bytes) else { return false }
-        j += bytes.count
-        return true
+    /// `count` bytes from `2 * count` lower-case hex digits at `offset`, or nil.
+    static func decodeHex(_ line: UnsafeRawBufferPointer, at offset: Int, count: Int) -> [UInt8]? {
+        var ok = false
+        let out = [UInt8](unsafeUninitializedCapacity: count) { out, n in
+            ok = AuditRecordFormat.decodeHex(line, at: offset, into: UnsafeMutableRawBufferPointer(out))
+            n = count
+        }
+        return ok ? out : nil
     }
 
-    private static func hex(_ line: ArraySlice<UInt8>, _ j: inout Int, _ count: Int) -> [UInt8]? {
-        guard j + count * 2 <= line.endIndex else { return nil }
-        let start = j - line.startIndex
-        let decoded: [UInt8]? = line.withUnsafeBufferPointer { buf in
-            var ok = true
-            let out = [UInt8](unsafeUninitializedCapacity: count) { out, n in
-                for k in 0..<count {
-                    let hi = hexValue[Int(buf[start + 2 * k])], lo = hexValue[Int(buf[start + 2 * k + 1])]
-                    if hi > 15 || lo > 15 { ok = false }
-                    out[k] = hi << 4 | (lo & 0x0f)
-                }
-                n = count
-            }
-            return ok ? out : nil
+    /// Decodes `2 * out.count` lower-case hex digits at `offset` into `out`; false on a bad digit.
+    static func decodeHex(_ line: UnsafeRawBufferPointer, at offset: Int, into out: UnsafeMutableRawBufferPointer) -> Bool {
+        guard offset >= 0, offset + 2 * out.count <= line.count else { return false }
+        @inline(__always) func value(_ c: UInt8) -> UInt8 {
+            // 0–15 for 0-9 and a-f; 0xff (caught below) for anything else.
+            let digit = c &- 0x30, letter = c &- 0x61
+            return digit < 10 ? digit : (letter < 6 ? letter + 10 : 0xff)
         }
-        j += count * 2
-        return decoded
+        var bad: UInt8 = 0
+        let p = line.baseAddress!.assumingMemoryBound(to: UInt8.self) + offset
+        for k in 0..<out.count {
+            let hi = value(p[2 * k]), lo = value(p[2 * k + 1])
+            bad |= (hi | lo) & 0xf0
+            out[k] = hi << 4 | (lo & 0x0f)
+        }
+        return bad == 0
+    }
+}
+
+/// A 32-byte hash or MAC of the audit chain, held inline (no heap allocation per record).
+struct AuditDigest: Sendable, Equatable {
+    private var words: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+
+    init(_ bytes: UnsafeRawBufferPointer) {
+        precondition(bytes.count == 32)
+        withUnsafeMutableBytes(of: &words) { $0.copyMemory(from: bytes) }
     }
 
-    /// 0–15 for a lower-case hex digit, 255 for anything else.
-    private static let hexValue: [UInt8] = (0..<256).map { c in
-        switch c {
-        case 0x30...0x39: return UInt8(c - 0x30)
-        case 0x61...0x66: return UInt8(c - 0x61 + 10)
-        default: return 255
-        }
+    init(_ bytes: [UInt8]) {
+        self.init(bytes.withUnsafeBytes { UnsafeRawBufferPointer($0) })
     }
 
-    private static func nibble(_ c: UInt8) -> UInt8? {
-        switch c {
-        case 0x30...0x39: return c - 0x30
-        case 0x61...0x66: return c - 0x61 + 10
-        default: return nil
-        }
+    /// From 64 lower-case hex digits at `offset`, or nil.
+    init?(hex line: UnsafeRawBufferPointer, at offset: Int) {
+        guard withUnsafeMutableBytes(of: &words, { AuditRecordFormat.decodeHex(line, at: offset, into: $0) }) else { return nil }
+    }
+
+    /// Computes a digest in place: `body` writes its 32 bytes.
+    init(computing body: (UnsafeMutableRawBufferPointer) -> Void) {
+        withUnsafeMutableBytes(of: &words) { body($0) }
+    }
+
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try Swift.withUnsafeBytes(of: words) { try body($0) }
+    }
+
+    var bytes: [UInt8] { withUnsafeBytes { Array($0) } }
+
+    static func == (a: AuditDigest, b: AuditDigest) -> Bool {
+        a.words.0 == b.words.0 && a.words.1 == b.words.1 && a.words.2 == b.words.2 && a.words.3 == b.words.3
+    }
+
+    /// Comparison whose time does not depend on where the digests differ (for MACs).
+    func constantTimeEquals(_ other: AuditDigest) -> Bool {
+        withUnsafeBytes { a in other.withUnsafeBytes { b in constantTimeEqual(a, b) } }
     }
 }

@@ -47,8 +47,10 @@ public enum AuditVerifier {
         }
         let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, ranges.count / 4096 + 1))
         DispatchQueue.concurrentPerform(iterations: workers) { w in
-            for i in (ranges.count * w / workers)..<(ranges.count * (w + 1) / workers) {
-                slots.buffer[i] = AuditRecordFormat.parse(bytes[ranges[i]])
+            bytes.withUnsafeBytes { raw in
+                for i in (ranges.count * w / workers)..<(ranges.count * (w + 1) / workers) {
+                    slots.buffer[i] = AuditRecordFormat.parse(UnsafeRawBufferPointer(rebasing: raw[ranges[i]]))
+                }
             }
         }
         return Array(slots.buffer)
@@ -76,7 +78,7 @@ public enum AuditVerifier {
     }
 
     /// Checks hashes, MACs and signatures of parsed records in parallel; returns the first failure.
-    static func crypto(records: [(line: Range<Int>, parsed: AuditRecordFormat.Parsed)], bytes: [UInt8], previous: [UInt8],
+    static func crypto(records: [(line: Range<Int>, parsed: AuditRecordFormat.Parsed)], bytes: [UInt8], previous: AuditDigest,
                        keys: AuditKeys?, publicKey: [UInt8]?) -> (index: Int, message: String)? {
         final class First: @unchecked Sendable {
             let lock = NSLock()
@@ -96,25 +98,131 @@ public enum AuditVerifier {
                 for i in range {
                     let r = records[i]
                     let prev = i == 0 ? previous : records[i - 1].parsed.hash
-                    let prefix = UnsafeRawBufferPointer(rebasing: raw[r.line.lowerBound..<r.parsed.prefixEnd])
-                    let computed = prev.withUnsafeBytes { SHA256.hash($0, prefix) }
-                    guard constantTimeEqual(computed, r.parsed.hash) else {
-                        first.offer(i, "the record does not match its hash: it was changed, or the chain before it was")
-                        return
-                    }
-                    if let keys, !constantTimeEqual(keys.recordMAC(hash: r.parsed.hash), r.parsed.mac) {
-                        first.offer(i, "the record's MAC does not verify: it was forged without the audit key")
-                        return
-                    }
-                    if let signature = r.parsed.signature, let publicKey,
-                       !SigningKey.verify(signature: signature, message: AuditKeys.signedMessage(hash: r.parsed.hash), publicKey: publicKey) {
-                        first.offer(i, "the record's signature does not verify")
+                    let prefix = UnsafeRawBufferPointer(rebasing: raw[r.line.lowerBound..<(r.line.lowerBound + r.parsed.prefixEnd)])
+                    if let message = check(r.parsed, prefix: prefix, previous: prev, keys: keys, publicKey: publicKey) {
+                        first.offer(i, message)
                         return
                     }
                 }
             }
         }
         return first.value
+    }
+
+    /// One record's hash (chain v2, else v1), MAC and signature; nil if they hold, else what is wrong.
+    static func check(_ record: AuditRecordFormat.Parsed, prefix: UnsafeRawBufferPointer, previous: AuditDigest,
+                      keys: AuditKeys?, publicKey: [UInt8]?) -> String? {
+        // Chain v2 first; a record that does not match it may be one written before v2.
+        let chain: AuditRecordFormat.Chain
+        if AuditRecordFormat.Chain.v2.digest(previous: previous, line: prefix) == record.hash {
+            chain = .v2
+        } else if AuditRecordFormat.Chain.v1.digest(previous: previous, line: prefix) == record.hash {
+            chain = .v1
+        } else {
+            return "the record does not match its hash: it was changed, or the chain before it was"
+        }
+        if let keys, !chain.mac(keys, hash: record.hash).constantTimeEquals(record.mac) {
+            return "the record's MAC does not verify: it was forged without the audit key"
+        }
+        if let signature = record.signature, let publicKey,
+           !SigningKey.verify(signature: signature, message: AuditKeys.signedMessage(hash: record.hash.bytes), publicKey: publicKey) {
+            return "the record's signature does not verify"
+        }
+        return nil
+    }
+
+    /// What a segment that verified contributes to the report.
+    struct SegmentSummary {
+        var records: Int64 = 0
+        var firstSeq: Int64 = 0
+        var lastSeq: Int64 = 0
+        var lastHash: AuditDigest
+        var signedThrough: Int64 = 0
+        var checkpointHash: AuditDigest?
+    }
+
+    /// The usual case, in one pass on every core over the mapped file: each worker takes a run of whole
+    /// lines, parses them, checks their seqs run on, and checks each record against the hash stored in the
+    /// line before it (for its first line, the last line of the run before). Returns nil at the first thing
+    /// that is not right — the caller then runs the slower exact pass, which names the record and the fault.
+    static func verifyFast(path: String, expectedSeq: Int64, previous: AuditDigest, keys: AuditKeys?,
+                           publicKey: [UInt8]?, checkpointSeq: Int64?) -> SegmentSummary? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return nil }
+        let size = Int(st.st_size)
+        guard size > 0 else { return SegmentSummary(lastSeq: expectedSeq - 1, lastHash: previous) }
+        guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), map != MAP_FAILED else { return nil }
+        defer { munmap(map, size) }
+        let raw = UnsafeRawBufferPointer(start: map, count: size)
+        guard raw[size - 1] == 0x0a else { return nil }  // a cut-off last line
+
+        // Runs of whole lines, one per worker.
+        let workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, size / (1 << 20) + 1))
+        var starts = [0]
+        for k in 1..<workers {
+            let guess = max(starts.last!, size * k / workers)
+            guard let nl = memchr(map + guess, 0x0a, size - guess) else { break }
+            let next = map.distance(to: nl) + 1
+            if next < size && next > starts.last! { starts.append(next) }
+        }
+        starts.append(size)
+        let bounds = starts
+        let runs = bounds.count - 1
+
+        struct Slots: @unchecked Sendable { let buffer: UnsafeMutableBufferPointer<SegmentSummary?> }
+        let slots = Slots(buffer: .allocate(capacity: runs))
+        slots.buffer.initialize(repeating: nil)
+        defer { slots.buffer.deinitialize(); slots.buffer.deallocate() }
+        struct Bytes: @unchecked Sendable { let raw: UnsafeRawBufferPointer }
+        let shared = Bytes(raw: raw)
+        DispatchQueue.concurrentPerform(iterations: runs) { w in
+            let raw = shared.raw
+            var pos = bounds[w]
+            let end = bounds[w + 1]
+            var prev = previous
+            if pos > 0 {
+                // The last line of the run before: its stored hash is what this run's first record chains from.
+                var lineStart = pos - 1
+                while lineStart > 0 && raw[lineStart - 1] != 0x0a { lineStart -= 1 }
+                guard let before = AuditRecordFormat.parse(UnsafeRawBufferPointer(rebasing: raw[lineStart..<(pos - 1)])) else { return }
+                prev = before.hash
+            }
+            var summary = SegmentSummary(lastHash: prev)
+            while pos < end {
+                guard let nl = memchr(raw.baseAddress! + pos, 0x0a, end - pos) else { return }
+                let lineEnd = raw.baseAddress!.distance(to: UnsafeRawPointer(nl))
+                let line = UnsafeRawBufferPointer(rebasing: raw[pos..<lineEnd])
+                guard let record = AuditRecordFormat.parse(line) else { return }
+                if summary.records == 0 {
+                    summary.firstSeq = record.seq
+                } else if record.seq != summary.lastSeq + 1 {
+                    return
+                }
+                let prefix = UnsafeRawBufferPointer(rebasing: line[0..<record.prefixEnd])
+                if check(record, prefix: prefix, previous: prev, keys: keys, publicKey: publicKey) != nil { return }
+                if record.signature != nil { summary.signedThrough = record.seq }
+                if record.seq == checkpointSeq { summary.checkpointHash = record.hash }
+                prev = record.hash
+                summary.lastSeq = record.seq
+                summary.lastHash = record.hash
+                summary.records += 1
+                pos = lineEnd + 1
+            }
+            slots.buffer[w] = summary
+        }
+        var total = SegmentSummary(firstSeq: expectedSeq, lastSeq: expectedSeq - 1, lastHash: previous)
+        for w in 0..<runs {
+            guard let run = slots.buffer[w], run.records > 0, run.firstSeq == total.lastSeq + 1 else { return nil }
+            total.records += run.records
+            total.lastSeq = run.lastSeq
+            total.lastHash = run.lastHash
+            total.signedThrough = max(total.signedThrough, run.signedThrough)
+            total.checkpointHash = run.checkpointHash ?? total.checkpointHash
+        }
+        return total
     }
 
     /// `keys` checks MACs and the checkpoint; `publicKey` alone checks the chain and signatures.
@@ -125,8 +233,8 @@ public enum AuditVerifier {
         let publicKey = publicKey ?? keys?.publicKey
         let segments = AuditSegments.list(directory)
         var expectedSeq: Int64 = 1
-        var prevHash = AuditRecordFormat.genesisHash
-        var checkpointHash: [UInt8]?
+        var prevHash = AuditDigest(AuditRecordFormat.genesisHash)
+        var checkpointHash: AuditDigest?
 
         for (position, index) in segments.enumerated() {
             let path = AuditSegments.path(directory, index)
@@ -136,6 +244,19 @@ public enum AuditVerifier {
                 return report
             }
             report.segments += 1
+            if let fast = verifyFast(path: path, expectedSeq: expectedSeq, previous: prevHash, keys: keys,
+                                     publicKey: publicKey, checkpointSeq: checkpoint?.seq) {
+                report.records += fast.records
+                if fast.records > 0 {
+                    report.lastSeq = fast.lastSeq
+                    expectedSeq = fast.lastSeq + 1
+                    prevHash = fast.lastHash
+                }
+                report.signedThrough = max(report.signedThrough, fast.signedThrough)
+                checkpointHash = fast.checkpointHash ?? checkpointHash
+                continue
+            }
+            // Something is wrong in this segment: the exact pass below finds the first bad record and says why.
             guard let bytes = readWhole(path) else {
                 report.problem = Problem(file: path, line: 0, seq: nil, message: "cannot read the segment")
                 return report
@@ -229,7 +350,7 @@ public enum AuditVerifier {
                                          message: "the log ends at seq \(report.lastSeq) but vault.db's checkpoint vouches for seq \(checkpoint.seq): records were cut off (truncated)")
                 return report
             }
-            guard let seen = checkpointHash, constantTimeEqual(seen, cpHash) else {
+            guard let seen = checkpointHash, cpHash.count == 32, seen == AuditDigest(cpHash) else {
                 report.problem = Problem(file: last, line: 0, seq: checkpoint.seq,
                                          message: "record \(checkpoint.seq) differs from the one vault.db's checkpoint vouches for")
                 return report

@@ -42,6 +42,9 @@ public struct AuditEvent: Sendable {
     public var outcome: AuditOutcome
     public var reason: String?
     public var requestId: String?
+    /// The disclosed token's keyed hash, when the caller already has it from ``AuditSink/tokenHMAC(of:)``
+    /// (the daemon caches it per sealed value); otherwise the sink computes it from the secret it is given.
+    public var tokenHMAC: [UInt8]?
 
     public init(action: String, channel: AuditChannel, actor: AuditActor, token: String? = nil,
                 outcome: AuditOutcome, reason: String? = nil, requestId: String? = nil) {
@@ -62,9 +65,15 @@ public struct AuditEvent: Sendable {
 /// `secret`, when given, is the token the event disclosed: the sink may keep a keyed hash of it, never the bytes.
 public protocol AuditSink: Sendable {
     func append(_ event: AuditEvent, secret: SecretBytes?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void)
+
+    /// The keyed hash this sink records for a disclosed token (`token_hmac`), or nil if it records none.
+    /// A caller that reads the same sealed value often may cache it and pass it in ``AuditEvent/tokenHMAC``.
+    func tokenHMAC(of secret: SecretBytes) -> [UInt8]?
 }
 
 extension AuditSink {
+    public func tokenHMAC(of secret: SecretBytes) -> [UInt8]? { nil }
+
     /// The synchronous form, for the CLI: returns once the record is durable, or throws.
     public func appendAndWait(_ event: AuditEvent, secret: SecretBytes? = nil) throws {
         let box = ResultBox()

@@ -73,3 +73,62 @@ public final class SigningKey: @unchecked Sendable {
 public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
     a.count == b.count && sodium_memcmp(a, b, a.count) == 0
 }
+
+/// Constant-time comparison of two byte buffers of the same length (false if the lengths differ).
+public func constantTimeEqual(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+    guard a.count == b.count else { return false }
+    guard a.count > 0 else { return true }
+    return sodium_memcmp(a.baseAddress!, b.baseAddress!, a.count) == 0
+}
+
+/// BLAKE2b-256 (libsodium `crypto_generichash`), keyed or not: the audit chain's hash and MAC. On these
+/// machines it is about twice as fast as libsodium's portable SHA-256 over a 450-byte record.
+public enum BLAKE2b {
+    public static let byteCount = 32
+
+    /// The hash of `first` followed by `second`.
+    public static func hash(_ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: byteCount) { out, n in
+            digest(key: nil, first, second, into: UnsafeMutableRawBufferPointer(out))
+            n = byteCount
+        }
+    }
+
+    /// The keyed hash (a MAC) of `message`.
+    public static func mac(key: SecureKey, _ message: UnsafeRawBufferPointer) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: byteCount) { out, n in
+            digest(key: key, message, UnsafeRawBufferPointer(start: nil, count: 0), into: UnsafeMutableRawBufferPointer(out))
+            n = byteCount
+        }
+    }
+
+    /// Writes the (keyed, when `key` is given) hash of `first` followed by `second` into `out`
+    /// (``byteCount`` bytes): no heap allocation for messages up to 1 KiB, for loops over many records.
+    public static func digest(key: SecureKey?, _ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer,
+                              into out: UnsafeMutableRawBufferPointer) {
+        precondition(out.count >= byteCount)
+        _ = Sodium.ready
+        let total = first.count + second.count
+        let keyBytes = key?.bytes
+        let keyCount = key == nil ? 0 : SecureKey.byteCount
+        let o = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        if total <= 1024 {
+            // One-shot over a stack copy: libsodium's streaming state is 64-byte aligned, which Swift can only
+            // give from the heap.
+            withUnsafeTemporaryAllocation(byteCount: max(total, 1), alignment: 1) { message in
+                if first.count > 0 { message.baseAddress!.copyMemory(from: first.baseAddress!, byteCount: first.count) }
+                if second.count > 0 { (message.baseAddress! + first.count).copyMemory(from: second.baseAddress!, byteCount: second.count) }
+                crypto_generichash(o, byteCount, message.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(total), keyBytes, keyCount)
+            }
+            return
+        }
+        withUnsafeTemporaryAllocation(byteCount: crypto_generichash_statebytes(), alignment: 64) { raw in
+            let state = OpaquePointer(raw.baseAddress!)
+            defer { if key != nil { wipe(raw) } }
+            crypto_generichash_init(state, keyBytes, keyCount, byteCount)
+            crypto_generichash_update(state, first.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(first.count))
+            crypto_generichash_update(state, second.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(second.count))
+            crypto_generichash_final(state, o, byteCount)
+        }
+    }
+}

@@ -17,6 +17,7 @@ public final class RequestProcessor: Sendable {
     let logger: Logger
     private let policyBox: Mutex<Policy>
     private let limiter = RateLimiter()
+    let tokenHMACs = TokenHMACCache()
 
     public init(vault: Vault, policy: Policy, audit: any AuditSink, logger: Logger) {
         self.vault = vault
@@ -147,6 +148,7 @@ public final class RequestProcessor: Sendable {
                 return audited(event, .error(.unavailable, "the app secret of \(app) cannot be opened"), reply: reply)
             }
         }
+        event.tokenHMAC = tokenHMACs.hmac(for: opened.record) { audit.tokenHMAC(of: opened.secret) }
         audited(event, secret: opened.secret, .token(.init(record: opened.record, secret: opened.secret, proof: proofValue)), reply: reply)
     }
 }

@@ -103,7 +103,7 @@ struct AuditLogTests {
             var prev = decodeHex(String(l[8].split(separator: "\"hash\":\"")[1].prefix(64)))!
             for i in 9..<30 {
                 let parts = l[i].components(separatedBy: ",\"hash\":\"")
-                let h = prev.withUnsafeBytes { p in Array(parts[0].utf8).withUnsafeBytes { SHA256.hash(p, $0) } }
+                let h = prev.withUnsafeBytes { p in Array(parts[0].utf8).withUnsafeBytes { BLAKE2b.hash(p, $0) } }
                 l[i] = parts[0] + ",\"hash\":\"" + hexString(h) + String(parts[1].dropFirst(64))
                 prev = h
             }
@@ -147,6 +147,94 @@ struct AuditLogTests {
         #expect(batches < 32, "64 concurrent records took \(batches) flushes")
         let entries = AuditQuery.entries(directory: vault.home.auditDirectory)
         #expect(Set(entries.compactMap(\.requestId)) == Set((0..<64).map(String.init)), "each reader has exactly one record")
+    }
+
+    /// Rewrites records `from...` of a segment's lines with `chain(i)`'s hash and MAC (and a fresh signature
+    /// where there was one), chaining on from the record before: a log as a writer of that version made it.
+    func rechain(_ l: inout [String], from: Int, keys: AuditKeys, chain: (Int) -> AuditRecordFormat.Chain) {
+        var prev = from == 0 ? AuditRecordFormat.genesisHash : decodeHex(String(l[from - 1].split(separator: "\"hash\":\"")[1].prefix(64)))!
+        for i in from..<l.count where !l[i].isEmpty {
+            let prefix = l[i].components(separatedBy: ",\"hash\":\"")[0]
+            let signed = l[i].contains("\"sig\":")
+            let c = chain(i)
+            let h = prev.withUnsafeBytes { p in Array(prefix.utf8).withUnsafeBytes { c.hash(previous: p, line: $0) } }
+            var out: [UInt8] = Array(prefix.utf8)
+            AuditRecordFormat.appendSuffix(hash: h, mac: c.mac(keys, hash: h),
+                                           signature: signed ? keys.signer.sign(AuditKeys.signedMessage(hash: h)) : nil, to: &out)
+            l[i] = String(decoding: out.dropLast(), as: UTF8.self)  // without its newline
+            prev = h
+        }
+    }
+
+    @Test func logsWrittenBeforeChainV2StillVerifyAndCarryOn() throws {
+        let (vault, keys) = try makeLog(dir, count: 30)
+        let path = AuditSegments.path(vault.home.auditDirectory, 1)
+        var l = lines(path)
+        rechain(&l, from: 0, keys: keys) { _ in .v1 }  // the whole log as a v1 writer made it
+        write(l, path)
+        let legacy = AuditVerifier.verify(directory: vault.home.auditDirectory, keys: keys, publicKey: nil, checkpoint: nil)
+        #expect(legacy.ok && legacy.records == 30, "\(legacy.problem.map { "\($0)" } ?? "")")
+
+        rechain(&l, from: 0, keys: keys) { $0 < 12 ? .v1 : .v2 }  // upgraded mid-log: v1 records, then v2 ones
+        write(l, path)
+        let mixed = AuditVerifier.verify(directory: vault.home.auditDirectory, keys: keys, publicKey: nil, checkpoint: nil)
+        #expect(mixed.ok && mixed.records == 30, "\(mixed.problem.map { "\($0)" } ?? "")")
+
+        // A v1 record is still held to its own MAC: a v1 hash with a v2 MAC (or a forged one) fails.
+        var forged = l
+        rechain(&forged, from: 0, keys: AuditKeys(auditKey: SecureKey.random())) { $0 < 12 ? .v1 : .v2 }
+        write(forged, path)
+        let bad = AuditVerifier.verify(directory: vault.home.auditDirectory, keys: keys, publicKey: nil, checkpoint: nil)
+        #expect(bad.problem?.seq == 1 && bad.problem?.message.contains("MAC does not verify") == true)
+
+        // The writer carries a v1 log on with v2 records.
+        write(l, path)
+        let log = try AuditLog.open(for: vault)
+        try log.appendAndWait(event(31))
+        log.close()
+        let continued = AuditVerifier.verify(directory: vault.home.auditDirectory, keys: keys, publicKey: nil, checkpoint: nil)
+        #expect(continued.ok && continued.records == 31)
+    }
+
+    /// A segment over 1 MiB is verified by several workers, each over its own run of lines: a change
+    /// anywhere — at the first line, the last, or where runs meet — must still be caught and named.
+    @Test(arguments: [0, 1, 2_499, 2_500, 2_501, 4_999])
+    func tamperingIsCaughtInEveryRunOfABigSegment(index: Int) throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        let log = try AuditLog.open(for: vault)
+        let group = DispatchGroup()
+        for i in 1...5_000 {
+            group.enter()
+            log.append(event(i, token: "acme/ads-with-a-longer-name-\(i)"), secret: nil) { _ in group.leave() }
+        }
+        group.wait()
+        log.close()
+        let keys = AuditKeys(auditKey: try vault.auditKey())
+        let path = AuditSegments.path(vault.home.auditDirectory, 1)
+        #expect(try verify(vault, keys).ok)
+        func fast() -> AuditVerifier.SegmentSummary? {
+            AuditVerifier.verifyFast(path: path, expectedSeq: 1, previous: AuditDigest(AuditRecordFormat.genesisHash), keys: keys,
+                                     publicKey: keys.publicKey, checkpointSeq: nil)
+        }
+        #expect(fast()?.records == 5_000)  // the clean segment passes the parallel pass itself
+        var l = lines(path)
+        #expect(l.count == 5_001)  // 5,000 records and the empty string after the last newline
+        l[index] = l[index].replacingOccurrences(of: "\"uid\":1001", with: "\"uid\":1002")
+        write(l, path)
+        #expect(fast() == nil)
+        let report = try verify(vault, keys)
+        #expect(report.problem?.seq == Int64(index + 1), "\(report.problem.map { "\($0)" } ?? "no problem")")
+        #expect(report.problem?.message.contains("does not match its hash") == true)
+    }
+
+    /// Fixed vectors for chain v2, computed independently (hashlib.blake2b) by Tests/vectors/vectors.py.
+    @Test func chainV2Vectors() {
+        let line = Array(#"{"seq":1,"time":"2026-11-29T10:35:22.123456Z","channel":"socket","action":"get","token":"acme/ads""#.utf8)
+        let hash = AuditRecordFormat.genesisHash.withUnsafeBytes { p in line.withUnsafeBytes { AuditRecordFormat.Chain.v2.hash(previous: p, line: $0) } }
+        #expect(hexString(hash) == "2601bad235bdf2c0a0d4a0b6bf29da9d5c98afa57cf050344ed8fb5e1f155577")
+        let key = try! SecureKey.copying(Array(0..<32))
+        #expect(hexString(hash.withUnsafeBytes { BLAKE2b.mac(key: key, $0) })
+                == "e449e50a5b371cf8bdf75d9c5cde13de2ff1fe9d55fe70787308cb3a5a5b1422")
     }
 
     @Test func segmentsRotateAndAMissingSegmentIsCaught() throws {

@@ -27,3 +27,10 @@ print("app     ", seal("app-secret", "acme", b"app-secret-0001"))
 # crypto_pwhash ALG_ARGON2ID13, opslimit 2, memlimit 8192 bytes (8 KiB), one lane.
 print("argon2id", hash_secret_raw(b"password", bytes(range(16)), time_cost=2, memory_cost=8, parallelism=1,
                                   hash_len=32, type=Type.ID).hex())
+
+# Audit chain v2 (Docs/AUDIT.md): hash = BLAKE2b-256(previous hash || line before ',"hash":"'),
+# mac = BLAKE2b-256(key=MAC key, msg=hash). First record of a log: previous hash = 32 zero bytes.
+LINE = b'{"seq":1,"time":"2026-11-29T10:35:22.123456Z","channel":"socket","action":"get","token":"acme/ads"'
+h = hashlib.blake2b(bytes(32) + LINE, digest_size=32).digest()
+print("audit-v2-hash", h.hex())
+print("audit-v2-mac ", hashlib.blake2b(h, key=KEY, digest_size=32).digest().hex())

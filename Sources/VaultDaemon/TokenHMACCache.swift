@@ -1,0 +1,46 @@
+import Foundation
+import Synchronization
+import VaultCore
+import VaultCrypto
+import VaultStore
+
+/// The audit log's `token_hmac` of each token's current sealed value, so a token read a thousand times
+/// is hashed once: HMAC-SHA256 of a 200-byte token costs more than the SQLite read it follows.
+///
+/// An entry is keyed by the token's name and is valid only for the exact sealed value it was made from:
+/// its version byte, random nonce and Poly1305 tag (the first ``Sealer/overhead`` bytes) and its data key.
+/// A `put`, an exchange or a re-seal writes a new nonce, so the next read misses and hashes the new value.
+/// It holds keyed hashes only — the values the audit log already publishes — never a token.
+final class TokenHMACCache: Sendable {
+    private struct Entry {
+        let dataKeyId: Int64
+        let fingerprint: [UInt8]
+        let hmac: [UInt8]
+    }
+
+    /// Entries kept at most; past it the cache starts over (a bound on memory, not an eviction policy).
+    let capacity: Int
+    private let entries = Mutex<[String: Entry]>([:])
+
+    init(capacity: Int = 16_384) {
+        self.capacity = capacity
+    }
+
+    /// The cached hash for this record's sealed value, else `compute()`'s (cached when non-nil).
+    func hmac(for record: TokenRecord, compute: () -> [UInt8]?) -> [UInt8]? {
+        let fingerprint = record.sealed.prefix(Sealer.overhead)
+        if let hit = entries.withLock({ $0[record.name] }), hit.dataKeyId == record.dataKeyId,
+           hit.fingerprint.elementsEqual(fingerprint) {
+            return hit.hmac
+        }
+        guard let fresh = compute() else { return nil }
+        let entry = Entry(dataKeyId: record.dataKeyId, fingerprint: Array(fingerprint), hmac: fresh)
+        entries.withLock { all in
+            if all.count >= capacity && all[record.name] == nil { all.removeAll(keepingCapacity: true) }
+            all[record.name] = entry
+        }
+        return fresh
+    }
+
+    var count: Int { entries.withLock { $0.count } }
+}
