@@ -31,7 +31,7 @@ struct Serve: AsyncParsableCommand {
     var socketGroup: String?
     @Option(help: "Close connections idle this many seconds.") var idleTimeout = 60
     @Option(help: "Refuse connections beyond this many.") var maxConnections = 4096
-    @Option(help: "Event-loop threads (default: one per core).") var threads: Int?
+    @Option(help: "Event-loop threads (default: one per core but one, left to the audit flusher).") var threads: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
     @OptionGroup var graph: GraphOptions
     @Option(help: ArgumentHelp("Run this when a Meta token needs an admin (JSON on stdin); also notify_command in <home>/tokenvault.toml.",

@@ -125,31 +125,39 @@ public enum AuditRecordFormat {
         }
     }
 
-    /// `2026-11-29T10:35:22.123456Z`, without going through String(format:).
+    /// `2026-11-29T10:35:22.123456Z`, by integer arithmetic (no gmtime_r, no allocation).
     static func appendTime(micros: Int64, to out: inout [UInt8]) {
-        var t = time_t(micros / 1_000_000)
-        var tm = tm()
-        gmtime_r(&t, &tm)
-        func two(_ v: Int32) {
-            out.append(UInt8(48 + v / 10))
-            out.append(UInt8(48 + v % 10))
+        let seconds = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
+        let frac = Int(micros - seconds * 1_000_000)
+        let days = seconds >= 0 ? seconds / 86_400 : (seconds - 86_399) / 86_400
+        let secOfDay = Int(seconds - days * 86_400)
+        // Civil date from days since 1970-01-01 (H. Hinnant's days_from_civil, inverted).
+        let z = days + 719_468
+        let era = (z >= 0 ? z : z - 146_096) / 146_097
+        let doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153
+        let day = Int(doy - (153 * mp + 2) / 5 + 1)
+        let month = Int(mp < 10 ? mp + 3 : mp - 9)
+        let year = Int(yoe + era * 400 + (month <= 2 ? 1 : 0))
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 27) { b in
+            func put(_ value: Int, at i: Int, digits: Int) {
+                var v = value
+                for k in stride(from: i + digits - 1, through: i, by: -1) {
+                    b[k] = UInt8(48 + v % 10)
+                    v /= 10
+                }
+            }
+            put(year, at: 0, digits: 4); b[4] = UInt8(ascii: "-")
+            put(month, at: 5, digits: 2); b[7] = UInt8(ascii: "-")
+            put(day, at: 8, digits: 2); b[10] = UInt8(ascii: "T")
+            put(secOfDay / 3600, at: 11, digits: 2); b[13] = UInt8(ascii: ":")
+            put(secOfDay / 60 % 60, at: 14, digits: 2); b[16] = UInt8(ascii: ":")
+            put(secOfDay % 60, at: 17, digits: 2); b[19] = UInt8(ascii: ".")
+            put(frac, at: 20, digits: 6); b[26] = UInt8(ascii: "Z")
+            out.append(contentsOf: UnsafeBufferPointer(b))
         }
-        let year = Int(tm.tm_year) + 1900
-        out.append(contentsOf: [UInt8(48 + year / 1000), UInt8(48 + year / 100 % 10), UInt8(48 + year / 10 % 10), UInt8(48 + year % 10)])
-        out.append(UInt8(ascii: "-")); two(tm.tm_mon + 1)
-        out.append(UInt8(ascii: "-")); two(tm.tm_mday)
-        out.append(UInt8(ascii: "T")); two(tm.tm_hour)
-        out.append(UInt8(ascii: ":")); two(tm.tm_min)
-        out.append(UInt8(ascii: ":")); two(tm.tm_sec)
-        out.append(UInt8(ascii: "."))
-        var frac = Int(micros % 1_000_000)
-        var six = [UInt8](repeating: 48, count: 6)
-        for i in stride(from: 5, through: 0, by: -1) {
-            six[i] = UInt8(48 + frac % 10)
-            frac /= 10
-        }
-        out.append(contentsOf: six)
-        out.append(UInt8(ascii: "Z"))
     }
 
     /// Appends `,"hash":"…","mac":"…"[,"sig":"…"]}\n`.
@@ -171,15 +179,21 @@ public enum AuditRecordFormat {
 
     static func appendString(_ s: String, to out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        for b in s.utf8 {
-            switch b {
-            case UInt8(ascii: "\""): out.append(contentsOf: [0x5c, 0x22])
-            case UInt8(ascii: "\\"): out.append(contentsOf: [0x5c, 0x5c])
-            case 0x0a: out.append(contentsOf: [0x5c, UInt8(ascii: "n")])
-            case 0..<0x20:
-                out.append(contentsOf: Array(String(format: "\\u%04x", b).utf8))
-            default: out.append(b)
+        var s = s
+        s.withUTF8 { utf8 in
+            // Runs that need no escape are copied whole.
+            var runStart = 0
+            for (i, b) in utf8.enumerated() where b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") {
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<i]))
+                runStart = i + 1
+                switch b {
+                case UInt8(ascii: "\""): out.append(contentsOf: [0x5c, 0x22])
+                case UInt8(ascii: "\\"): out.append(contentsOf: [0x5c, 0x5c])
+                case 0x0a: out.append(contentsOf: [0x5c, UInt8(ascii: "n")])
+                default: out.append(contentsOf: Array(String(format: "\\u%04x", b).utf8))
+                }
             }
+            out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart...]))
         }
         out.append(UInt8(ascii: "\""))
     }

@@ -28,13 +28,15 @@ final class TokenHMACCache: Sendable {
 
     /// The cached hash for this record's sealed value, else `compute()`'s (cached when non-nil).
     func hmac(for record: TokenRecord, compute: () -> [UInt8]?) -> [UInt8]? {
-        let fingerprint = record.sealed.prefix(Sealer.overhead)
-        if let hit = entries.withLock({ $0[record.name] }), hit.dataKeyId == record.dataKeyId,
-           hit.fingerprint.elementsEqual(fingerprint) {
-            return hit.hmac
-        }
+        let hit = entries.withLock { $0[record.name] }
+        let matches = hit.map { hit in
+            hit.dataKeyId == record.dataKeyId && record.sealed.withUnsafeBytes { sealed in
+                hit.fingerprint.withUnsafeBytes { sealed.count >= $0.count && memcmp(sealed.baseAddress!, $0.baseAddress!, $0.count) == 0 }
+            }
+        } ?? false
+        if matches, let hit { return hit.hmac }
         guard let fresh = compute() else { return nil }
-        let entry = Entry(dataKeyId: record.dataKeyId, fingerprint: Array(fingerprint), hmac: fresh)
+        let entry = Entry(dataKeyId: record.dataKeyId, fingerprint: Array(record.sealed.prefix(Sealer.overhead)), hmac: fresh)
         entries.withLock { all in
             if all.count >= capacity && all[record.name] == nil { all.removeAll(keepingCapacity: true) }
             all[record.name] = entry

@@ -26,7 +26,9 @@ public final class VaultServer: Service, Sendable {
         public var maxInFlight = 256
         /// How long a graceful shutdown waits for in-flight requests.
         public var drainTimeout: TimeAmount = .seconds(10)
-        public var threads = System.coreCount
+        /// Event-loop threads: one per core but one, which the audit flusher keeps busy under load. On
+        /// two cores one loop served as many reads as two, with a third of the p99 (Docs/BENCHMARKS.md).
+        public var threads = max(1, System.coreCount - 1)
 
         public init(socketPath: String) {
             self.socketPath = socketPath

@@ -227,6 +227,37 @@ struct AuditLogTests {
         #expect(report.problem?.message.contains("does not match its hash") == true)
     }
 
+    @Test func awkwardStringsAreEscapedIntoValidJSON() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        let log = try AuditLog.open(for: vault)
+        let awkward = "a\"b\\c\nd\u{01}\u{1f}é—x"
+        try log.appendAndWait(AuditEvent(action: "get", channel: .socket, actor: actor, token: awkward, outcome: .denied,
+                                         reason: "quote \" and tab \t", requestId: "\"7\""))
+        log.close()
+        let line = lines(AuditSegments.path(vault.home.auditDirectory, 1))[0]
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(object["token"] as? String == awkward)
+        #expect(object["reason"] as? String == "quote \" and tab \t")
+        #expect(object["request_id"] as? String == "\"7\"")
+        #expect(try verify(vault, AuditKeys(auditKey: try vault.auditKey())).ok)
+    }
+
+    /// The record time is formatted by integer arithmetic: it must agree with the C library everywhere.
+    @Test func recordTimesAgreeWithGmtime() {
+        var samples: [Int64] = [0, 1, 951_782_400_000_000, 4_107_542_399_999_999, 1_795_950_922_123_456, -1, -86_400_000_001]
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<2000 { samples.append(Int64.random(in: -2_000_000_000_000_000...4_000_000_000_000_000, using: &rng)) }
+        for micros in samples {
+            let secs = micros >= 0 ? micros / 1_000_000 : (micros - 999_999) / 1_000_000
+            var t = time_t(secs)
+            var tm = tm()
+            gmtime_r(&t, &tm)
+            let expected = String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                                  tm.tm_hour, tm.tm_min, tm.tm_sec, Int32(micros - secs * 1_000_000))
+            #expect(AuditRecordFormat.formatTime(micros: micros) == expected, "\(micros)")
+        }
+    }
+
     /// Fixed vectors for chain v2, computed independently (hashlib.blake2b) by Tests/vectors/vectors.py.
     @Test func chainV2Vectors() {
         let line = Array(#"{"seq":1,"time":"2026-11-29T10:35:22.123456Z","channel":"socket","action":"get","token":"acme/ads""#.utf8)
