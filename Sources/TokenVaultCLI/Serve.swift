@@ -60,7 +60,11 @@ struct Serve: AsyncParsableCommand {
         do { audit = try AuditLog.open(for: v, options: auditOptions) } catch {
             throw CLIFailure(message: "error: the audit log cannot be opened: \(error); the daemon was not started", code: 7)
         }
-        defer { audit.close() }
+        defer {
+            audit.close()
+            let c = audit.counters
+            logger.info("audit log closed", metadata: ["records": "\(c.records)", "flushes": "\(c.batches)"])
+        }
 
         var config = VaultServer.Configuration(socketPath: socket ?? v.home.socketPath)
         config.idleTimeout = .seconds(Int64(idleTimeout))

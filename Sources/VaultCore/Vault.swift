@@ -245,11 +245,18 @@ public final class Vault: Sendable {
     }
 
     /// Opens a token. A changed or moved sealed value gives ``VaultError/integrity(what:name:)``.
-    public func get(name: String) throws -> OpenedToken {
-        guard let record = try store.token(named: name) else {
+    public func get(name: String, reader: TokenReaders.HeldReader? = nil) throws -> OpenedToken {
+        let found = try reader != nil ? reader!.token(named: name) : store.token(named: name)
+        guard let record = found else {
             throw StoreError.notFound(what: "token", name: name)
         }
         return OpenedToken(record: record, secret: try open(record))
+    }
+
+    /// A reader for one thread that holds a read transaction across a burst of `get`s (see
+    /// ``TokenReaders/makeHeldReader()``): the daemon keeps one per event loop.
+    public func makeHeldReader() -> TokenReaders.HeldReader {
+        store.makeHeldReader()
     }
 
     /// A token's row without opening it (the daemon's read path, no key needed).

@@ -30,10 +30,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var closing = false
     private var draining = false
 
-    init(processor: RequestProcessor, caller: Caller, maxInFlight: Int = 256) {
+    /// This connection's event loop's held reader, or nil to read through the shared pool.
+    private let reads: LoopReads?
+
+    init(processor: RequestProcessor, caller: Caller, maxInFlight: Int = 256, reads: LoopReads? = nil) {
         self.processor = processor
         self.caller = caller
         self.maxInFlight = maxInFlight
+        self.reads = reads
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -54,7 +58,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
                 slots.append(Slot(id: request.id, reply: nil))
                 let loop = context.eventLoop
                 let bound = NIOLoopBound((self, context), eventLoop: loop)
-                processor.process(request, caller: caller) { reply in
+                processor.process(request, caller: caller, reads: reads) { reply in
                     if loop.inEventLoop {
                         bound.value.0.complete(sequence, reply, context: bound.value.1)
                     } else {

@@ -33,7 +33,8 @@ public final class RequestProcessor: Sendable {
         policyBox.withLock { $0 = policy }
     }
 
-    public func process(_ request: Request, caller: Caller, reply: @escaping @Sendable (Reply) -> Void) {
+    /// Answers one request. `reads`, when given, is the calling event loop's held reader (see ``LoopReads``).
+    public func process(_ request: Request, caller: Caller, reads: LoopReads? = nil, reply: @escaping @Sendable (Reply) -> Void) {
         switch request.operation {
         case .ping:
             reply(.pong)
@@ -42,7 +43,7 @@ public final class RequestProcessor: Sendable {
         case .list:
             list(request, caller: caller, reply: reply)
         case .get(let name, let proof):
-            get(name: name, proof: proof, request: request, caller: caller, reply: reply)
+            get(name: name, proof: proof, request: request, caller: caller, reader: reads?.forThisTick(), reply: reply)
         }
     }
 
@@ -87,7 +88,8 @@ public final class RequestProcessor: Sendable {
         }
     }
 
-    private func get(name: String, proof: Request.Proof?, request: Request, caller: Caller, reply: @escaping @Sendable (Reply) -> Void) {
+    private func get(name: String, proof: Request.Proof?, request: Request, caller: Caller, reader: TokenReaders.HeldReader?,
+                     reply: @escaping @Sendable (Reply) -> Void) {
         let policy = self.policy
         var event = AuditEvent(action: proof == nil ? "get" : "get+proof", channel: .socket, actor: actor(caller),
                                token: name, outcome: .granted, requestId: request.idText)
@@ -108,7 +110,7 @@ public final class RequestProcessor: Sendable {
         }
         let opened: OpenedToken
         do {
-            opened = try vault.get(name: name)
+            opened = try vault.get(name: name, reader: reader)
         } catch let e as StoreError {
             if case .notFound = e {
                 event.outcome = .notFound

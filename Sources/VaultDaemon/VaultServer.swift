@@ -109,6 +109,12 @@ public final class VaultServer: Service, Sendable {
         let processor = self.processor
         let connections = self.connections
         let logger = self.logger
+        // One held reader per event loop, made before any connection can use it.
+        var reads: [ObjectIdentifier: LoopReads] = [:]
+        for loop in group.makeIterator() {
+            reads[ObjectIdentifier(loop)] = LoopReads(loop: loop, vault: processor.vault)
+        }
+        let loopReads = reads
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .childChannelOption(.autoRead, value: true)
@@ -123,7 +129,8 @@ public final class VaultServer: Service, Sendable {
                     try channel.pipeline.syncOperations.addHandlers([
                         IdleStateHandler(readTimeout: config.idleTimeout),
                         ByteToMessageHandler(LineFrameDecoder()),
-                        ConnectionHandler(processor: processor, caller: caller, maxInFlight: config.maxInFlight),
+                        ConnectionHandler(processor: processor, caller: caller, maxInFlight: config.maxInFlight,
+                                          reads: loopReads[ObjectIdentifier(channel.eventLoop)]),
                     ])
                 }.flatMapErrorThrowing { error in
                     logger.warning("could not identify a connecting peer; closing it", metadata: ["error": "\(error)"])

@@ -118,6 +118,11 @@ public final class VaultStore: Sendable {
         try readers.token(named: name)
     }
 
+    /// A reader for one thread that can hold a read transaction across a burst of lookups.
+    public func makeHeldReader() -> TokenReaders.HeldReader {
+        readers.makeHeldReader()
+    }
+
     /// One app's id, sealed secret and data key, on the fast read path.
     public func appSeal(named name: String) throws -> (appId: String, sealed: Data, dataKeyId: Int64)? {
         try readers.app(named: name)

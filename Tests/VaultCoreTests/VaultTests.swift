@@ -25,6 +25,28 @@ struct VaultTests {
         #expect(try reopened.list().count == 500)
     }
 
+    /// A held reader reads one snapshot until released, then sees every write committed since.
+    @Test func aHeldReaderSeesOneSnapshotUntilReleased() throws {
+        let dir = TempDir()
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        try vault.put(name: "a", secret: secret("EAAB-one"))
+        let reader = vault.makeHeldReader()
+        #expect(try vault.get(name: "a", reader: reader).secret.withUnsafeBytes { Array($0) } == Array("EAAB-one".utf8))
+        #expect(reader.isHolding)
+        try vault.put(name: "a", secret: secret("EAAB-two"), replace: true)
+        try vault.put(name: "b", secret: secret("EAAB-bee"))
+        #expect(try vault.get(name: "a", reader: reader).secret.withUnsafeBytes { Array($0) } == Array("EAAB-one".utf8))
+        #expect(throws: StoreError.self) { try vault.get(name: "b", reader: reader) }  // not in the snapshot
+        reader.release()
+        #expect(!reader.isHolding)
+        #expect(try vault.get(name: "a", reader: reader).secret.withUnsafeBytes { Array($0) } == Array("EAAB-two".utf8))
+        #expect(try vault.get(name: "b", reader: reader).secret.withUnsafeBytes { Array($0) } == Array("EAAB-bee".utf8))
+        reader.release()
+        // While nothing is held, writers and checkpoints are not held back.
+        try vault.remove(name: "b")
+        #expect(throws: StoreError.self) { try vault.get(name: "b", reader: reader) }
+    }
+
     @Test func noPlaintextInTheDatabaseFiles() throws {
         let dir = TempDir()
         let (vault, home) = try makeVault(dir)

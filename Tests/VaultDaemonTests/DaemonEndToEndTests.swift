@@ -108,6 +108,20 @@ struct DaemonEndToEndTests {
         try await daemon.stop()
     }
 
+    /// Each event loop holds one SQLite read transaction per tick: a value changed or a token removed by
+    /// another writer (here the vault's own pool, as the CLI would) must show on the very next request.
+    @Test func aChangeByAnotherWriterIsServedOnTheNextRead() async throws {
+        let (daemon, vault) = try await start()
+        let c = try RawConnection(socketPath)
+        for round in 1...20 {
+            try vault.put(name: "acme/ads", secret: secret("EAAB-round-\(round)"), kind: .systemUser, app: "acme", replace: true)
+            #expect(c.request(#"{"op":"get","name":"acme/ads","id":\#(round)}"#)?["token"] as? String == "EAAB-round-\(round)")
+        }
+        try vault.remove(name: "acme/ads")
+        #expect(errorCode(c.request(#"{"op":"get","name":"acme/ads","id":99}"#)) == "not_found")
+        try await daemon.stop()
+    }
+
     @Test func halfWrittenLinesAndGarbageDelayNobody() async throws {
         let (daemon, _) = try await start()
         let slow = try RawConnection(socketPath)
