@@ -18,10 +18,17 @@ public enum Reply: Sendable {
     }
 
     /// A granted `get`: the opened token (wiped when the reply is released) and its proof, if asked.
-    public struct TokenReply: Sendable {
+    /// A class, so a reply moving through the audit callbacks is one reference, not a record's every field.
+    public final class TokenReply: Sendable {
         public let record: TokenRecord
         public let secret: SecretBytes
         public let proof: (hex: String, time: Int64?)?
+
+        public init(record: TokenRecord, secret: SecretBytes, proof: (hex: String, time: Int64?)?) {
+            self.record = record
+            self.secret = secret
+            self.proof = proof
+        }
     }
 
     /// Whether the connection closes after this reply (only `too_large`).
@@ -121,17 +128,30 @@ public enum ReplyEncoder {
     }
 
     /// Writes a JSON string literal, escaping `"`, `\` and control characters, straight into the buffer.
+    /// The common case — nothing to escape, as in every Meta token — is one scan and one copy.
     static func writeJSONString(_ bytes: UnsafeRawBufferPointer, into buffer: inout ByteBuffer) {
-        let hex: StaticString = "0123456789abcdef"
+        let n = bytes.count
+        guard n > 0 else { buffer.writeStaticString("\"\""); return }
+        let p = bytes.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        @inline(__always) func plain(_ b: UInt8) -> Bool { b >= 0x20 && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\") }
         var escapes = 0  // bytes the escapes add, so exactly the needed space is reserved
-        for b in bytes where b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") {
+        for i in 0..<n where !plain(p[i]) {
+            let b = p[i]
             escapes += (b == 0x0a || b == 0x0d || b == 0x09 || b >= 0x20) ? 1 : 5
         }
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: bytes.count + escapes + 2) { out in
-            var o = 0
-            out[o] = UInt8(ascii: "\""); o += 1
-            for b in bytes {
-                if b >= 0x20 && b != UInt8(ascii: "\"") && b != UInt8(ascii: "\\") {
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: n + escapes + 2) { raw in
+            let out = raw.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            out[0] = UInt8(ascii: "\"")
+            if escapes == 0 {
+                (out + 1).update(from: p, count: n)
+                out[n + 1] = UInt8(ascii: "\"")
+                return n + 2
+            }
+            let hex: StaticString = "0123456789abcdef"
+            var o = 1
+            for i in 0..<n {
+                let b = p[i]
+                if plain(b) {
                     out[o] = b; o += 1
                     continue
                 }
