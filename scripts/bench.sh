@@ -2,13 +2,16 @@
 # `make bench`: the daemon under load, the floors beside it (raw echo, fdatasync, tvfloor), the CLI cold
 # start, a 100,000-token re-seal, idle memory, and `audit verify` of 1,000,000 records; then writes
 # Docs/BENCHMARKS.md. Release build and ../shared/loadgen instruments are built by the Makefile first.
-#   env: BENCH_DIR (default /tmp/tokenvault-bench), DURATION (measured seconds per run, default 3)
+#   env: BENCH_DIR (default /tmp/tokenvault-bench), DURATION (measured seconds per run, default 3),
+#        LOAD_DURATION and REPS (the interleaved daemon/tvfloor runs: seconds each, default 2; runs each, default 3)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 T=$ROOT/.build/release/tokenvault
 L=$ROOT/.build-bench/loadgen
 D=${BENCH_DIR:-/tmp/tokenvault-bench}
 DUR=${DURATION:-3}
+LDUR=${LOAD_DURATION:-2}   # each interleaved tvload run (daemon and tvfloor alternate, REPS times)
+REPS=${REPS:-3}
 R=$D/results.jsonl
 rm -rf "$D"; mkdir -p "$D"; chmod 755 "$D"
 : > "$R"
@@ -34,10 +37,18 @@ printf '[[allow]]\nuid = %s\ntokens = ["*"]\nproof = true\n' "$(id -u)" > "$D/v/
 wait_sock "$D/v/tokenvault.sock"; sleep 0.3
 rec "{\"bench\":\"fsync\",\"us\":$("$T" bench fsync --dir "$D/v/audit")}"
 
-echo "== tvload against the daemon"
+echo "== tvload: the daemon and tvfloor, interleaved (REPS runs each, medians reported)"
+"$L/tvfloor" init "$D/floor.db" 1000 >/dev/null
+"$L/tvfloor" names "$D/floor.db" > "$D/floor-names.txt"
+"$L/tvfloor" serve --db "$D/floor.db" --socket "$D/floor.sock" --audit "$D/floor-audit.log" 2>/dev/null & FPID=$!
+wait_sock "$D/floor.sock"; sleep 0.2
 for c in 1 8 32 128; do
-  rec "{\"bench\":\"tvload-daemon\",\"result\":$("$L/tvload" --socket "$D/v/tokenvault.sock" --clients $c --duration "$DUR" --warmup 1 --names-file "$D/names.txt")}"
+  for rep in $(seq "$REPS"); do
+    rec "{\"bench\":\"tvload-daemon\",\"rep\":$rep,\"result\":$("$L/tvload" --socket "$D/v/tokenvault.sock" --clients $c --duration "$LDUR" --warmup 0.5 --names-file "$D/names.txt")}"
+    rec "{\"bench\":\"tvload-floor\",\"rep\":$rep,\"result\":$("$L/tvload" --socket "$D/floor.sock" --clients $c --duration "$LDUR" --warmup 0.5 --names-file "$D/floor-names.txt")}"
+  done
 done
+kill -TERM $FPID; wait $FPID || true
 echo "== tokenvault bench load (with the echo floor)"
 for c in 1 8 32 128; do
   rec "{\"bench\":\"load-get\",\"result\":$("$T" bench load --socket "$D/v/tokenvault.sock" --clients $c --duration "$DUR" --warmup 1 --names-file "$D/names.txt" --echo-floor "$D/echo.sock" --json)}"
@@ -53,16 +64,6 @@ for c in 1 32; do
   rec "{\"bench\":\"tvload-daemon-nogc\",\"result\":$("$L/tvload" --socket "$D/v/tokenvault.sock" --clients $c --duration "$DUR" --warmup 1 --names-file "$D/names.txt")}"
 done
 kill -TERM $DPID; wait $DPID || true
-
-echo "== tvload against tvfloor"
-"$L/tvfloor" init "$D/floor.db" 1000 >/dev/null
-"$L/tvfloor" names "$D/floor.db" > "$D/floor-names.txt"
-"$L/tvfloor" serve --db "$D/floor.db" --socket "$D/floor.sock" --audit "$D/floor-audit.log" 2>/dev/null & FPID=$!
-wait_sock "$D/floor.sock"; sleep 0.2
-for c in 1 8 32 128; do
-  rec "{\"bench\":\"tvload-floor\",\"result\":$("$L/tvload" --socket "$D/floor.sock" --clients $c --duration "$DUR" --warmup 1 --names-file "$D/floor-names.txt")}"
-done
-kill -TERM $FPID; wait $FPID || true
 
 echo "== CLI get, cold start"
 python3 - "$T" "$D" "$R" <<'PY'

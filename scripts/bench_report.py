@@ -35,16 +35,41 @@ p(f"Machine: {os.cpu_count()} cores ({cpu}), {mem} GiB, Linux {platform.release(
   "on this machine; compare ratios, which survive a noisy neighbour better than absolute numbers.\n")
 
 fsync = one("fsync").get("us")
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return (xs[n // 2] + xs[(n - 1) // 2]) / 2 if xs else 0
+
+
+def runs(name):
+    """Per client count: the median run's figures (rps and latencies each the median over the runs)."""
+    grouped = {}
+    for r in by(name):
+        grouped.setdefault(r["result"]["clients"], []).append(r["result"])
+    out = {}
+    for c, rs in grouped.items():
+        m = {k: median([r[k] for r in rs]) for k in ("rps", "p50_us", "p99_us")}
+        m["runs"] = len(rs)
+        m["rps_min"], m["rps_max"] = min(r["rps"] for r in rs), max(r["rps"] for r in rs)
+        m["errors"] = {"all": sum(sum(r["errors"].values()) for r in rs)}
+        out[c] = m
+    return out
+
+
 p("## Audited `get` over the socket: daemon vs. tvfloor (`../shared/loadgen/tvload`, same run)\n")
+p("Both servers run side by side; at each client count `tvload` alternates between them (daemon, tvfloor, "
+  "daemon, …), so a noisy neighbour hits both alike. Each figure is the median of the runs (range of req/s "
+  "in brackets); the ratios are of those medians.\n")
 p("| clients | daemon req/s | floor req/s | ratio | daemon p50 µs | floor p50 µs | daemon p99 µs | floor p99 µs | p99 ratio | errors |")
 p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-daemon = {r["result"]["clients"]: r["result"] for r in by("tvload-daemon")}
-floor = {r["result"]["clients"]: r["result"] for r in by("tvload-floor")}
+daemon = runs("tvload-daemon")
+floor = runs("tvload-floor")
 for c in sorted(daemon):
     d, f = daemon[c], floor.get(c, {})
     errs = sum(d["errors"].values())
     ratio = d["rps"] / f["rps"] if f else 0
-    p(f"| {c} | {d['rps']:,.0f} | {f.get('rps', 0):,.0f} | {ratio:.2f}× | {d['p50_us']:,.0f} | {f.get('p50_us', 0):,.0f} | "
+    p(f"| {c} | {d['rps']:,.0f} [{d['rps_min']:,.0f}–{d['rps_max']:,.0f}] | {f.get('rps', 0):,.0f} [{f.get('rps_min', 0):,.0f}–{f.get('rps_max', 0):,.0f}] "
+      f"| {ratio:.2f}× | {d['p50_us']:,.0f} | {f.get('p50_us', 0):,.0f} | "
       f"{d['p99_us']:,.0f} | {f.get('p99_us', 0):,.0f} | {d['p99_us'] / max(f.get('p99_us', 1), 1):.2f}× | {errs} |")
 p("")
 if 32 in daemon and 128 in daemon and 1 in daemon and 32 in floor and 1 in floor:
