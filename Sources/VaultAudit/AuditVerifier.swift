@@ -56,14 +56,22 @@ public enum AuditVerifier {
         return Array(slots.buffer)
     }
 
-    /// A file's bytes with one copy (not Data, then an Array of it).
-    static func readWhole(_ path: String) -> [UInt8]? {
+    /// Opens a file for reading and gives `body` its descriptor and size; nil if it cannot be opened.
+    static func withOpenFile<T>(_ path: String, _ body: (_ fd: Int32, _ size: Int) -> T?) -> T? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { return nil }
-        let size = Int(st.st_size)
+        return body(fd, Int(st.st_size))
+    }
+
+    /// A file's bytes with one copy (not Data, then an Array of it).
+    static func readWhole(_ path: String) -> [UInt8]? {
+        withOpenFile(path) { fd, size in readAll(fd, size) }
+    }
+
+    private static func readAll(_ fd: Int32, _ size: Int) -> [UInt8]? {
         var failed = false
         let bytes = [UInt8](unsafeUninitializedCapacity: size) { buf, n in
             var done = 0
@@ -147,12 +155,14 @@ public enum AuditVerifier {
     /// that is not right — the caller then runs the slower exact pass, which names the record and the fault.
     static func verifyFast(path: String, expectedSeq: Int64, previous: AuditDigest, keys: AuditKeys?,
                            publicKey: [UInt8]?, checkpointSeq: Int64?) -> SegmentSummary? {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { return nil }
-        let size = Int(st.st_size)
+        withOpenFile(path) { fd, size in
+            verifyMapped(fd: fd, size: size, expectedSeq: expectedSeq, previous: previous, keys: keys,
+                         publicKey: publicKey, checkpointSeq: checkpointSeq)
+        }
+    }
+
+    private static func verifyMapped(fd: Int32, size: Int, expectedSeq: Int64, previous: AuditDigest, keys: AuditKeys?,
+                                     publicKey: [UInt8]?, checkpointSeq: Int64?) -> SegmentSummary? {
         guard size > 0 else { return SegmentSummary(lastSeq: expectedSeq - 1, lastHash: previous) }
         guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), map != MAP_FAILED else { return nil }
         defer { munmap(map, size) }
