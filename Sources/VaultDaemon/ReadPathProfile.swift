@@ -40,7 +40,7 @@ public enum ReadPathProfile {
         }
         let processor = RequestProcessor(vault: vault, policy: policy, audit: audit, logger: .init(label: "bench"))
         let requests = try lines.map { try Request.parse($0).get() }
-        time("whole request, audit sink that succeeds at once") { i in
+        time("whole request, audit acknowledged at once") { i in
             processor.process(requests[i % requests.count], caller: caller) { _ in }
         }
         return stages

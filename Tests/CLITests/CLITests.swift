@@ -23,6 +23,17 @@ struct CLITests {
         #expect(got.stderr.isEmpty)
     }
 
+    @Test func benchReadPathTimesEachStageAndPrintsNoToken() throws {
+        #expect(try cli.run(["bench", "read-path"]).status != 0, "an empty vault has nothing to read")
+        #expect(try cli.run(["put", "acme/ads"], stdin: "EAAB-bench-canary\n").status == 0)
+        let r = try cli.run(["bench", "read-path", "--iterations", "2000"])
+        #expect(r.status == 0, "\(r.all)")
+        let stages = r.stdout.split(separator: "\n")
+        #expect(stages.count == 6)
+        for stage in stages { #expect(stage.hasSuffix(" ns") && Double(stage.dropLast(3).split(separator: " ").last ?? "") != nil) }
+        #expect(!r.all.contains("EAAB-bench-canary"))
+    }
+
     @Test func secretOnArgvIsImpossible() throws {
         let r = try cli.run(["put", "acme/ads", "EAAB-on-argv-secret"], stdin: "EAAB-from-stdin\n")
         #expect(r.status == 64)
