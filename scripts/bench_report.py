@@ -29,7 +29,8 @@ out = []
 p = out.append
 p("# Benchmarks\n")
 p(f"Measured {datetime.date.today().isoformat()} by `make bench` (`scripts/bench.sh`; release build; "
-  f"{rows and 'each load run: 1 s warm-up, then the measured seconds'}).\n")
+  "the interleaved tvload runs: 0.5 s warm-up, then 2 s measured, 3 runs each; the other load runs: 1 s warm-up, "
+  "then 3 s).\n")
 p(f"Machine: {os.cpu_count()} cores ({cpu}), {mem} GiB, Linux {platform.release()}, /tmp on {fs}; "
   f"SQLite {sqlite}, libsodium {sodium}. Client and server share the same 2 cores, so every figure is for this pair "
   "on this machine; compare ratios, which survive a noisy neighbour better than absolute numbers.\n")
