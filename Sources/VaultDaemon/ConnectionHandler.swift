@@ -1,19 +1,31 @@
 import NIOCore
 import VaultPolicy
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Asks a connection to finish what it has in flight and close (graceful shutdown).
 public struct DrainEvent: Sendable {}
 
-/// One client connection: parses each line, hands it to the ``RequestProcessor``, and writes the
-/// replies strictly in request order, however their audit records complete.
+/// One client connection: splits the byte stream into request lines, parses each, hands it to the
+/// ``RequestProcessor``, and writes the replies strictly in request order, however their audit records
+/// complete.
+///
+/// Framing is done here, on the bytes NIO read, with no copy and no per-line buffer: a line ends at `\n`
+/// (a `\r` before it is dropped); a line over ``maxLineLength`` bytes gets `too_large` and the connection
+/// closes; a half-sent line waits for the rest. A connection with nothing in flight that sends nothing for
+/// `idleTimeout` is closed.
 ///
 /// Back-pressure: with more than `maxInFlight` requests unanswered, or while the client is not reading
 /// its replies (the channel is not writable), it stops reading from the socket, so a slow or hostile
 /// client costs bounded memory and never delays the others.
 final class ConnectionHandler: ChannelDuplexHandler {
-    typealias InboundIn = Frame
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = Never
     typealias OutboundOut = ByteBuffer
+
+    /// The longest request line, without its line end.
+    static let maxLineLength = 65_536
 
     private struct Slot {
         let id: [UInt8]?
@@ -30,40 +42,85 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var closing = false
     private var draining = false
 
+    /// The start of a line whose end has not arrived yet.
+    private var partial: ByteBuffer?
+    /// Bytes at the front of `partial` already known to hold no newline.
+    private var scanned = 0
+
+    private let idleTimeout: TimeAmount?
+    private var lastRead = NIODeadline.now()
+    private var idleCheck: Scheduled<Void>?
+
     /// This connection's event loop's held reader, or nil to read through the shared pool.
     private let reads: LoopReads?
 
-    init(processor: RequestProcessor, caller: Caller, maxInFlight: Int = 256, reads: LoopReads? = nil) {
+    init(processor: RequestProcessor, caller: Caller, maxInFlight: Int = 256, reads: LoopReads? = nil,
+         idleTimeout: TimeAmount? = nil) {
         self.processor = processor
         self.caller = caller
         self.maxInFlight = maxInFlight
         self.reads = reads
+        self.idleTimeout = idleTimeout
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing, !draining else { return }
-        switch unwrapInboundIn(data) {
-        case .tooLarge:
-            slots.append(Slot(id: nil, reply: .error(.tooLarge, "request line over \(LineFrameDecoder.defaultMaxLength) bytes; closing the connection")))
-            closing = true
+        if idleTimeout != nil { lastRead = .now() }
+        var buffer = unwrapInboundIn(data)
+        if var earlier = partial {
+            partial = nil
+            earlier.writeBuffer(&buffer)
+            buffer = earlier
+        }
+        while !closing, !draining {
+            let from = scanned
+            let newline: Int? = buffer.withUnsafeReadableBytes { raw in
+                guard raw.count > from, let nl = memchr(raw.baseAddress! + from, 0x0a, raw.count - from) else { return nil }
+                return raw.baseAddress!.distance(to: UnsafeRawPointer(nl))
+            }
+            guard let length = newline else {
+                scanned = buffer.readableBytes
+                if scanned > Self.maxLineLength + 1 {  // + 1: room for a \r
+                    lineTooLong(context: context)
+                } else if scanned > 0 {
+                    partial = buffer
+                }
+                return
+            }
+            scanned = 0
+            let hasCR = length > 0 && buffer.getInteger(at: buffer.readerIndex + length - 1, as: UInt8.self) == 0x0d
+            let content = hasCR ? length - 1 : length
+            guard content <= Self.maxLineLength else { return lineTooLong(context: context) }
+            let parsed = buffer.withUnsafeReadableBytes { Request.parse(UnsafeRawBufferPointer(rebasing: $0[0..<content])) }
+            buffer.moveReaderIndex(forwardBy: length + 1)
+            handle(parsed, context: context)
+        }
+    }
+
+    private func lineTooLong(context: ChannelHandlerContext) {
+        partial = nil
+        scanned = 0
+        slots.append(Slot(id: nil, reply: .error(.tooLarge, "request line over \(Self.maxLineLength) bytes; closing the connection")))
+        closing = true
+        flushReady(context: context)
+    }
+
+    private func handle(_ parsed: Result<Request, RequestError>, context: ChannelHandlerContext) {
+        switch parsed {
+        case .failure(let error):
+            let code: Reply.ErrorCode = error.code == .unknownOp ? .unknownOp : .badRequest
+            slots.append(Slot(id: error.id, reply: .error(code, error.message)))
             flushReady(context: context)
-        case .line(let line):
-            switch line.withUnsafeReadableBytes({ Request.parse($0) }) {
-            case .failure(let error):
-                let code: Reply.ErrorCode = error.code == .unknownOp ? .unknownOp : .badRequest
-                slots.append(Slot(id: error.id, reply: .error(code, error.message)))
-                flushReady(context: context)
-            case .success(let request):
-                let sequence = headSequence + slots.count
-                slots.append(Slot(id: request.id, reply: nil))
-                let loop = context.eventLoop
-                let bound = NIOLoopBound((self, context), eventLoop: loop)
-                processor.process(request, caller: caller, reads: reads) { reply in
-                    if loop.inEventLoop {
-                        bound.value.0.complete(sequence, reply, context: bound.value.1)
-                    } else {
-                        loop.execute { bound.value.0.complete(sequence, reply, context: bound.value.1) }
-                    }
+        case .success(let request):
+            let sequence = headSequence + slots.count
+            slots.append(Slot(id: request.id, reply: nil))
+            let loop = context.eventLoop
+            let bound = NIOLoopBound((self, context), eventLoop: loop)
+            processor.process(request, caller: caller, reads: reads) { reply in
+                if loop.inEventLoop {
+                    bound.value.0.complete(sequence, reply, context: bound.value.1)
+                } else {
+                    loop.execute { bound.value.0.complete(sequence, reply, context: bound.value.1) }
                 }
             }
         }
@@ -119,11 +176,54 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     // MARK: - idle and shutdown
 
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { startIdleChecks(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startIdleChecks(context: context)
+        context.fireChannelActive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
+        idleCheck = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        idleCheck?.cancel()
+        idleCheck = nil
+        context.fireChannelInactive()
+    }
+
+    private func startIdleChecks(context: ChannelHandlerContext) {
+        guard let idleTimeout, idleCheck == nil else { return }
+        lastRead = .now()
+        scheduleIdleCheck(at: lastRead + idleTimeout, context: context)
+    }
+
+    private func scheduleIdleCheck(at deadline: NIODeadline, context: ChannelHandlerContext) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        idleCheck = context.eventLoop.scheduleTask(deadline: deadline) { bound.value.0.checkIdle(context: bound.value.1) }
+    }
+
+    /// Closes the connection once it has been quiet for `idleTimeout` with nothing in flight.
+    private func checkIdle(context: ChannelHandlerContext) {
+        guard let idleTimeout, context.channel.isActive else { return }
+        let now = NIODeadline.now()
+        if now < lastRead + idleTimeout {
+            scheduleIdleCheck(at: lastRead + idleTimeout, context: context)
+        } else if slots.isEmpty {
+            idleCheck = nil
+            context.close(promise: nil)
+        } else {
+            scheduleIdleCheck(at: now + idleTimeout, context: context)
+        }
+    }
+
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is DrainEvent {
             draining = true
-            if slots.isEmpty { context.close(promise: nil) }
-        } else if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
             if slots.isEmpty { context.close(promise: nil) }
         } else {
             context.fireUserInboundEventTriggered(event)

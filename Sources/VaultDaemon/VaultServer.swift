@@ -126,12 +126,9 @@ public final class VaultServer: Service, Sendable {
                 }
                 return PeerCredentials.of(channel: channel).flatMapThrowing { cred in
                     let caller = Caller.resolve(uid: cred.uid, gid: cred.gid, pid: cred.pid)
-                    try channel.pipeline.syncOperations.addHandlers([
-                        IdleStateHandler(readTimeout: config.idleTimeout),
-                        ByteToMessageHandler(LineFrameDecoder()),
+                    try channel.pipeline.syncOperations.addHandler(
                         ConnectionHandler(processor: processor, caller: caller, maxInFlight: config.maxInFlight,
-                                          reads: loopReads[ObjectIdentifier(channel.eventLoop)]),
-                    ])
+                                          reads: loopReads[ObjectIdentifier(channel.eventLoop)], idleTimeout: config.idleTimeout))
                 }.flatMapErrorThrowing { error in
                     logger.warning("could not identify a connecting peer; closing it", metadata: ["error": "\(error)"])
                     channel.close(promise: nil)

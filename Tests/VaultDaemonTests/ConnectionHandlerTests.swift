@@ -15,10 +15,7 @@ struct ConnectionHandlerTests {
         let vault = try makeVault(dir)
         let processor = RequestProcessor(vault: vault, policy: try Policy.parse(policy), audit: sink, logger: Logger(label: "t"))
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandlers([
-            ByteToMessageHandler(LineFrameDecoder()),
-            ConnectionHandler(processor: processor, caller: Caller(uid: 0, gid: 0, pid: 42)),
-        ])
+        try channel.pipeline.syncOperations.addHandler(ConnectionHandler(processor: processor, caller: Caller(uid: 0, gid: 0, pid: 42)))
         return channel
     }
 
@@ -60,6 +57,20 @@ struct ConnectionHandlerTests {
         #expect(out.count == 2)
         #expect(out[1] == #"{"ok":false,"error":{"code":"too_large","message":"request line over 65536 bytes; closing the connection"}}"#)
         #expect(!channel.isActive)
+    }
+
+    @Test func linesSplitAcrossReadsAreJoined() throws {
+        let channel = try channel(sink: RecordingSink())
+        for piece in [#"{"op":"pi"#, #"ng","id":1}"# + "\r", "\n" + #"{"op":"ping","id":2}"# + "\n" + #"{"op""#, #":"ping","id":3}"#] {
+            var input = channel.allocator.buffer(capacity: 64)
+            input.writeString(piece)
+            try channel.writeInbound(input)
+        }
+        #expect(try lines(channel) == [#"{"id":1,"ok":true,"protocol":1}"#, #"{"id":2,"ok":true,"protocol":1}"#])
+        var end = channel.allocator.buffer(capacity: 1)
+        end.writeString("\n")
+        try channel.writeInbound(end)
+        #expect(try lines(channel) == [#"{"id":3,"ok":true,"protocol":1}"#])
     }
 
     @Test func lineOfExactlyTheLimitIsServed() throws {
