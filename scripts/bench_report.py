@@ -140,7 +140,7 @@ CPU per request at 32 clients (µs, user + system):
 | | event loop(s) | audit flusher | total | tvfloor (same run) |
 | --- | ---: | ---: | ---: | ---: |
 | before the tuning below (2 loops) | 29 + 8 | 7.6 + 5.6 | ≈ 50 | ≈ 18 |
-| now (1 loop) | 17 + 6 | 3.5 + 5.6 | ≈ 32 | ≈ 18 |
+| now (1 loop; two runs) | 12–14 + 5–6 | 3.1–3.3 + 3.6–4.1 | ≈ 24–27 | ≈ 15–16 |
 
 What changed, and what each bought (stage costs from `bench read-path`; syscalls from `strace`):
 
@@ -154,6 +154,7 @@ What changed, and what each bought (stage costs from `bench read-path`; syscalls
 | `token_hmac` cached per sealed value (nonce + tag + data key) | one HMAC-SHA256 of the token per value, not per read |
 | audit chain v2: BLAKE2b hash, keyed BLAKE2b MAC (was SHA-256 + HMAC-SHA256) | ≈ 2.7 → 1.1 µs a record on the flusher |
 | record time by integer arithmetic, one `fstat` per flush for the other-writer check | two allocations and a `gmtime_r`, an `access` + `String(format:)` fewer |
+| one channel handler frames lines (memchr, in place) and runs the idle timer, instead of `ByteToMessageHandler` + `IdleStateHandler` + ours (≈ 5 % of the loop's samples) | 32 clients +3–8 % req/s, p99 −6–10 % (interleaved A/B, 5–6 runs) |
 | one event loop per core but one (the flusher keeps a core busy) | same req/s as 2 loops, p99 ≈ 1.4 ms instead of ≈ 1.8 ms (5 interleaved runs each) |
 | `audit verify`: one parallel pass over the mapped segment, digests inline | 1M records 2.2 s → 0.8 s |
 
@@ -164,15 +165,17 @@ or lower at 8 and 32 clients. A commit delay before each flush (30–80 µs) cha
 completions into one `execute` per loop per flush changed nothing; also draining them at the start of every
 `channelRead` (durable replies out before new requests) gave no gain in two 6-run comparisons.
 
-What is left: the event loop's user time under load (≈ 17 µs) is about twice what the same stages cost in a
-tight loop (≈ 8 µs: SQLite 3, open 1.5, parse, policy, audit body, encode), because every reply wakes a
+What is left: the event loop's user time under load (12–14 µs) is well above what the same stages cost in
+a tight loop (≈ 8 µs: SQLite 3, open 1.5, parse, policy, audit body, encode), because every reply wakes a
 client thread that preempts the loop (≈ 1 involuntary switch per request) and evicts its caches; tvfloor's
-C workers pay the same switches with a far smaller footprint (≈ 2.5 µs user). The rest is spread thin:
-Swift retain/release and allocation (≈ 10 % of the loop's samples), NIO's pipeline (≈ 7 %), the kernel's
-socket and wake-up paths (≈ 20 %, as for tvfloor). The flusher's cost is mostly `fdatasync` in the kernel
-(ext4 journal commit), as for tvfloor. Closing the rest of the gap would take a much smaller per-request
-footprint on the loop: no `TokenRecord` of 15 columns per read, audit bodies written into one reusable
-buffer, and one handler doing framing, idle timeouts and encoding instead of three.
+C workers pay the same switches with a far smaller footprint (≈ 2.2 µs user). The rest is spread thin:
+Swift retain/release and allocation (≈ 10 % of the loop's samples), NIO's core (selector, channel), the
+kernel's socket and wake-up paths (≈ 20 %, as for tvfloor). The flusher's cost is mostly `fdatasync` in
+the kernel (ext4 journal commit), as for tvfloor. `vmstat` during a 32-client run shows the daemon's side
+leaving ≈ 12 % idle and ≈ 11 % iowait where tvfloor leaves ≈ 2 % idle: part of the gap is reads waiting
+on the flush pipeline (≈ 5.7 records per `fdatasync`). Next candidates, each a few per cent: a lean
+hot-read row instead of a 15-column `TokenRecord`, audit bodies formatted into one shared buffer instead
+of an array per record.
 """)
 p("Reproduce: `make bench` (about 2–3 minutes after the release build). Raw results: "
   "`$BENCH_DIR/results.jsonl` (default `/tmp/tokenvault-bench`).")
