@@ -31,9 +31,13 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
 
     public typealias CheckpointSink = @Sendable (_ seq: Int64, _ hash: [UInt8], _ mac: [UInt8]) throws -> Void
 
+    /// A record waiting for the flusher, which formats it straight into the batch it writes (the daemon's
+    /// event loop is its busiest thread, so the record's text is made on the flusher's).
     private struct Pending {
-        /// The record after its seq (see `AuditRecordFormat.appendBody`), built on the caller's thread.
-        let body: [UInt8]
+        let event: AuditEvent
+        /// When the event happened, taken by the caller.
+        let timeMicros: Int64
+        let tokenHMAC: [UInt8]?
         let completion: @Sendable (Result<Void, any Error>) -> Void
     }
 
@@ -123,11 +127,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     public func append(_ event: AuditEvent, secret: SecretBytes?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        var body: [UInt8] = []
-        body.reserveCapacity(384)
-        AuditRecordFormat.appendBody(timeMicros: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000, event: event,
-                                     tokenHMAC: event.tokenHMAC ?? secret.map(keys.tokenHMAC), to: &body)
-        let p = Pending(body: body, completion: completion)
+        let p = Pending(event: event, timeMicros: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000,
+                        tokenHMAC: event.tokenHMAC ?? secret.map(keys.tokenHMAC), completion: completion)
         pthread_mutex_lock(&mutex)
         if stopping || flusherDone {
             pthread_mutex_unlock(&mutex)
@@ -208,7 +209,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             seq += 1
             let start = bytes.count
             AuditRecordFormat.appendSeq(seq, to: &bytes)
-            bytes.append(contentsOf: p.body)
+            AuditRecordFormat.appendBody(timeMicros: p.timeMicros, event: p.event, tokenHMAC: p.tokenHMAC, to: &bytes)
             hash = hash.withUnsafeBytes { prev in bytes[start...].withUnsafeBytes { AuditRecordFormat.Chain.v2.hash(previous: prev, line: $0) } }
             let signature = sign && index == batch.count - 1 ? keys.signer.sign(AuditKeys.signedMessage(hash: hash)) : nil
             AuditRecordFormat.appendSuffix(hash: hash, mac: AuditRecordFormat.Chain.v2.mac(keys, hash: hash), signature: signature, to: &bytes)
