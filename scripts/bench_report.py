@@ -140,7 +140,7 @@ CPU per request at 32 clients (µs, user + system):
 | | event loop(s) | audit flusher | total | tvfloor (same run) |
 | --- | ---: | ---: | ---: | ---: |
 | before the tuning below (2 loops) | 29 + 8 | 7.6 + 5.6 | ≈ 50 | ≈ 18 |
-| now (1 loop; two runs) | 12–14 + 5–6 | 3.1–3.3 + 3.6–4.1 | ≈ 24–27 | ≈ 15–16 |
+| now (1 loop; four runs, the machine's speed varies) | 12–16 + 5–6.5 | 3–5 + 3.6–4.1 | ≈ 24–31 | ≈ 15–16 |
 
 What changed, and what each bought (stage costs from `bench read-path`; syscalls from `strace`):
 
@@ -155,13 +155,15 @@ What changed, and what each bought (stage costs from `bench read-path`; syscalls
 | audit chain v2: BLAKE2b hash, keyed BLAKE2b MAC (was SHA-256 + HMAC-SHA256) | ≈ 2.7 → 1.1 µs a record on the flusher |
 | record time by integer arithmetic, one `fstat` per flush for the other-writer check | two allocations and a `gmtime_r`, an `access` + `String(format:)` fewer |
 | one channel handler frames lines (memchr, in place) and runs the idle timer, instead of `ByteToMessageHandler` + `IdleStateHandler` + ours (≈ 5 % of the loop's samples) | 32 clients +3–8 % req/s, p99 −6–10 % (interleaved A/B, 5–6 runs) |
+| audit records formatted on the flusher thread, straight into the batch (the single loop is the busiest thread; the other core had ≈ 10 % idle) | 32 clients +12 % req/s, p99 −22–26 % (interleaved A/B, 5–6 runs) |
 | one event loop per core but one (the flusher keeps a core busy) | same req/s as 2 loops, p99 ≈ 1.4 ms instead of ≈ 1.8 ms (5 interleaved runs each) |
 | `audit verify`: one parallel pass over the mapped segment, digests inline | 1M records 2.2 s → 0.8 s |
 
 Tried and dropped, measured: handing each event-loop tick's audit records to the flusher as one batch (one
 lock, one wake-up, one hop back per tick) cut the flusher's CPU per request from 11 to 6 µs, but every read
 of a tick then waited for the same flush and the loop idled meanwhile (vmstat: 20–30 % idle): req/s equal
-or lower at 8 and 32 clients. A commit delay before each flush (30–80 µs) changed nothing. Coalescing
+or lower at 8 and 32 clients. Encoding replies on the flusher's thread as well (the loop only writing
+bytes) showed no gain in two 5-run comparisons. A commit delay before each flush (30–80 µs) changed nothing. Coalescing
 completions into one `execute` per loop per flush changed nothing; also draining them at the start of every
 `channelRead` (durable replies out before new requests) gave no gain in two 6-run comparisons.
 
