@@ -167,7 +167,7 @@ bytes) showed no gain in two 5-run comparisons. A commit delay before each flush
 completions into one `execute` per loop per flush changed nothing; also draining them at the start of every
 `channelRead` (durable replies out before new requests) gave no gain in two 6-run comparisons.
 
-What is left: the event loop's user time under load (12–14 µs) is well above what the same stages cost in
+What is left: the event loop's user time under load (12–16 µs) is well above what the same stages cost in
 a tight loop (≈ 8 µs: SQLite 3, open 1.5, parse, policy, audit body, encode), because every reply wakes a
 client thread that preempts the loop (≈ 1 involuntary switch per request) and evicts its caches; tvfloor's
 C workers pay the same switches with a far smaller footprint (≈ 2.2 µs user). The rest is spread thin:
@@ -175,9 +175,9 @@ Swift retain/release and allocation (≈ 10 % of the loop's samples), NIO's core
 kernel's socket and wake-up paths (≈ 20 %, as for tvfloor). The flusher's cost is mostly `fdatasync` in
 the kernel (ext4 journal commit), as for tvfloor. `vmstat` during a 32-client run shows the daemon's side
 leaving ≈ 12 % idle and ≈ 11 % iowait where tvfloor leaves ≈ 2 % idle: part of the gap is reads waiting
-on the flush pipeline (≈ 5.7 records per `fdatasync`). Next candidates, each a few per cent: a lean
-hot-read row instead of a 15-column `TokenRecord`, audit bodies formatted into one shared buffer instead
-of an array per record.
+on the flush pipeline (≈ 5.7 records per `fdatasync`); moving the audit formatting to the flusher used
+some of it. Next candidates, each a few per cent: a lean hot-read row instead of a 15-column `TokenRecord`
+(≈ 3 % of the loop's samples), and more work handed from the loop to the flusher's spare time.
 """)
 p("Reproduce: `make bench` (about 2–3 minutes after the release build). Raw results: "
   "`$BENCH_DIR/results.jsonl` (default `/tmp/tokenvault-bench`).")
