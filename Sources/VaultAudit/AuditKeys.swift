@@ -24,12 +24,8 @@ public final class AuditKeys: Sendable {
         secret.withUnsafeBytes { keyedTokenHash.mac($0) }
     }
 
-    /// The MAC of one record (chain v2): keyed BLAKE2b-256(mac key, hash).
-    public func recordMAC(hash: [UInt8]) -> [UInt8] {
-        hash.withUnsafeBytes { BLAKE2b.mac(key: mac, $0) }
-    }
-
-    /// The MAC of a record written before chain v2: HMAC-SHA256(mac key, hash). Verification only.
+    /// The MAC of a record written before chain v2: HMAC-SHA256(mac key, hash). Verification only; the
+    /// v2 MAC is ``AuditRecordFormat/Chain``'s.
     public func legacyRecordMAC(hash: [UInt8]) -> [UInt8] {
         hash.withUnsafeBytes { keyedMAC.mac($0) }
     }

@@ -24,17 +24,11 @@ public enum AuditRecordFormat {
         case v1
 
         public func hash(previous: UnsafeRawBufferPointer, line: UnsafeRawBufferPointer) -> [UInt8] {
-            switch self {
-            case .v2: BLAKE2b.hash(previous, line)
-            case .v1: SHA256.hash(previous, line)
-            }
+            digest(previous: AuditDigest(previous), line: line).bytes
         }
 
         public func mac(_ keys: AuditKeys, hash: [UInt8]) -> [UInt8] {
-            switch self {
-            case .v2: keys.recordMAC(hash: hash)
-            case .v1: keys.legacyRecordMAC(hash: hash)
-            }
+            mac(keys, hash: AuditDigest(hash)).bytes
         }
 
         /// ``hash(previous:line:)`` without allocating (v2), for the verifier's loop.
@@ -47,7 +41,7 @@ public enum AuditRecordFormat {
             }
         }
 
-        /// ``mac(_:hash:)`` without allocating (v2).
+        /// ``mac(_:hash:)`` without allocating (v2): keyed BLAKE2b-256 under the audit MAC key (v1: HMAC-SHA256).
         func mac(_ keys: AuditKeys, hash: AuditDigest) -> AuditDigest {
             switch self {
             case .v2:
@@ -64,8 +58,8 @@ public enum AuditRecordFormat {
         appendDecimal(seq, to: &out)
     }
 
-    /// Everything after the seq up to and including `token_hmac`: built by the caller's thread, so the
-    /// single flusher thread only chains and writes.
+    /// Everything after the seq up to and including `token_hmac`, written by the flusher straight into the
+    /// batch it is about to chain and write.
     static func appendBody(timeMicros: Int64, event: AuditEvent, tokenHMAC: [UInt8]?, to out: inout [UInt8]) {
         out.append(contentsOf: #","time":""#.utf8)
         appendTime(micros: timeMicros, to: &out)

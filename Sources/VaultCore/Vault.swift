@@ -246,7 +246,8 @@ public final class Vault: Sendable {
 
     /// Opens a token. A changed or moved sealed value gives ``VaultError/integrity(what:name:)``.
     public func get(name: String, reader: TokenReaders.HeldReader? = nil) throws -> OpenedToken {
-        let found = try reader != nil ? reader!.token(named: name) : store.token(named: name)
+        let found: TokenRecord?
+        if let reader { found = try reader.token(named: name) } else { found = try store.token(named: name) }
         guard let record = found else {
             throw StoreError.notFound(what: "token", name: name)
         }

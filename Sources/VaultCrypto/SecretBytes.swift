@@ -48,17 +48,7 @@ public final class SecretBytes: @unchecked Sendable {
 
     /// Whether the bytes are valid UTF-8 (tokens travel in JSON strings).
     public var isValidUTF8: Bool {
-        withUnsafeBytes { raw in
-            var it = raw.bindMemory(to: UInt8.self).makeIterator()
-            var decoder = UTF8()
-            while true {
-                switch decoder.decode(&it) {
-                case .scalarValue: continue
-                case .emptyInput: return true
-                case .error: return false
-                }
-            }
-        }
+        withUnsafeBytes { VaultCrypto.isValidUTF8($0) }
     }
 
     /// Whether any byte is an ASCII control character (NUL, newline, ...). Tokens have none.
@@ -76,4 +66,19 @@ public final class SecretBytes: @unchecked Sendable {
 extension SecretBytes: CustomStringConvertible, CustomDebugStringConvertible {
     public var description: String { "SecretBytes(\(count) bytes, redacted)" }
     public var debugDescription: String { description }
+}
+
+/// Whether bytes are valid UTF-8 (all-ASCII, the usual case, is one quick scan). Shared by secrets and the
+/// daemon's request scanner.
+public func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
+    if !bytes.contains(where: { $0 >= 0x80 }) { return true }
+    var iterator = bytes.makeIterator()
+    var decoder = UTF8()
+    while true {
+        switch decoder.decode(&iterator) {
+        case .scalarValue: continue
+        case .emptyInput: return true
+        case .error: return false
+        }
+    }
 }

@@ -1,3 +1,5 @@
+import VaultCrypto
+
 /// A strict, allocation-light JSON reader for request lines: it validates the whole line as one JSON
 /// object (RFC 8259), keeps the raw text of `"id"`, and decodes only the top-level string fields the
 /// protocol uses (`op`, `name`, `proof`). Anything else is validated and skipped.
@@ -51,7 +53,7 @@ struct JSONObjectScanner {
 
     mutating func scanTopLevelObject() throws -> Fields {
         var fields = Fields()
-        guard Self.isValidUTF8(bytes) else { throw Failure(reason: "invalid UTF-8") }
+        guard isValidUTF8(bytes) else { throw Failure(reason: "invalid UTF-8") }
         skipWhitespace()
         try expect(UInt8(ascii: "{"))
         skipWhitespace()
@@ -96,19 +98,6 @@ struct JSONObjectScanner {
         skipWhitespace()
         guard i == bytes.count else { throw Failure(reason: "text after the object") }
         return fields
-    }
-
-    static func isValidUTF8(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        if !bytes.contains(where: { $0 >= 0x80 }) { return true }
-        var iterator = bytes.makeIterator()
-        var decoder = UTF8()
-        while true {
-            switch decoder.decode(&iterator) {
-            case .scalarValue: continue
-            case .emptyInput: return true
-            case .error: return false
-            }
-        }
     }
 
     // MARK: - lexing
