@@ -47,6 +47,37 @@ struct VaultTests {
         #expect(throws: StoreError.self) { try vault.get(name: "b", reader: reader) }
     }
 
+    /// A held reader remembers the rows it read, but any commit — here an attacker's raw write from another
+    /// connection, and a revocation — is seen at the next burst, never served from memory.
+    @Test func aHeldReaderForgetsItsRowsOnAnyCommit() throws {
+        let dir = TempDir()
+        let (vault, home) = try makeVault(dir)
+        try vault.put(name: "a", secret: secret("EAAB-one"))
+        try vault.put(name: "b", secret: secret("EAAB-bee"))
+        let reader = vault.makeHeldReader()
+        for _ in 0..<3 {
+            #expect(try vault.get(name: "a", reader: reader).secret.unsafeStringCopy() == "EAAB-one")
+            reader.release()
+        }
+        #expect(reader.rememberedCount == 1)
+        // Same bytes, same burst or not: a tampered row is read afresh and refused.
+        let sealed = try #require(try sqlData(home, "SELECT sealed FROM tokens WHERE name = 'a'"))
+        var flipped = [UInt8](sealed)
+        flipped[flipped.count - 1] ^= 1
+        try tamper(home, "UPDATE tokens SET sealed = ? WHERE name = 'a'", [Data(flipped)])
+        #expect(throws: VaultError.integrity(what: "token", name: "a")) { try vault.get(name: "a", reader: reader) }
+        reader.release()
+        try tamper(home, "UPDATE tokens SET sealed = ? WHERE name = 'a'", [sealed])
+        #expect(try vault.get(name: "a", reader: reader).secret.unsafeStringCopy() == "EAAB-one")
+        reader.release()
+        // A revocation by another process is served at the next burst.
+        try Vault.open(home: home).remove(name: "a")
+        #expect(throws: StoreError.self) { try vault.get(name: "a", reader: reader) }
+        #expect(reader.rememberedCount == 0)
+        #expect(try vault.get(name: "b", reader: reader).secret.unsafeStringCopy() == "EAAB-bee")
+        reader.release()
+    }
+
     @Test func noPlaintextInTheDatabaseFiles() throws {
         let dir = TempDir()
         let (vault, home) = try makeVault(dir)
