@@ -147,15 +147,15 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     // MARK: - the flusher
 
     private func flusherLoop() {
+        var batch: [Pending] = []  // swapped with `pending`: neither array is reallocated per batch
         while true {
+            batch.removeAll(keepingCapacity: true)
             pthread_mutex_lock(&mutex)
             while pending.isEmpty && !stopping { pthread_cond_wait(&wake, &mutex) }
-            let batch: [Pending]
             if pending.count <= options.maxBatch {
-                batch = pending
-                pending.removeAll(keepingCapacity: true)
+                swap(&batch, &pending)
             } else {
-                batch = Array(pending.prefix(options.maxBatch))
+                batch.append(contentsOf: pending.prefix(options.maxBatch))
                 pending.removeFirst(options.maxBatch)
             }
             let stop = stopping && batch.isEmpty
@@ -173,7 +173,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             stats.batches += 1
             if case .success = result { stats.records += batch.count }
             pthread_mutex_unlock(&mutex)
-            for p in batch { p.completion(result) }
+            for i in batch.indices { batch[i].completion(result) }
             if case .success = result { maybeCheckpoint(force: false) }
         }
         maybeCheckpoint(force: true)
@@ -205,11 +205,12 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         var hash = lastHash
         let now = Date().timeIntervalSince1970
         let sign = now - lastSignature >= options.checkpointInterval
-        for (index, p) in batch.enumerated() {
+        for index in batch.indices {
             seq += 1
             let start = bytes.count
             AuditRecordFormat.appendSeq(seq, to: &bytes)
-            AuditRecordFormat.appendBody(timeMicros: p.timeMicros, event: p.event, tokenHMAC: p.tokenHMAC, to: &bytes)
+            AuditRecordFormat.appendBody(timeMicros: batch[index].timeMicros, event: batch[index].event,
+                                         tokenHMAC: batch[index].tokenHMAC, to: &bytes)
             hash = hash.withUnsafeBytes { prev in bytes[start...].withUnsafeBytes { AuditRecordFormat.Chain.v2.hash(previous: prev, line: $0) } }
             let signature = sign && index == batch.count - 1 ? keys.signer.sign(AuditKeys.signedMessage(hash: hash)) : nil
             AuditRecordFormat.appendSuffix(hash: hash, mac: AuditRecordFormat.Chain.v2.mac(keys, hash: hash), signature: signature, to: &bytes)

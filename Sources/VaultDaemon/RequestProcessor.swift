@@ -54,11 +54,12 @@ public final class RequestProcessor: Sendable {
     /// Writes the record, then replies: `reply` on success, `unavailable` when the record cannot be made durable.
     private func audited(_ event: AuditEvent, secret: SecretBytes? = nil, _ answer: Reply, reply: @escaping @Sendable (Reply) -> Void) {
         let logger = self.logger
+        let action = event.action  // not the whole event: the closure is built for every request
         audit.append(event, secret: secret) { result in
             switch result {
             case .success: reply(answer)
             case .failure(let error):
-                logger.error("audit record could not be made durable; refusing the \(event.action)", metadata: ["error": "\(error)"])
+                logger.error("audit record could not be made durable; refusing the \(action)", metadata: ["error": "\(error)"])
                 reply(.error(.unavailable, "the audit log cannot be written right now; nothing was disclosed"))
             }
         }
