@@ -98,7 +98,7 @@ public final class RequestProcessor: Sendable {
             event.outcome = .rateLimited
             return audited(event, .error(.rateLimited, "uid \(caller.uid) exceeded its request rate"), reply: reply)
         }
-        let decision = policy.decide(caller, name: name)
+        let decision = policy.permits(caller, name: name)
         guard decision.allowed else {
             event.outcome = .denied
             event.reason = "no policy rule allows it"

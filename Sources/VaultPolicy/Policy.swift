@@ -37,9 +37,12 @@ public struct Policy: Sendable, Equatable {
             self.line = line
         }
 
+        /// Byte-wise: names are ASCII (see `Names`), and a read pays for this on every request.
         public func matches(name: String) -> Bool {
             tokens.contains { pattern in
-                pattern.hasSuffix("*") ? name.hasPrefix(pattern.dropLast()) : name == pattern
+                let p = pattern.utf8
+                if p.last == UInt8(ascii: "*") { return name.utf8.starts(with: p.dropLast()) }
+                return name.utf8.elementsEqual(p)
             }
         }
 
@@ -79,13 +82,25 @@ public struct Policy: Sendable, Equatable {
     }
 
     public func decide(_ caller: Caller, name: String) -> Decision {
-        var allowedBy: Rule?
+        let (first, proof) = evaluate(caller, name: name)
+        return Decision(allowed: first != nil, proof: proof, rule: first.map { rules[$0] }, uid: caller.uid, name: name)
+    }
+
+    /// ``decide(_:name:)``'s verdict alone, without copying the rule out (the daemon's read path).
+    public func permits(_ caller: Caller, name: String) -> (allowed: Bool, proof: Bool) {
+        let (first, proof) = evaluate(caller, name: name)
+        return (first != nil, proof)
+    }
+
+    /// The index of the first rule that allows the read, and whether any allowing rule grants proofs.
+    private func evaluate(_ caller: Caller, name: String) -> (first: Int?, proof: Bool) {
+        var first: Int?
         var proof = false
-        for rule in rules where rule.applies(to: caller) && rule.matches(name: name) {
-            if allowedBy == nil { allowedBy = rule }
-            proof = proof || rule.proof
+        for i in rules.indices where rules[i].applies(to: caller) && rules[i].matches(name: name) {
+            if first == nil { first = i }
+            proof = proof || rules[i].proof
         }
-        return Decision(allowed: allowedBy != nil, proof: proof, rule: allowedBy, uid: caller.uid, name: name)
+        return (first, proof)
     }
 
     /// The caller's request rate limit: the highest `rate` among the rules whose subject matches it, or

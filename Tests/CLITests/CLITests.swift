@@ -29,7 +29,7 @@ struct CLITests {
         let r = try cli.run(["bench", "read-path", "--iterations", "2000"])
         #expect(r.status == 0, "\(r.all)")
         let stages = r.stdout.split(separator: "\n")
-        #expect(stages.count == 6)
+        #expect(stages.count == 7)
         for stage in stages { #expect(stage.hasSuffix(" ns") && Double(stage.dropLast(3).split(separator: " ").last ?? "") != nil) }
         #expect(!r.all.contains("EAAB-bench-canary"))
     }

@@ -44,6 +44,12 @@ struct PolicyTests {
         #expect(policy.decide(ads, name: "acme/ads").proof)
         #expect(policy.decide(caller(65534), name: "anything/at/all").allowed)
         #expect(!policy.decide(caller(65534), name: "x").proof)
+        // The daemon's verdict-only path agrees with decide on every case.
+        for (who, name) in [(ads, "acme/ads"), (ads, "acme/"), (ads, "acme"), (ads, "shared/reporting"), (ads, "shared/reporting2"),
+                            (ads, "acmeX/ads"), (ads, "ops/backup"), (caller(65534), "x"), (caller(7), "acme/ads")] {
+            let d = policy.decide(who, name: name)
+            #expect(policy.permits(who, name: name) == (d.allowed, d.proof), "\(who.uid) \(name)")
+        }
     }
 
     @Test func defaultDenyIncludesRoot() throws {
