@@ -45,10 +45,15 @@ public enum AuditRecordFormat {
         func mac(_ keys: AuditKeys, hash: AuditDigest) -> AuditDigest {
             switch self {
             case .v2:
-                hash.withUnsafeBytes { h in AuditDigest { BLAKE2b.digest(key: keys.mac, h, UnsafeRawBufferPointer(start: nil, count: 0), into: $0) } }
+                keys.mac.withUnsafeBytes { Self.v2MAC(key: $0, hash: hash) }
             case .v1:
                 AuditDigest(keys.legacyRecordMAC(hash: hash.bytes))
             }
+        }
+
+        /// The v2 MAC under the MAC key's bytes, borrowed by the caller.
+        static func v2MAC(key: UnsafeRawBufferPointer, hash: AuditDigest) -> AuditDigest {
+            hash.withUnsafeBytes { h in AuditDigest { BLAKE2b.digest(keyBytes: key, h, UnsafeRawBufferPointer(start: nil, count: 0), into: $0) } }
         }
     }
 

@@ -106,11 +106,19 @@ public enum BLAKE2b {
     /// (``byteCount`` bytes): no heap allocation for messages up to 1 KiB, for loops over many records.
     public static func digest(key: SecureKey?, _ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer,
                               into out: UnsafeMutableRawBufferPointer) {
+        guard let key else { return digest(keyBytes: nil, first, second, into: out) }
+        key.withUnsafeBytes { digest(keyBytes: $0, first, second, into: out) }
+    }
+
+    /// ``digest(key:_:_:into:)`` with the key's bytes borrowed by the caller for a whole loop (the audit
+    /// verifier's workers: a retain of one shared key object per record made them fight over its cache line).
+    public static func digest(keyBytes key: UnsafeRawBufferPointer?, _ first: UnsafeRawBufferPointer, _ second: UnsafeRawBufferPointer,
+                              into out: UnsafeMutableRawBufferPointer) {
         precondition(out.count >= byteCount)
         _ = Sodium.ready
         let total = first.count + second.count
-        let keyBytes = key?.bytes
-        let keyCount = key == nil ? 0 : SecureKey.byteCount
+        let keyBytes = key?.baseAddress?.assumingMemoryBound(to: UInt8.self)
+        let keyCount = key?.count ?? 0
         let o = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
         if total <= 1024 {
             // One-shot over a stack copy: libsodium's streaming state is 64-byte aligned, which Swift can only
