@@ -29,8 +29,8 @@ out = []
 p = out.append
 p("# Benchmarks\n")
 p(f"Measured {datetime.date.today().isoformat()} by `make bench` (`scripts/bench.sh`; release build; "
-  "the interleaved tvload runs: 0.5 s warm-up, then 2 s measured, 3 runs each; the other load runs: 1 s warm-up, "
-  "then 3 s).\n")
+  "the interleaved tvload runs: 0.5 s warm-up, then 2 s measured, 3 runs each at 1 and 8 clients, 5 at 32 and 128; "
+  "the other load runs: 1 s warm-up, then 2 s).\n")
 p(f"Machine: {os.cpu_count()} cores ({cpu}), {mem} GiB, Linux {platform.release()}, /tmp on {fs}; "
   f"SQLite {sqlite}, libsodium {sodium}. Client and server share the same 2 cores, so every figure is for this pair "
   "on this machine; compare ratios, which survive a noisy neighbour better than absolute numbers.\n")
@@ -124,9 +124,12 @@ if rs:
     p(f"| `key rotate --reseal`, 100,000 tokens (3 runs) | {' / '.join(f'{x:.2f}' for x in rs)} s | < 1.5 s (C: 0.4 s) |")
 rss = one("idle-rss").get("kb", 0)
 p(f"| idle daemon with 100,000 tokens, resident memory | {rss / 1024:.1f} MB | < 50 MB |")
-v = one("audit-verify")
-if v:
-    p(f"| `audit verify`, 1,000,000 records | {v['seconds']:.2f} s = {v['records'] / v['seconds']:,.0f} records/s | ≥ 1,000,000 records/s |")
+vs = by("audit-verify")
+if vs:
+    mid = median([v["seconds"] for v in vs])
+    each = " / ".join("%.2f" % v["seconds"] for v in vs)
+    p(f"| `audit verify`, 1,000,000 records ({len(vs)} runs: {each} s) | "
+      f"median {mid:.2f} s = {vs[0]['records'] / mid:,.0f} records/s | ≥ 1,000,000 records/s |")
 p("")
 p("""## What holds the daemon back (profile)
 
