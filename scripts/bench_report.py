@@ -143,7 +143,8 @@ CPU per request at 32 clients (µs, user + system):
 | | event loop(s) | audit flusher | total | tvfloor (same run) |
 | --- | ---: | ---: | ---: | ---: |
 | before the tuning below (2 loops) | 29 + 8 | 7.6 + 5.6 | ≈ 50 | ≈ 18 |
-| now (1 loop; four runs, the machine's speed varies) | 12–16 + 5–6.5 | 3–5 + 3.6–4.1 | ≈ 24–31 | ≈ 15–16 |
+| 1 loop, before the loops remembered rows (four runs; the machine's speed varies) | 12–16 + 5–6.5 | 3–5 + 3.6–4.1 | ≈ 24–31 | ≈ 15–16 |
+| now (three runs, each beside a tvfloor run) | 9.8–10.4 + 4.8–5.5 | 3.9–5.1 + 3.9–4.6 | ≈ 22.5–25 | ≈ 15–17 |
 
 What changed, and what each bought (stage costs from `bench read-path`; syscalls from `strace`):
 
@@ -151,16 +152,18 @@ What changed, and what each bought (stage costs from `bench read-path`; syscalls
 | --- | --- |
 | request scanner on raw bytes: keys compared in place, no `Set`/`Dictionary` per line | parse 2.3 → 0.36 µs |
 | reply encoding straight into the `ByteBuffer`, the token copied whole when nothing needs escaping; one buffer per batch of ready replies; `TokenReply` by reference | encode 4.3 → 0.83 µs |
-| sealed bytes opened in place, subkey on the stack | open ≈ 2.3 → 1.5 µs (libsodium alone: 1.37 µs) |
+| sealed bytes opened in place, subkey on the stack | open ≈ 2.3 → 1.5 µs (libsodium alone: 1.37 µs, as for tvfloor) |
 | SQLite `MEMSTATUS` off (a process-wide mutex per allocation; C shim in the store) | two reader threads: 8.1 → 3.1 µs a lookup |
 | one SQLite read transaction per event-loop tick (`LoopReads`) | `fcntl` per request 2.0 → 0.07 |
+| each loop remembers the sealed rows it read; every tick reads SQLite's `data_version` first and forgets them all when any commit moved it | lookup 2.9 → 0.32 µs; the lookup fell from ≈ 17 % to ≈ 4 % of the loop's samples |
 | `token_hmac` cached per sealed value (nonce + tag + data key) | one HMAC-SHA256 of the token per value, not per read |
+| policy verdict without copying the matching rule out; patterns compared byte-wise | 94 → 53 ns |
 | audit chain v2: BLAKE2b hash, keyed BLAKE2b MAC (was SHA-256 + HMAC-SHA256) | ≈ 2.7 → 1.1 µs a record on the flusher |
 | record time by integer arithmetic, one `fstat` per flush for the other-writer check | two allocations and a `gmtime_r`, an `access` + `String(format:)` fewer |
 | one channel handler frames lines (memchr, in place) and runs the idle timer, instead of `ByteToMessageHandler` + `IdleStateHandler` + ours (≈ 5 % of the loop's samples) | 32 clients +3–8 % req/s, p99 −6–10 % (interleaved A/B, 5–6 runs) |
 | audit records formatted on the flusher thread, straight into the batch (the single loop is the busiest thread; the other core had ≈ 10 % idle) | 32 clients +12 % req/s, p99 −22–26 % (interleaved A/B, 5–6 runs) |
-| one event loop per core but one (the flusher keeps a core busy) | same req/s as 2 loops, p99 ≈ 1.4 ms instead of ≈ 1.8 ms (5 interleaved runs each) |
-| `audit verify`: one parallel pass over the mapped segment, digests inline | 1M records 2.2 s → 0.8 s |
+| one event loop per core but one (the flusher keeps a core busy) | 5 interleaved runs each at 32 clients: 1 loop 0.78×, 2 loops 0.74×, 3 loops 0.74× of tvfloor; p99 1.20× / 1.39× / 1.43× |
+| `audit verify`: one parallel pass over the mapped segment, digests inline; each worker borrows the MAC key's bytes once (a retain of the shared keys per record bounced its reference count between the cores: 14 % of the pass) | 1M records 2.2 s → 0.6 s |
 
 Tried and dropped, measured: handing each event-loop tick's audit records to the flusher as one batch (one
 lock, one wake-up, one hop back per tick) cut the flusher's CPU per request from 11 to 6 µs, but every read
@@ -168,19 +171,22 @@ of a tick then waited for the same flush and the loop idled meanwhile (vmstat: 2
 or lower at 8 and 32 clients. Encoding replies on the flusher's thread as well (the loop only writing
 bytes) showed no gain in two 5-run comparisons. A commit delay before each flush (30–80 µs) changed nothing. Coalescing
 completions into one `execute` per loop per flush changed nothing; also draining them at the start of every
-`channelRead` (durable replies out before new requests) gave no gain in two 6-run comparisons.
+`channelRead` (durable replies out before new requests) gave no gain in two 6-run comparisons. Two and three
+event loops (table above) lost to one.
 
-What is left: the event loop's user time under load (12–16 µs) is well above what the same stages cost in
-a tight loop (≈ 8 µs: SQLite 3, open 1.5, parse, policy, audit body, encode), because every reply wakes a
-client thread that preempts the loop (≈ 1 involuntary switch per request) and evicts its caches; tvfloor's
-C workers pay the same switches with a far smaller footprint (≈ 2.2 µs user). The rest is spread thin:
-Swift retain/release and allocation (≈ 10 % of the loop's samples), NIO's core (selector, channel), the
-kernel's socket and wake-up paths (≈ 20 %, as for tvfloor). The flusher's cost is mostly `fdatasync` in
-the kernel (ext4 journal commit), as for tvfloor. `vmstat` during a 32-client run shows the daemon's side
-leaving ≈ 12 % idle and ≈ 11 % iowait where tvfloor leaves ≈ 2 % idle: part of the gap is reads waiting
-on the flush pipeline (≈ 5.7 records per `fdatasync`); moving the audit formatting to the flusher used
-some of it. Next candidates, each a few per cent: a lean hot-read row instead of a 15-column `TokenRecord`
-(≈ 3 % of the loop's samples), and more work handed from the loop to the flusher's spare time.
+What is left (`perf record -a` of the whole machine during a 32-client run): the event loop is ≈ 91 % busy,
+the flusher ≈ 40 % of a core, tvload ≈ 40 %, and ≈ 10 % of both cores idle; against tvfloor, tvfloor's
+threads take 1.33 cores, tvload 0.5 and 4 % is idle. Kernel time per request is the same for both servers
+(≈ 14–15 µs in that run: socket reads and writes, wake-ups, `fdatasync`); the difference is user time,
+≈ 22 µs a request against tvfloor's ≈ 7.5 µs in the same (slow) phase. The daemon's extra user time is Swift
+and NIO: the Swift runtime (retain/release, allocation, exclusivity checks) ≈ 13 % of all the machine's
+samples, NIO's channel machinery ≈ 25 % of the loop's (≈ 3.5 µs a request), our code ≈ 40 % of the loop's,
+of which the secretbox open (1.4 µs, the same as tvfloor's) is the largest part. The single loop is also
+preempted by the client thread each reply wakes (≈ 1 involuntary switch per request), which stalls every
+connection at once where tvfloor's two epoll workers share one set; more loops did not help (table above).
+Next candidates, each a few per cent: keep reference counting off the cross-thread completion path (the
+flusher releases closures that captured the loop's handler and context), and a lean hot-read row instead of
+a 15-column `TokenRecord`.
 """)
 p("Reproduce: `make bench` (about 2–3 minutes after the release build). Raw results: "
   "`$BENCH_DIR/results.jsonl` (default `/tmp/tokenvault-bench`).")
