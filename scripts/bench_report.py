@@ -59,8 +59,9 @@ def runs(name):
 
 p("## Audited `get` over the socket: daemon vs. tvfloor (`../shared/loadgen/tvload`, same run)\n")
 p("Both servers run side by side; at each client count `tvload` alternates between them (daemon, tvfloor, "
-  "daemon, …), so a noisy neighbour hits both alike. Each figure is the median of the runs (range of req/s "
-  "in brackets); the ratios are of those medians.\n")
+  "daemon, …), and the 32- and 128-client runs alternate with each other too, so a noisy neighbour hits "
+  "what is compared alike. Each figure is the median of the runs (range of req/s in brackets); the ratios "
+  "are of those medians.\n")
 p("| clients | daemon req/s | floor req/s | ratio | daemon p50 µs | floor p50 µs | daemon p99 µs | floor p99 µs | p99 ratio | errors |")
 p("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 daemon = runs("tvload-daemon")
