@@ -21,6 +21,17 @@ struct RequestTests {
         #expect(try parse(#"{"op":"ping","id":"a\"b"}"#).get().id == Array(#""a\"b""#.utf8))
     }
 
+    /// The audit record's request_id: a string id without its quotes (escapes as sent), a number as written.
+    @Test func idTextForTheAuditRecord() throws {
+        #expect(try parse(#"{"op":"ping","id":7}"#).get().idText == "7")
+        #expect(try parse(#"{"op":"ping","id":-12}"#).get().idText == "-12")
+        #expect(try parse(#"{"op":"ping","id":"abc"}"#).get().idText == "abc")
+        #expect(try parse(#"{"op":"ping","id":""}"#).get().idText == "")
+        #expect(try parse(#"{"op":"ping","id":"a\"b"}"#).get().idText == #"a\"b"#)
+        #expect(try parse(#"{"op":"ping","id":"caf\u00e9 é"}"#).get().idText == #"caf\u00e9 é"#)
+        #expect(try parse(#"{"op":"ping"}"#).get().idText == nil)
+    }
+
     @Test(arguments: [
         "", "null", "[]", "\"op\"", #"{"op":"ping""#, #"{"op":"ping"} x"#, #"{"op":ping}"#, #"{op:"ping"}"#,
         #"{"op":"ping",}"#, #"{"op":"pi\xg"}"#, #"{"op":"\ud800"}"#, "{\"op\":\"p\u{01}\"}", #"{"op":"ping","id":01x}"#,

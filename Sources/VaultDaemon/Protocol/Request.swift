@@ -14,11 +14,12 @@ public struct Request: Sendable, Equatable {
     public var operation: Operation
 
     /// The `"id"` as text, for the audit record.
+    /// A string id loses its quotes (its escapes stay as sent); a number is kept as written. On the bytes:
+    /// the raw id is one well-formed JSON value, so its first and last bytes say which it is.
     public var idText: String? {
         id.map { raw in
-            var s = String(decoding: raw, as: UTF8.self)
-            if s.hasPrefix("\"") && s.hasSuffix("\"") && s.count >= 2 { s = String(s.dropFirst().dropLast()) }
-            return s
+            let quoted = raw.count >= 2 && raw.first == UInt8(ascii: "\"") && raw.last == UInt8(ascii: "\"")
+            return quoted ? String(decoding: raw[1..<(raw.count - 1)], as: UTF8.self) : String(decoding: raw, as: UTF8.self)
         }
     }
 }
