@@ -134,8 +134,9 @@ public enum BLAKE2b {
             let state = OpaquePointer(raw.baseAddress!)
             defer { if key != nil { wipe(raw) } }
             crypto_generichash_init(state, keyBytes, keyCount, byteCount)
-            crypto_generichash_update(state, first.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(first.count))
-            crypto_generichash_update(state, second.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(second.count))
+            for part in [first, second] where part.count > 0 {  // an empty part may have no address at all
+                crypto_generichash_update(state, part.baseAddress!.assumingMemoryBound(to: UInt8.self), UInt64(part.count))
+            }
             crypto_generichash_final(state, o, byteCount)
         }
     }

@@ -134,3 +134,28 @@ struct KDFTests {
         #expect(hexString(mac) == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
     }
 }
+
+/// BLAKE2b-256 takes a stack one-shot path up to 1 KiB and a streaming path above: both, split anywhere
+/// and with an empty part, give hashlib's digests.
+@Suite("BLAKE2b")
+struct BLAKE2bTests {
+    let message = (0..<2048).map { UInt8($0 % 256) }
+    let long = "6ed9bf545705dba5971e83a1f2a46a9dd5ac2fe8a934f13cee8d353003eaf908"     // hashlib, 2048 bytes
+    let keyed = "34e73b6eca9d3e3acd53fd70bef8dc00a7e2c0ce6118fe606d46ea5db40123e4"    // key = bytes 0..31
+    let at1025 = "1483c7c7d406e2c43b3feb32af98d9bb401b2d67b219f07fb90d4c6fc6051853"   // the first 1025 bytes
+
+    func hash(_ m: [UInt8], split: Int) -> String {
+        m.withUnsafeBytes { all in
+            hexString(BLAKE2b.hash(UnsafeRawBufferPointer(rebasing: all[..<split]), UnsafeRawBufferPointer(rebasing: all[split...])))
+        }
+    }
+
+    @Test func bothPathsAndEverySplitAgreeWithHashlib() throws {
+        for split in [0, 1, 32, 1024, 2047, 2048] { #expect(hash(message, split: split) == long, "split at \(split)") }
+        let short = Array(message.prefix(1025))
+        for split in [0, 1025] { #expect(hash(short, split: split) == at1025) }
+        #expect(message.withUnsafeBytes { hexString(BLAKE2b.hash($0, UnsafeRawBufferPointer(start: nil, count: 0))) } == long)
+        let key = try SecureKey.copying((0..<32).map(UInt8.init))
+        #expect(message.withUnsafeBytes { hexString(BLAKE2b.mac(key: key, $0)) } == keyed)
+    }
+}
