@@ -173,7 +173,11 @@ or lower at 8 and 32 clients. Encoding replies on the flusher's thread as well (
 bytes) showed no gain in two 5-run comparisons. A commit delay before each flush (30–80 µs) changed nothing. Coalescing
 completions into one `execute` per loop per flush changed nothing; also draining them at the start of every
 `channelRead` (durable replies out before new requests) gave no gain in two 6-run comparisons. Two and three
-event loops (table above) lost to one.
+event loops (table above) lost to one, and tied with it in a slow spell (6 runs each: 0.72× and 0.72×). One
+object per connection to carry replies back (so the flusher retains one object, not the loop, handler and
+context) changed nothing. Opening tokens on the flusher instead of the loop was bounded first with a throwaway
+build (the loop skipped the open, the flusher burned the same CPU per record): +5 % req/s in 6 runs, inside
+the noise, so it was not built. Pinning the loop and the flusher to different cores was slower.
 
 What is left (`perf record -a` of the whole machine during a 32-client run): the event loop is ≈ 91 % busy,
 the flusher ≈ 40 % of a core, tvload ≈ 40 %, and ≈ 10 % of both cores idle; against tvfloor, tvfloor's
