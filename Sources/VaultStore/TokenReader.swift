@@ -80,7 +80,7 @@ public final class TokenReaders: Sendable {
 
         public func token(named name: String) throws -> TokenRecord? {
             let r = try reader ?? open()
-            if !isHolding { try beginBurst(r) }
+            if !isHolding { beginBurst() }
             if let row = rows[name] { return row }
             do {
                 let row = try r.token(named: name)
@@ -106,7 +106,7 @@ public final class TokenReaders: Sendable {
 
         /// Opens the read transaction and drops the remembered rows if anything was committed since they
         /// were read. Without a transaction or a version, nothing is remembered and every lookup reads.
-        private func beginBurst(_ r: Reader) throws {
+        private func beginBurst() {
             guard let begin, let dataVersion else { return forget() }
             let rc = sqlite3_step(begin)
             sqlite3_reset(begin)

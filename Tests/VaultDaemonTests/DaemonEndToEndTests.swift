@@ -108,8 +108,9 @@ struct DaemonEndToEndTests {
         try await daemon.stop()
     }
 
-    /// Each event loop holds one SQLite read transaction per tick: a value changed or a token removed by
-    /// another writer (here the vault's own pool, as the CLI would) must show on the very next request.
+    /// Each event loop holds one SQLite read transaction per tick and remembers the rows it read until
+    /// SQLite's data_version moves: a value changed or a token removed by another writer (here the vault's
+    /// own pool, as the CLI would) must show on the very next request, never from the remembered row.
     @Test func aChangeByAnotherWriterIsServedOnTheNextRead() async throws {
         let (daemon, vault) = try await start()
         let c = try RawConnection(socketPath)
