@@ -4,7 +4,7 @@
 # Docs/BENCHMARKS.md. Release build and ../shared/loadgen instruments are built by the Makefile first.
 #   env: BENCH_DIR (default /tmp/tokenvault-bench), DURATION (measured seconds per run, default 2),
 #        LOAD_DURATION and REPS (the interleaved daemon/tvfloor runs: seconds each, default 2; runs each, default 3;
-#        REPS_HI, default 5, at 32 and 128 clients)
+#        at 32 and 128 clients: REPS_HI runs, default 6, of LOAD_DURATION_HI seconds, default 1.5)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 T=$ROOT/.build/release/tokenvault
@@ -13,7 +13,8 @@ D=${BENCH_DIR:-/tmp/tokenvault-bench}
 DUR=${DURATION:-2}
 LDUR=${LOAD_DURATION:-2}   # each interleaved tvload run (daemon and tvfloor alternate, REPS times)
 REPS=${REPS:-3}
-REPS_HI=${REPS_HI:-5}
+REPS_HI=${REPS_HI:-6}
+LDUR_HI=${LOAD_DURATION_HI:-1.5}
 R=$D/results.jsonl
 rm -rf "$D"; mkdir -p "$D"; chmod 755 "$D"
 : > "$R"
@@ -21,7 +22,7 @@ export TOKENVAULT_GRAPH_URL=http://127.0.0.1:9   # benchmarks never talk to Meta
 rec() { echo "$1" >> "$R"; }
 wait_sock() { for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done; echo "no socket $1" >&2; exit 1; }
 
-echo "== vault with 1,000 tokens"
+echo "== vault with 1,000 tokens (at ${SECONDS} s)"
 export TOKENVAULT_HOME=$D/v
 "$T" init >/dev/null
 printf 'bench-app-secret' | "$T" app add bench --app-id 1234567 2>/dev/null
@@ -39,42 +40,43 @@ printf '[[allow]]\nuid = %s\ntokens = ["*"]\nproof = true\n' "$(id -u)" > "$D/v/
 wait_sock "$D/v/tokenvault.sock"; sleep 0.3
 rec "{\"bench\":\"fsync\",\"us\":$("$T" bench fsync --dir "$D/v/audit")}"
 
-echo "== tvload: the daemon and tvfloor, interleaved (REPS runs each, medians reported)"
+echo "== tvload: the daemon and tvfloor, interleaved (REPS runs each, medians reported) (at ${SECONDS} s)"
 "$L/tvfloor" init "$D/floor.db" 1000 >/dev/null
 "$L/tvfloor" names "$D/floor.db" > "$D/floor-names.txt"
 "$L/tvfloor" serve --db "$D/floor.db" --socket "$D/floor.sock" --audit "$D/floor-audit.log" 2>/dev/null & FPID=$!
 wait_sock "$D/floor.sock"; sleep 0.2
-pair() {  # one daemon run, then one tvfloor run, at $1 clients
-  rec "{\"bench\":\"tvload-daemon\",\"rep\":$2,\"result\":$("$L/tvload" --socket "$D/v/tokenvault.sock" --clients $1 --duration "$LDUR" --warmup 0.5 --names-file "$D/names.txt")}"
-  rec "{\"bench\":\"tvload-floor\",\"rep\":$2,\"result\":$("$L/tvload" --socket "$D/floor.sock" --clients $1 --duration "$LDUR" --warmup 0.5 --names-file "$D/floor-names.txt")}"
+pair() {  # one daemon run, then one tvfloor run: $1 clients, run $2, $3 seconds each
+  rec "{\"bench\":\"tvload-daemon\",\"rep\":$2,\"result\":$("$L/tvload" --socket "$D/v/tokenvault.sock" --clients $1 --duration "$3" --warmup 0.5 --names-file "$D/names.txt")}"
+  rec "{\"bench\":\"tvload-floor\",\"rep\":$2,\"result\":$("$L/tvload" --socket "$D/floor.sock" --clients $1 --duration "$3" --warmup 0.5 --names-file "$D/floor-names.txt")}"
 }
 for c in 1 8; do
-  for rep in $(seq "$REPS"); do pair $c $rep; done
+  for rep in $(seq "$REPS"); do pair $c $rep "$LDUR"; done
 done
-# The targets' client counts get more runs, and 32 and 128 alternate too: the 128-client target is a ratio
-# to the daemon's own 32-client figure, so a slow spell of the machine must hit both alike.
+# The targets' client counts get more, shorter runs (a single run here swings by up to a third with the
+# machine's phase, so more samples steady the median), and 32 and 128 alternate too: the 128-client target
+# is a ratio to the daemon's own 32-client figure, so a slow spell must hit both alike.
 for rep in $(seq "$REPS_HI"); do
-  pair 32 $rep
-  pair 128 $rep
+  pair 32 $rep "$LDUR_HI"
+  pair 128 $rep "$LDUR_HI"
 done
 kill -TERM $FPID; wait $FPID || true
-echo "== tokenvault bench load (with the echo floor)"
+echo "== tokenvault bench load (with the echo floor) (at ${SECONDS} s)"
 for c in 1 8 32 128; do
-  rec "{\"bench\":\"load-get\",\"result\":$("$T" bench load --socket "$D/v/tokenvault.sock" --clients $c --duration "$DUR" --warmup 1 --names-file "$D/names.txt" --echo-floor "$D/echo.sock" --json)}"
+  rec "{\"bench\":\"load-get\",\"result\":$("$T" bench load --socket "$D/v/tokenvault.sock" --clients $c --duration "$DUR" --warmup 0.5 --names-file "$D/names.txt" --echo-floor "$D/echo.sock" --json)}"
 done
-rec "{\"bench\":\"load-proof\",\"result\":$("$T" bench load --socket "$D/v/tokenvault.sock" --clients 32 --duration "$DUR" --warmup 1 --names-file "$D/names.txt" --proof timed --json)}"
-rec "{\"bench\":\"load-list\",\"result\":$("$T" bench load --socket "$D/v/tokenvault.sock" --clients 8 --duration "$DUR" --warmup 1 --op list --json)}"
+rec "{\"bench\":\"load-proof\",\"result\":$("$T" bench load --socket "$D/v/tokenvault.sock" --clients 32 --duration "$DUR" --warmup 0.5 --names-file "$D/names.txt" --proof timed --json)}"
+rec "{\"bench\":\"load-list\",\"result\":$("$T" bench load --socket "$D/v/tokenvault.sock" --clients 8 --duration "$DUR" --warmup 0.5 --op list --json)}"
 kill -TERM $DPID; wait $DPID || true
 
-echo "== without group commit (one fdatasync per read)"
+echo "== without group commit (one fdatasync per read) (at ${SECONDS} s)"
 "$T" serve --no-group-commit 2>>"$D/serve.log" & DPID=$!
 wait_sock "$D/v/tokenvault.sock"; sleep 0.3
 for c in 1 32; do
-  rec "{\"bench\":\"tvload-daemon-nogc\",\"result\":$("$L/tvload" --socket "$D/v/tokenvault.sock" --clients $c --duration "$DUR" --warmup 1 --names-file "$D/names.txt")}"
+  rec "{\"bench\":\"tvload-daemon-nogc\",\"result\":$("$L/tvload" --socket "$D/v/tokenvault.sock" --clients $c --duration "$DUR" --warmup 0.5 --names-file "$D/names.txt")}"
 done
 kill -TERM $DPID; wait $DPID || true
 
-echo "== CLI get, cold start"
+echo "== CLI get, cold start (at ${SECONDS} s)"
 python3 - "$T" "$D" "$R" <<'PY'
 import json, os, subprocess, sys, time
 t, d, r = sys.argv[1:]
@@ -88,7 +90,7 @@ runs.sort()
 open(r, "a").write(json.dumps({"bench": "cli-get", "median_ms": runs[len(runs) // 2], "min_ms": runs[0]}) + "\n")
 PY
 
-echo "== key rotate and --reseal of 100,000 tokens"
+echo "== key rotate and --reseal of 100,000 tokens (at ${SECONDS} s)"
 export TOKENVAULT_HOME=$D/big
 "$T" init >/dev/null
 python3 -c "
@@ -102,7 +104,7 @@ for i in 1 2 3; do
   s=$(date +%s.%N); "$T" key rotate --reseal 2>/dev/null; e=$(date +%s.%N)
   rec "{\"bench\":\"reseal-100k\",\"seconds\":$(awk -v a="$s" -v b="$e" "BEGIN{print b-a}")}"
 done
-echo "== idle daemon with 100,000 tokens"
+echo "== idle daemon with 100,000 tokens (at ${SECONDS} s)"
 printf '[[allow]]\nuid = %s\ntokens = ["*"]\n' "$(id -u)" > "$D/big/policy.toml"
 "$T" serve 2>/dev/null & BPID=$!
 wait_sock "$D/big/tokenvault.sock"
@@ -111,7 +113,7 @@ sleep 1
 rec "{\"bench\":\"idle-rss\",\"kb\":$(awk '/VmRSS/ {print $2}' /proc/$BPID/status)}"
 kill -TERM $BPID; wait $BPID || true
 
-echo "== audit verify of 1,000,000 records"
+echo "== audit verify of 1,000,000 records (at ${SECONDS} s)"
 export TOKENVAULT_HOME=$D/audit
 "$T" init >/dev/null
 "$T" bench audit-fill --count 1000000 2>/dev/null
@@ -121,4 +123,4 @@ for i in 1 2 3; do
 done
 
 python3 "$ROOT/scripts/bench_report.py" "$R" > "$ROOT/Docs/BENCHMARKS.md"
-echo "wrote Docs/BENCHMARKS.md"
+echo "wrote Docs/BENCHMARKS.md (in ${SECONDS} s)"

@@ -29,8 +29,8 @@ out = []
 p = out.append
 p("# Benchmarks\n")
 p(f"Measured {datetime.date.today().isoformat()} by `make bench` (`scripts/bench.sh`; release build; "
-  "the interleaved tvload runs: 0.5 s warm-up, then 2 s measured, 3 runs each at 1 and 8 clients, 5 at 32 and 128; "
-  "the other load runs: 1 s warm-up, then 2 s).\n")
+  "the interleaved tvload runs: 0.5 s warm-up, then 2 s measured, 3 runs each at 1 and 8 clients; at 32 and 128, 6 runs of 1.5 s; "
+  "the other load runs: 0.5 s warm-up, then 2 s).\n")
 p(f"Machine: {os.cpu_count()} cores ({cpu}), {mem} GiB, Linux {platform.release()}, /tmp on {fs}; "
   f"SQLite {sqlite}, libsodium {sodium}. Client and server share the same 2 cores, so every figure is for this pair "
   "on this machine; compare ratios, which survive a noisy neighbour better than absolute numbers.\n")
@@ -189,9 +189,22 @@ samples, NIO's channel machinery ≈ 25 % of the loop's (≈ 3.5 µs a request),
 of which the secretbox open (1.4 µs, the same as tvfloor's) is the largest part. The single loop is also
 preempted by the client thread each reply wakes (≈ 1 involuntary switch per request), which stalls every
 connection at once where tvfloor's two epoll workers share one set; more loops did not help (table above).
-Next candidates, each a few per cent: keep reference counting off the cross-thread completion path (the
-flusher releases closures that captured the loop's handler and context), and a lean hot-read row instead of
-a 15-column `TokenRecord`.
+
+Why one run differs from the next: one daemon, ten consecutive 2 s runs at 32 clients, with per-thread CPU
+and the machine's busy/idle/iowait for each. The runs fall into two modes. Fast (36–38k req/s): the loop
+spends 21 µs of CPU a request, the machine is 81–87 % busy with 4–10 % idle and 9–11 % iowait. Slow
+(24–28k req/s, same process, minutes later): the loop's CPU per request barely moves (23–26 µs) but the
+machine is only 58–69 % busy, with 14–20 % idle and 17–22 % iowait: every thread spends more time waiting —
+the flusher on a slower `fdatasync` (the storage is shared too), the loop on the flusher, the clients on
+the loop — and each hand-off to an idle core then pays a full cross-core wake-up. tvfloor, with less CPU per
+request and two workers, rides the same slow spells with a smaller loss, so the ratio drops in them. In
+this session's `make bench` runs the 32-client ratio was 0.69–0.95× (median ≈ 0.77×); the target client
+counts therefore get six shorter interleaved runs each.
+
+Next candidates: pipelined group commit (format and `pwrite` the next batch while the previous one is in
+`fdatasync`, so the flusher's ≈ 60–80 µs of CPU per batch overlaps the sync instead of adding to it: the
+slow mode above is where that would pay), and, each a few per cent, a lean hot-read row instead of a
+15-column `TokenRecord`.
 """)
 p("Reproduce: `make bench` (about 2–3 minutes after the release build). Raw results: "
   "`$BENCH_DIR/results.jsonl` (default `/tmp/tokenvault-bench`).")
