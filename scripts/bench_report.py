@@ -201,10 +201,12 @@ request and two workers, rides the same slow spells with a smaller loss, so the 
 this session's `make bench` runs the 32-client ratio was 0.69–0.95× (median ≈ 0.77×); the target client
 counts therefore get six shorter interleaved runs each.
 
-Next candidates: pipelined group commit (format and `pwrite` the next batch while the previous one is in
-`fdatasync`, so the flusher's ≈ 60–80 µs of CPU per batch overlaps the sync instead of adding to it: the
-slow mode above is where that would pay), and, each a few per cent, a lean hot-read row instead of a
-15-column `TokenRecord`.
+Pipelined group commit (formatting the next batch while the last is in `fdatasync`) was bounded first
+with a throwaway build whose flusher wrote a fixed line and hashed nothing, i.e. with none of its CPU per
+batch: 40.2k against 41.7k req/s, medians of 6 interleaved runs. The flusher's serial work is not what the
+slow mode waits on, so it was not built. What is left is NIO's and the Swift runtime's share of the loop
+(above) and the host's phases; a lean hot-read row instead of a 15-column `TokenRecord` would be worth a
+few per cent.
 """)
 p("Reproduce: `make bench` (about 2–3 minutes after the release build). Raw results: "
   "`$BENCH_DIR/results.jsonl` (default `/tmp/tokenvault-bench`).")
