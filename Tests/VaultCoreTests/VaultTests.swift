@@ -70,7 +70,7 @@ struct VaultTests {
         try tamper(home, "UPDATE tokens SET sealed = ? WHERE name = 'a'", [sealed])
         #expect(try vault.get(name: "a", reader: reader).secret.unsafeStringCopy() == "EAAB-one")
         reader.release()
-        // A revocation by another process is served at the next burst.
+        // A revocation by another writer (a second Vault on its own connection, as the CLI is) shows at the next burst.
         try Vault.open(home: home).remove(name: "a")
         #expect(throws: StoreError.self) { try vault.get(name: "a", reader: reader) }
         #expect(reader.rememberedCount == 0)
