@@ -78,8 +78,7 @@ public final class RequestProcessor: Sendable {
             return audited(event, .error(.rateLimited, "uid \(caller.uid) exceeded its request rate"), reply: reply)
         }
         do {
-            let rules = policy.rules.filter { $0.applies(to: caller) }
-            let names = rules.isEmpty ? [] : try vault.names().filter { name in rules.contains { $0.matches(name: name) } }
+            let names = try policy.readableNames(by: caller, from: vault.names)
             event.reason = "\(names.count) names"
             audited(event, .names(names), reply: reply)
         } catch {

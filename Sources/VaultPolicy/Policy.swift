@@ -46,7 +46,7 @@ public struct Policy: Sendable, Equatable {
             }
         }
 
-        public func applies(to caller: Caller) -> Bool {
+        func applies(to caller: Caller) -> Bool {
             switch subject {
             case .uid(let u): return caller.uid == u
             case .gid(let g): return caller.gid == g || caller.supplementaryGroups.contains(g)
@@ -101,6 +101,14 @@ public struct Policy: Sendable, Equatable {
             proof = proof || rules[i].proof
         }
         return (first, proof)
+    }
+
+    /// The names among `names()` that `caller` may read, the rules that apply to the caller picked once
+    /// rather than per name. `names` is not called when no rule applies to the caller.
+    public func readableNames(by caller: Caller, from names: () throws -> [String]) rethrows -> [String] {
+        let applicable = rules.filter { $0.applies(to: caller) }
+        guard !applicable.isEmpty else { return [] }
+        return try names().filter { name in applicable.contains { $0.matches(name: name) } }
     }
 
     /// The caller's request rate limit: the highest `rate` among the rules whose subject matches it, or

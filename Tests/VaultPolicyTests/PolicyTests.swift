@@ -50,6 +50,12 @@ struct PolicyTests {
             let d = policy.decide(who, name: name)
             #expect(policy.permits(who, name: name) == (d.allowed, d.proof), "\(who.uid) \(name)")
         }
+        // list's filter agrees with decide too, and a caller no rule applies to never reads the names.
+        let all = ["acme/ads", "acme/", "acme", "shared/reporting", "shared/reporting2", "acmeX/ads", "ops/backup"]
+        for who in [ads, caller(65534)] {
+            #expect(policy.readableNames(by: who, from: { all }) == all.filter { policy.decide(who, name: $0).allowed })
+        }
+        #expect(policy.readableNames(by: caller(7), from: { Issue.record("names read for a caller with no rule"); return all }).isEmpty)
     }
 
     @Test func defaultDenyIncludesRoot() throws {
