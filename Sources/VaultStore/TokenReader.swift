@@ -112,10 +112,9 @@ public final class TokenReaders: Sendable {
             sqlite3_reset(begin)
             guard rc == SQLITE_DONE else { return forget() }
             isHolding = true
-            let step = sqlite3_step(dataVersion)
-            let version = step == SQLITE_ROW ? sqlite3_column_int64(dataVersion, 0) : -1
-            sqlite3_reset(dataVersion)
-            if step != SQLITE_ROW {
+            let version: Int64? = sqlite3_step(dataVersion) == SQLITE_ROW ? sqlite3_column_int64(dataVersion, 0) : nil
+            sqlite3_reset(dataVersion)  // before any COMMIT: no statement may still be running
+            guard let version else {
                 release()
                 return forget()
             }
@@ -213,18 +212,11 @@ public final class TokenReaders: Sendable {
                 sqlite3_reset(s)
                 sqlite3_clear_bindings(s)
             }
-            let rc: Int32 = name.withCString { sqlite3_bind_text(s, 1, $0, -1, SQLITE_TRANSIENT_) }
-            guard rc == SQLITE_OK else { throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db))) }
-            switch sqlite3_step(s) {
-            case SQLITE_DONE: return nil
-            case SQLITE_ROW: break
-            case SQLITE_BUSY, SQLITE_LOCKED: throw StoreError.busy(path: path)
-            case let code:
-                if code == SQLITE_CORRUPT || code == SQLITE_NOTADB {
-                    throw StoreError.damaged(path: path, detail: String(cString: sqlite3_errmsg(db)))
-                }
-                throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db)))
-            }
+            let bound: Int32 = name.withCString { sqlite3_bind_text(s, 1, $0, -1, SQLITE_TRANSIENT_) }
+            guard bound == SQLITE_OK else { throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db))) }
+            let rc = sqlite3_step(s)
+            if rc == SQLITE_DONE { return nil }
+            guard rc == SQLITE_ROW else { try check(rc); return nil }
             func text(_ i: Int32) -> String? {
                 sqlite3_column_type(s, i) == SQLITE_NULL ? nil : String(cString: sqlite3_column_text(s, i))
             }
