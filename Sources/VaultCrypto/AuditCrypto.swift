@@ -71,7 +71,7 @@ public final class SigningKey: @unchecked Sendable {
 
 /// Constant-time comparison of two byte arrays.
 public func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-    a.count == b.count && sodium_memcmp(a, b, a.count) == 0
+    a.withUnsafeBytes { x in b.withUnsafeBytes { y in constantTimeEqual(x, y) } }
 }
 
 /// Constant-time comparison of two byte buffers of the same length (false if the lengths differ).
