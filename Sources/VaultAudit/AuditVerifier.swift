@@ -101,15 +101,17 @@ public enum AuditVerifier {
         bytes.withUnsafeBytes { pointer in
             let shared = Bytes(raw: pointer)
             DispatchQueue.concurrentPerform(iterations: workers) { w in
-                let raw = shared.raw
-                let range = (records.count * w / workers)..<(records.count * (w + 1) / workers)
-                for i in range {
-                    let r = records[i]
-                    let prev = i == 0 ? previous : records[i - 1].parsed.hash
-                    let prefix = UnsafeRawBufferPointer(rebasing: raw[r.line.lowerBound..<(r.line.lowerBound + r.parsed.prefixEnd)])
-                    if let message = check(r.parsed, prefix: prefix, previous: prev, keys: keys, publicKey: publicKey) {
-                        first.offer(i, message)
-                        return
+                withMACKey(keys) { macKey in
+                    let raw = shared.raw
+                    let range = (records.count * w / workers)..<(records.count * (w + 1) / workers)
+                    for i in range {
+                        let r = records[i]
+                        let prev = i == 0 ? previous : records[i - 1].parsed.hash
+                        let prefix = UnsafeRawBufferPointer(rebasing: raw[r.line.lowerBound..<(r.line.lowerBound + r.parsed.prefixEnd)])
+                        if let message = check(r.parsed, prefix: prefix, previous: prev, keys: keys, macKey: macKey, publicKey: publicKey) {
+                            first.offer(i, message)
+                            return
+                        }
                     }
                 }
             }
@@ -117,10 +119,18 @@ public enum AuditVerifier {
         return first.value
     }
 
+    /// Runs `body` with the MAC key's bytes (nil without keys). Each worker borrows them once for its whole
+    /// run: retaining the one shared keys object per record made the cores contend on its reference count
+    /// (about 14 % of a pass).
+    static func withMACKey<R>(_ keys: AuditKeys?, _ body: (UnsafeRawBufferPointer?) -> R) -> R {
+        guard let keys else { return body(nil) }
+        return keys.mac.withUnsafeBytes { body($0) }
+    }
+
     /// One record's hash (chain v2, else v1), MAC and signature; nil if they hold, else what is wrong.
-    /// `macKey`, when given, is `keys.mac`'s bytes, borrowed for a whole pass (see ``verifyMapped``).
+    /// `macKey` is `keys.mac`'s bytes, borrowed by the caller (see ``withMACKey(_:_:)``).
     static func check(_ record: AuditRecordFormat.Parsed, prefix: UnsafeRawBufferPointer, previous: AuditDigest,
-                      keys: AuditKeys?, macKey: UnsafeRawBufferPointer? = nil, publicKey: [UInt8]?) -> String? {
+                      keys: AuditKeys?, macKey: UnsafeRawBufferPointer?, publicKey: [UInt8]?) -> String? {
         // Chain v2 first; a record that does not match it may be one written before v2.
         let chain: AuditRecordFormat.Chain
         if AuditRecordFormat.Chain.v2.digest(previous: previous, line: prefix) == record.hash {
@@ -130,12 +140,12 @@ public enum AuditVerifier {
         } else {
             return "the record does not match its hash: it was changed, or the chain before it was"
         }
-        if chain == .v2, let macKey {
-            if !AuditRecordFormat.Chain.v2MAC(key: macKey, hash: record.hash).constantTimeEquals(record.mac) {
+        if let macKey {
+            // `keys`, shared by every worker, is touched only for a v1 record (see ``withMACKey(_:_:)``).
+            let mac = chain == .v2 ? AuditRecordFormat.Chain.v2MAC(key: macKey, hash: record.hash) : keys.map { chain.mac($0, hash: record.hash) }
+            guard mac?.constantTimeEquals(record.mac) == true else {
                 return "the record's MAC does not verify: it was forged without the audit key"
             }
-        } else if let keys, !chain.mac(keys, hash: record.hash).constantTimeEquals(record.mac) {
-            return "the record's MAC does not verify: it was forged without the audit key"
         }
         if let signature = record.signature, let publicKey,
            !SigningKey.verify(signature: signature, message: AuditKeys.signedMessage(hash: record.hash.bytes), publicKey: publicKey) {
@@ -194,10 +204,7 @@ public enum AuditVerifier {
         struct Bytes: @unchecked Sendable { let raw: UnsafeRawBufferPointer }
         let shared = Bytes(raw: raw)
         DispatchQueue.concurrentPerform(iterations: runs) { w in
-            // The MAC key's bytes are borrowed once per run: retaining the shared keys object for every
-            // record made the workers contend on its reference count (about 14% of the pass).
-            guard let keys else { return verifyRun(w, macKey: nil) }
-            keys.mac.withUnsafeBytes { verifyRun(w, macKey: $0) }
+            withMACKey(keys) { verifyRun(w, macKey: $0) }
         }
         @Sendable func verifyRun(_ w: Int, macKey: UnsafeRawBufferPointer?) {
             let raw = shared.raw
