@@ -64,15 +64,12 @@ struct BenchCommand: ParsableCommand {
                 print(Output.jsonLine(object))
                 return
             }
-            var rows = [[result.operation, String(result.clients), String(result.pipeline), String(format: "%.0f", result.rps),
-                         String(format: "%.0f", result.p50), String(format: "%.0f", result.p90), String(format: "%.0f", result.p99),
-                         String(format: "%.0f", result.p999), String(format: "%.0f", result.max),
-                         result.errors.isEmpty ? "0" : result.errors.map { "\($0.key)=\($0.value)" }.joined(separator: ",")]]
-            if let floor {
-                rows.append(["echo floor", String(floor.clients), String(floor.pipeline), String(format: "%.0f", floor.rps),
-                             String(format: "%.0f", floor.p50), String(format: "%.0f", floor.p90), String(format: "%.0f", floor.p99),
-                             String(format: "%.0f", floor.p999), String(format: "%.0f", floor.max), "0"])
+            func row(_ label: String, _ r: LoadGenerator.Result) -> [String] {
+                [label, String(r.clients), String(r.pipeline)] + [r.rps, r.p50, r.p90, r.p99, r.p999, r.max].map { String(format: "%.0f", $0) }
+                    + [r.errors.isEmpty ? "0" : r.errors.map { "\($0.key)=\($0.value)" }.joined(separator: ",")]
             }
+            var rows = [row(result.operation, result)]
+            if let floor { rows.append(row("echo floor", floor)) }
             print(Output.table(["OP", "CLIENTS", "PIPELINE", "REQ/S", "P50 µs", "P90 µs", "P99 µs", "P99.9 µs", "MAX µs", "ERRORS"], rows))
             if let floor {
                 print(String(format: "vault/echo: %.2f× the requests/s, %.1f× the p50", result.rps / max(floor.rps, 1), result.p50 / max(floor.p50, 0.001)))
