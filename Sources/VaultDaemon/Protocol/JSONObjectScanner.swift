@@ -10,7 +10,7 @@ struct JSONObjectScanner {
     struct Failure: Error { let reason: String }
 
     /// A top-level field the protocol reads.
-    enum Field: Int, CaseIterable { case op, name, proof }
+    enum Field: Int { case op, name, proof }
 
     struct Fields {
         var id: [UInt8]?
@@ -19,14 +19,6 @@ struct JSONObjectScanner {
         var op: String?, name: String?, proof: String?
         /// Protocol fields present with a non-string value, one bit per ``Field``.
         private var mistypedBits: UInt8 = 0
-
-        func string(_ f: Field) -> String? {
-            switch f {
-            case .op: op
-            case .name: name
-            case .proof: proof
-            }
-        }
 
         func isMistyped(_ f: Field) -> Bool { mistypedBits & (1 << f.rawValue) != 0 }
 
