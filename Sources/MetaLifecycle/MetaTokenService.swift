@@ -58,7 +58,10 @@ public final class MetaTokenService: Sendable {
         }
         let token = SecretBytes(copying: Array(grant.accessToken.utf8))
         try vault.put(name: name, secret: token, kind: kind, app: app, replace: replace)
-        try vault.withStore { try $0.setExpiry(name: name, expiresAt: grant.expiresIn.map { Self.now + $0 }, now: Self.now) }
+        try vault.withStore { tx in
+            try tx.setExpiry(name: name, expiresAt: grant.expiresIn.map { Self.now + $0 }, now: Self.now)
+            try vault.authenticateMetadata(of: name, in: tx)
+        }
         return try? await check(name: name)
     }
 
@@ -117,6 +120,7 @@ public final class MetaTokenService: Sendable {
             try tx.recordCheck(name: name, tokenType: info.type, scopes: scopes, granularScopes: granular,
                                expiresAt: info.expiresAt, dataAccessExpiresAt: info.dataAccessExpiresAt,
                                valid: info.isValid, checkedAt: now, lastError: lastError)
+            try vault.authenticateMetadata(of: name, in: tx)
             let previous = try tx.notification(token: name)
             guard previous?.state != state else { return false }
             // A first check that finds the token fine is not news; any other change is.

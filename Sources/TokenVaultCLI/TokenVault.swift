@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSystemShims
 import Foundation
 import VaultCore
 import VaultStore
@@ -45,10 +46,11 @@ struct TokenVault: AsyncParsableCommand {
     }
 }
 
-/// No core dumps (they would hold keys and tokens) and private files by default.
+/// Every command, before it parses anything: no core dump and no ptrace attach by other processes of the
+/// same user (`PR_SET_DUMPABLE` 0, `RLIMIT_CORE` 0: `get`, `proof` and `meta` hold tokens and app
+/// secrets too, not only `serve`), and private files by default.
 func hardenProcess() {
-    var limit = rlimit(rlim_cur: 0, rlim_max: 0)
-    _ = setrlimit(Int32(RLIMIT_CORE.rawValue), &limit)
+    _ = tv_harden_process()
     umask(0o077)
 }
 

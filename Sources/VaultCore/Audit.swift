@@ -58,6 +58,28 @@ public struct AuditEvent: Sendable {
     }
 }
 
+extension AuditEvent {
+    /// The most of a string field one record keeps, in UTF-8 bytes: whatever a request carries, a
+    /// record stays small (the audit formatter applies these to every record).
+    public enum Limit {
+        public static let action = 64
+        public static let token = 256
+        public static let reason = 512
+        public static let requestId = 128
+        public static let executable = 512
+    }
+
+    /// `s` cut to at most `bytes` UTF-8 bytes (on a character boundary), with `…(+N bytes)` saying how much was cut.
+    public static func capped(_ s: String, bytes: Int) -> String {
+        let utf8 = s.utf8
+        guard utf8.count > bytes else { return s }
+        var end = utf8.index(utf8.startIndex, offsetBy: bytes)
+        while end > utf8.startIndex, (utf8[end] & 0xC0) == 0x80 { end = utf8.index(before: end) }
+        let kept = String(decoding: utf8[..<end], as: UTF8.self)
+        return kept + "…(+\(utf8.count - kept.utf8.count) bytes)"
+    }
+}
+
 /// Where every decision goes before its answer leaves the process.
 ///
 /// `append` must call `completion` exactly once: with success only after the record is durable, with

@@ -45,7 +45,8 @@ extension Vault {
     /// Makes a new master key and re-wraps every data key (and the audit key) under it in one transaction.
     /// Returns the new key's id. The old key file stays until `retireMasterKey`.
     @discardableResult
-    public func rotateMasterKey(passphrase newPassphrase: SecretBytes? = nil, strength: PassphraseKDF.Strength = .moderate) throws -> String {
+    public func rotateMasterKey(passphrase newPassphrase: SecretBytes? = nil, strength: PassphraseKDF.Strength = .moderate,
+                                beforeCommit: () throws -> Void = {}) throws -> String {
         // Unwrap everything first: a data key we cannot open must stop the rotation before anything changes.
         let records = try store.read { try $0.dataKeys() }
         var unwrapped: [Int64: SecureKey] = [:]
@@ -57,10 +58,13 @@ extension Vault {
                 let id = record.id!
                 let key: SecureKey
                 if let k = unwrapped[id] { key = k } else { key = try unwrap(record) }  // added meanwhile
-                record.wrapped = Data(Sealer.seal(key: key, under: newKey, context: .dataKey(id)))
+                // A legacy data key stays legacy: its tokens' rows may lack metadata MACs until a re-seal moves them.
+                let context: SealContext = isLegacyDataKey(id) ? .dataKey(id) : .dataKeyV2(id)
+                record.wrapped = Data(Sealer.seal(key: key, under: newKey, context: context))
                 record.masterKeyId = newId
                 try tx.updateDataKey(record)
             }
+            try beforeCommit()
         }
         return newId
     }
@@ -108,6 +112,7 @@ extension Vault {
                 let resealed = try Self.reseal(batch, oldKeys: oldKeys, newKey: newKey)
                 for (item, sealed) in zip(batch, resealed) {
                     try tx.reseal(item.kind, name: item.name, sealed: sealed, dataKeyId: current)
+                    if item.kind == .token { try authenticateMetadata(of: item.name, in: tx) }
                 }
                 return batch.count
             }
@@ -151,7 +156,7 @@ extension Vault {
 
     /// Removes a master key from the keyring (overwriting a key file first). Refused while any data key
     /// is wrapped under it.
-    public func retireMasterKey(id: String) throws {
+    public func retireMasterKey(id: String, beforeCommit: () throws -> Void = {}) throws {
         guard let info = try masterKeys().first(where: { $0.id == id }), info.source != nil else {
             throw VaultError.missingMasterKey(id: id, keyring: keyring.directory)
         }
@@ -159,6 +164,7 @@ extension Vault {
             throw StoreError.inUse(what: "master key", name: id,
                                    by: "\(info.dataKeys) data key(s) sealing \(info.sealed) token(s): run `tokenvault key rotate` first")
         }
+        try beforeCommit()
         try keyring.destroy(id: id)
     }
 }

@@ -46,12 +46,19 @@ public struct Keyring: Sendable {
         return date + "-" + hexString(randomBytes(4))
     }
 
-    /// Refuses a missing keyring, or one other users can read, naming the `chmod` that fixes it.
+    /// Whether a file or directory owned by `uid` may hold this process's keys: its own, or root's.
+    static func trustedOwner(_ uid: uid_t) -> Bool { uid == geteuid() || uid == 0 }
+
+    /// Refuses a missing keyring, one owned by another user, or one other users can read, naming the fix.
     public func checkDirectory() throws {
         var st = stat()
         guard stat(directory, &st) == 0 else { throw VaultError.keyringMissing(path: directory) }
         guard (st.st_mode & S_IFMT) == S_IFDIR else {
             throw VaultError.badKeyFile(path: directory, why: "the keyring must be a directory")
+        }
+        guard Self.trustedOwner(st.st_uid) else {
+            throw VaultError.badKeyFile(path: directory, why: "the keyring is owned by uid \(st.st_uid), not by this user (uid \(geteuid())) "
+                + "or root, so its owner could swap the keys; fix it with `chown \(geteuid()) \(directory)`")
         }
         if st.st_mode & 0o077 != 0 {
             throw VaultError.insecurePermissions(path: directory, mode: st.st_mode & 0o7777, fix: "chmod 700 \(directory)")
@@ -155,30 +162,71 @@ public struct Keyring: Sendable {
 
     func path(_ name: String) -> String { directory + "/" + name }
 
-    /// Opens a key file and refuses it when it is not a regular file or other users can read it.
+    /// Opens a key file and refuses it when it is a symlink, not a regular file (a FIFO must not hang the
+    /// command: `O_NONBLOCK`), owned by another user, or readable by other users.
     private func openChecked(_ path: String) throws -> Int32 {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw VaultError.io(path: path, why: "cannot open: \(String(cString: strerror(errno)))") }
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)
+        guard fd >= 0 else {
+            if errno == ELOOP { throw VaultError.badKeyFile(path: path, why: "it is a symbolic link; put the key file itself in the keyring") }
+            throw VaultError.io(path: path, why: "cannot open: \(String(cString: strerror(errno)))")
+        }
         var st = stat()
         guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
             close(fd)
             throw VaultError.badKeyFile(path: path, why: "not a regular file")
         }
+        guard Self.trustedOwner(st.st_uid) else {
+            close(fd)
+            throw VaultError.badKeyFile(path: path, why: "owned by uid \(st.st_uid), not by this user (uid \(geteuid())) or root; "
+                + "fix it with `chown \(geteuid()) \(path)`")
+        }
         if st.st_mode & 0o077 != 0 {
             close(fd)
             throw VaultError.insecurePermissions(path: path, mode: st.st_mode & 0o7777, fix: "chmod 600 \(path)")
         }
+        // Reads block from here on (the descriptor is a regular file, so this is only tidiness).
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
         return fd
     }
 
-    private func readParams(_ path: String) throws -> PassphraseKDF {
+    /// A checked file's whole contents (at most 64 KiB), read from the descriptor that was checked.
+    private func readChecked(_ path: String) throws -> [UInt8] {
         let fd = try openChecked(path)
-        close(fd)
-        guard let data = FileManager.default.contents(atPath: path),
-              let params = try? JSONDecoder().decode(PassphraseKDF.self, from: data) else {
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while out.count <= 65_536 {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 { if errno == EINTR { continue }; throw VaultError.io(path: path, why: "read failed: \(String(cString: strerror(errno)))") }
+            if n == 0 { return out }
+            out.append(contentsOf: chunk[0..<n])
+        }
+        throw VaultError.badKeyFile(path: path, why: "larger than 64 KiB")
+    }
+
+    private func readParams(_ path: String) throws -> PassphraseKDF {
+        guard let params = try? JSONDecoder().decode(PassphraseKDF.self, from: Data(try readChecked(path))) else {
             throw VaultError.badKeyFile(path: path, why: "not a TokenVault passphrase key description")
         }
         return params
+    }
+
+    // MARK: - the audit anchor
+
+    /// `audit.anchor`: the audit log's freshness anchor, kept here because whoever can rewrite the vault
+    /// home but holds no key cannot write the keyring (see VaultAudit's `AuditAnchor`).
+    public var anchorPath: String { path("audit.anchor") }
+
+    /// The anchor's bytes, or nil when there is none. A file that fails the key-file checks is an error.
+    public func readAnchor() throws -> [UInt8]? {
+        var st = stat()
+        guard lstat(anchorPath, &st) == 0 else { return nil }
+        return try readChecked(anchorPath)
+    }
+
+    /// Replaces the anchor atomically (temp file, fsync, rename, fsync of the directory).
+    public func writeAnchor(_ bytes: [UInt8]) throws {
+        try writeAtomically(name: "audit.anchor") { fd, tmp in try writeAll(fd, bytes, path: tmp) }
     }
 
     private func writeAtomically(name: String, _ write: (Int32, String) throws -> Void) throws {

@@ -9,16 +9,22 @@ public enum Names {
     public static let maxLength = 128
 
     public static func validate(_ name: String, what: String = "token name") throws {
-        let bytes = Array(name.utf8)
-        guard !bytes.isEmpty else { throw VaultError.invalidName(name, why: "\(what) is empty") }
-        guard bytes.count <= maxLength else {
-            throw VaultError.invalidName(String(name.prefix(40)) + "…", why: "\(what) is longer than \(maxLength) characters")
-        }
+        guard let why = problem(name, what: what) else { return }
+        let shown = name.utf8.count > maxLength ? String(name.prefix(40)) + "…" : name
+        throw VaultError.invalidName(shown, why: why)
+    }
+
+    /// Why `name` is not a valid name, or nil when it is. The reason never repeats the name.
+    public static func problem(_ name: String, what: String = "token name") -> String? {
+        let bytes = name.utf8
+        guard let first = bytes.first else { return "\(what) is empty" }
+        guard bytes.count <= maxLength else { return "\(what) is longer than \(maxLength) characters" }
         func isAlnum(_ c: UInt8) -> Bool { (0x30...0x39).contains(c) || (0x41...0x5a).contains(c) || (0x61...0x7a).contains(c) }
-        guard isAlnum(bytes[0]) else { throw VaultError.invalidName(name, why: "\(what) must start with a letter or a digit") }
+        guard isAlnum(first) else { return "\(what) must start with a letter or a digit" }
         for c in bytes where !(isAlnum(c) || c == UInt8(ascii: ".") || c == UInt8(ascii: "_") || c == UInt8(ascii: "-")
                                || c == UInt8(ascii: "/") || c == UInt8(ascii: "@") || c == UInt8(ascii: ":")) {
-            throw VaultError.invalidName(name, why: "\(what) may hold only letters, digits and . _ - / @ :")
+            return "\(what) may hold only letters, digits and . _ - / @ :"
         }
+        return nil
     }
 }

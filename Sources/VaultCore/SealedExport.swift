@@ -137,8 +137,9 @@ extension Vault {
 
     /// Restores a sealed export in one transaction; returns how many tokens it held.
     @discardableResult
-    public func importSealed(_ content: [UInt8], passphrase: SecretBytes, replace: Bool = false) throws -> Int {
+    public func importSealed(_ content: [UInt8], passphrase: SecretBytes, replace: Bool = false,
+                             beforeCommit: () throws -> Void = {}) throws -> Int {
         let (apps, tokens) = try SealedExport.open(content, passphrase: passphrase)
-        return try put(tokens, apps: apps, replace: replace)
+        return try put(tokens, apps: apps, replace: replace, beforeCommit: beforeCommit)
     }
 }

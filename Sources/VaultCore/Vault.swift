@@ -42,6 +42,9 @@ public final class Vault: Sendable {
     let store: VaultStore
     let passphrase: PassphraseProvider?
     private let dataKeys = Mutex<[Int64: SecureKey]>([:])
+    /// Data keys wrapped before metadata was authenticated (context `data-key`, not `data-key-v2`):
+    /// the tokens they seal may lack a metadata MAC (see ``MetadataMAC``).
+    private let legacyDataKeys = Mutex<Set<Int64>>([])
 
     private init(home: VaultHome, store: VaultStore, passphrase: PassphraseProvider?) {
         self.home = home
@@ -62,6 +65,10 @@ public final class Vault: Sendable {
             throw VaultError.io(path: home.root, why: "cannot create the vault home: \(String(cString: strerror(errno)))")
         }
         if access(home.databasePath, F_OK) == 0 { throw VaultError.alreadyInitialised(home: home.root) }
+        // An existing home keeps no loose mode: the vault's files are its owner's alone.
+        var st = stat()
+        if stat(home.root, &st) == 0, st.st_mode & 0o077 != 0 { _ = chmod(home.root, 0o700) }
+        try checkHomeIsPrivate(home)
         let keyring = Keyring(directory: home.keysDirectory)
         let (masterId, masterKey) = try passphrase.map { try keyring.createPassphraseKey(passphrase: $0, strength: strength) }
             ?? keyring.createRandomKey()
@@ -88,6 +95,20 @@ public final class Vault: Sendable {
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
 
+    /// Refuses a home that another user owns, or that its group or others can enter (the daemon's check
+    /// at start; `init` tightens an existing home to 0700 first).
+    public static func checkHomeIsPrivate(_ home: VaultHome) throws {
+        var st = stat()
+        guard stat(home.root, &st) == 0 else { throw StoreError.notInitialised(path: home.databasePath) }
+        guard st.st_uid == geteuid() || st.st_uid == 0 else {
+            throw VaultError.badKeyFile(path: home.root, why: "the vault home is owned by uid \(st.st_uid), not by this user (uid \(geteuid())) or root; "
+                + "fix it with `chown \(geteuid()) \(home.root)`")
+        }
+        if st.st_mode & 0o077 != 0 {
+            throw VaultError.insecurePermissions(path: home.root, mode: st.st_mode & 0o7777, fix: "chmod 700 \(home.root)")
+        }
+    }
+
     // MARK: - keys
 
     /// Generates a data key, wraps it under `masterKey` and makes it current.
@@ -98,7 +119,7 @@ public final class Vault: Sendable {
             // The wrap binds the data key's row id, so the id must be known first: insert, then seal.
             var record = try tx.insertDataKey(DataKeyRecord(
                 masterKeyId: masterId, wrapped: Data(), createdAt: Self.now(), isCurrent: true))
-            let wrapped = Sealer.seal(key: dataKey, under: masterKey, context: .dataKey(record.id!))
+            let wrapped = Sealer.seal(key: dataKey, under: masterKey, context: .dataKeyV2(record.id!))
             record.wrapped = Data(wrapped)
             try tx.updateDataKey(record)
             return record.id!
@@ -127,10 +148,16 @@ public final class Vault: Sendable {
         return key
     }
 
+    /// Unwraps a data key: wrapped by this release (`data-key-v2`), else by an earlier one (then noted as
+    /// legacy: its tokens may lack a metadata MAC).
     func unwrap(_ record: DataKeyRecord) throws -> SecureKey {
         let master = try keyring.load(id: record.masterKeyId, passphrase: passphrase)
+        let wrapped = [UInt8](record.wrapped)
+        if let key = try? Sealer.openKey(wrapped, under: master, context: .dataKeyV2(record.id!)) { return key }
         do {
-            return try Sealer.openKey([UInt8](record.wrapped), under: master, context: .dataKey(record.id!))
+            let key = try Sealer.openKey(wrapped, under: master, context: .dataKey(record.id!))
+            legacyDataKeys.withLock { _ = $0.insert(record.id!) }
+            return key
         } catch CryptoError.authenticationFailed {
             if try keyring.entry(id: record.masterKeyId)?.source == .passphrase {
                 throw VaultError.wrongPassphrase(id: record.masterKeyId)
@@ -150,11 +177,17 @@ public final class Vault: Sendable {
             let master = try keyring.load(id: current.masterKeyId, passphrase: passphrase)
             var record = try tx.insertDataKey(DataKeyRecord(
                 masterKeyId: current.masterKeyId, wrapped: Data(), createdAt: Self.now(), isCurrent: false, purpose: "audit"))
-            record.wrapped = Data(Sealer.seal(key: fresh, under: master, context: .dataKey(record.id!)))
+            record.wrapped = Data(Sealer.seal(key: fresh, under: master, context: .dataKeyV2(record.id!)))
             try tx.updateDataKey(record)
             return record.id!
         }
         return try dataKey(id: id)
+    }
+
+    /// The audit key if one was made (the vault has been audited), without making one.
+    public func existingAuditKey() throws -> SecureKey? {
+        guard let record = try store.read({ try $0.auditKey() }) else { return nil }
+        return try dataKey(id: record.id!)
     }
 
     /// The audit checkpoint kept in `vault.db`.
@@ -205,13 +238,18 @@ public final class Vault: Sendable {
     }
 
     /// Seals and stores a token. An existing token of that name is replaced only with `replace`.
-    public func put(name: String, secret: SecretBytes, kind: TokenKind = .other, app: String? = nil, replace: Bool = false) throws {
-        try put([ImportEntry(name: name, secret: secret, kind: kind, app: app)], replace: replace)
+    ///
+    /// Every write takes `beforeCommit`: it runs inside the transaction, after every check passed and
+    /// just before the commit, and if it throws nothing changes. The CLI makes the action's audit record
+    /// durable there, so a change is never made without its record (a full audit disk changes nothing).
+    public func put(name: String, secret: SecretBytes, kind: TokenKind = .other, app: String? = nil, replace: Bool = false,
+                    beforeCommit: () throws -> Void = {}) throws {
+        try put([ImportEntry(name: name, secret: secret, kind: kind, app: app)], replace: replace, beforeCommit: beforeCommit)
     }
 
     /// Seals and stores many tokens in one transaction: all of them land, or none does.
     @discardableResult
-    public func put(_ entries: [ImportEntry], apps: [AppEntry] = [], replace: Bool) throws -> Int {
+    public func put(_ entries: [ImportEntry], apps: [AppEntry] = [], replace: Bool, beforeCommit: () throws -> Void = {}) throws -> Int {
         for app in apps {
             try Self.validateApp(name: app.name, appId: app.appId, secret: app.secret)
         }
@@ -238,8 +276,10 @@ public final class Vault: Sendable {
                 var record = TokenRecord(name: entry.name, kind: entry.kind.rawValue, app: entry.app,
                                          sealed: Data(sealed), dataKeyId: keyId, now: now)
                 if let metadata = entry.metadata { metadata.apply(to: &record) }
+                record.metaMAC = MetadataMAC.mac(record, key: key)
                 try tx.saveToken(record, replace: replace)
             }
+            try beforeCommit()
             return entries.count
         }
     }
@@ -265,14 +305,39 @@ public final class Vault: Sendable {
         try store.token(named: name)
     }
 
+    /// Opens a token after checking that its metadata is the vault's own: the metadata MAC holds (or
+    /// the row predates it, under a legacy data key), and its kind and scopes are typed values.
     func open(_ record: TokenRecord) throws -> SecretBytes {
         let key = try dataKey(id: record.dataKeyId)
+        let secret: SecretBytes
         do {
-            return try record.sealed.withUnsafeBytes { try Sealer.open($0, key: key, context: .token(record.name)) }
+            secret = try record.sealed.withUnsafeBytes { try Sealer.open($0, key: key, context: .token(record.name)) }
         } catch is CryptoError {
             throw VaultError.integrity(what: "token", name: record.name)
         }
+        let authentic = record.metaMAC != nil
+            ? MetadataMAC.verify(record, key: key)
+            : legacyDataKeys.withLock { $0.contains(record.dataKeyId) }
+        guard authentic, TokenKind(rawValue: record.kind) != nil, ScopeList.parse(record.scopes) != nil else {
+            throw VaultError.integrity(what: "metadata of token", name: record.name)
+        }
+        return secret
     }
+
+    /// A token's scopes as stored (the vault wrote them; ``open(_:)`` has checked they parse).
+    public static func scopes(of record: TokenRecord) -> [String] {
+        ScopeList.parse(record.scopes) ?? []
+    }
+
+    /// Computes and stores the metadata MAC of `name` as its row now stands, inside the transaction
+    /// that changed it. Every write of a token's metadata ends with this (see ``MetadataMAC``).
+    public func authenticateMetadata(of name: String, in tx: StoreTransaction) throws {
+        guard let record = try tx.token(named: name) else { throw StoreError.notFound(what: "token", name: name) }
+        try tx.setMetaMAC(name: name, mac: MetadataMAC.mac(record, key: try dataKey(id: record.dataKeyId, in: tx)))
+    }
+
+    /// Whether data key `id` was wrapped before metadata was authenticated (after it was unwrapped).
+    func isLegacyDataKey(_ id: Int64) -> Bool { legacyDataKeys.withLock { $0.contains(id) } }
 
     /// Metadata of every token, by name. Needs no key.
     public func list() throws -> [TokenRecord] {
@@ -292,9 +357,11 @@ public final class Vault: Sendable {
         return record
     }
 
-    public func remove(name: String) throws {
-        let removed = try store.write { try $0.deleteToken(named: name) }
-        if !removed { throw StoreError.notFound(what: "token", name: name) }
+    public func remove(name: String, beforeCommit: () throws -> Void = {}) throws {
+        try store.write { tx in
+            guard try tx.deleteToken(named: name) else { throw StoreError.notFound(what: "token", name: name) }
+            try beforeCommit()
+        }
     }
 
     /// Replaces a token's value (an exchange for a long-lived token) in one transaction, keeping its kind,
@@ -306,6 +373,7 @@ public final class Vault: Sendable {
             let sealed = Sealer.seal(secret, key: key, context: .token(name))
             try tx.updateSealedToken(name: name, sealed: Data(sealed), dataKeyId: keyId, now: Self.now())
             try tx.setExpiry(name: name, expiresAt: expiresAt, now: Self.now())
+            try authenticateMetadata(of: name, in: tx)
         }
     }
 
@@ -344,8 +412,8 @@ public final class Vault: Sendable {
     }
 
     /// Stores a Meta app and its secret, sealed like a token.
-    public func addApp(name: String, appId: String, secret: SecretBytes, replace: Bool = false) throws {
-        try put([], apps: [AppEntry(name: name, appId: appId, secret: secret)], replace: replace)
+    public func addApp(name: String, appId: String, secret: SecretBytes, replace: Bool = false, beforeCommit: () throws -> Void = {}) throws {
+        try put([], apps: [AppEntry(name: name, appId: appId, secret: secret)], replace: replace, beforeCommit: beforeCommit)
     }
 
     public func apps() throws -> [AppInfo] {

@@ -5,6 +5,10 @@ import CSodium
 public struct SealContext: Sendable, Equatable {
     public enum Purpose: String, Sendable {
         case token, appSecret = "app-secret", dataKey = "data-key", export
+        /// A data key wrapped by this release: the tokens it seals carry a metadata MAC (``Sealer/mac(_:key:context:)``).
+        case dataKeyV2 = "data-key-v2"
+        /// The MAC over a token's metadata, keyed by the token's data key.
+        case tokenMetadata = "token-metadata"
     }
     public let purpose: Purpose
     public let name: String
@@ -17,6 +21,8 @@ public struct SealContext: Sendable, Equatable {
     public static func token(_ name: String) -> SealContext { .init(.token, name: name) }
     public static func appSecret(_ app: String) -> SealContext { .init(.appSecret, name: app) }
     public static func dataKey(_ id: Int64) -> SealContext { .init(.dataKey, name: String(id)) }
+    public static func dataKeyV2(_ id: Int64) -> SealContext { .init(.dataKeyV2, name: String(id)) }
+    public static func tokenMetadata(_ name: String) -> SealContext { .init(.tokenMetadata, name: name) }
 
     /// `"tokenvault/<purpose>/v1" 0x00`: the per-record subkey is derived from this followed by the name.
     var derivationPrefix: StaticString {
@@ -25,6 +31,8 @@ public struct SealContext: Sendable, Equatable {
         case .appSecret: "tokenvault/app-secret/v1\0"
         case .dataKey: "tokenvault/data-key/v1\0"
         case .export: "tokenvault/export/v1\0"
+        case .dataKeyV2: "tokenvault/data-key/v2\0"
+        case .tokenMetadata: "tokenvault/token-metadata/v1\0"
         }
     }
 }
@@ -74,6 +82,22 @@ public enum Sealer {
                         UInt64(plaintext.count), o.baseAddress! + 1, subkey)
                     precondition(rc == 0, "crypto_secretbox_easy failed")
                 }
+            }
+        }
+        return out
+    }
+
+    public static let macBytesOut = 32
+
+    /// A MAC (keyed BLAKE2b-256) over `message` under the subkey of `key` for `context`: what binds a
+    /// token's metadata to its sealed record, so an edited column fails like a flipped ciphertext bit.
+    public static func mac(_ message: UnsafeRawBufferPointer, key: SecureKey, context: SealContext) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: macBytesOut)
+        let empty: UInt8 = 0
+        withUnsafePointer(to: empty) { emptyPointer in
+            withSubkey(key, context) { subkey in
+                _ = crypto_generichash(&out, macBytesOut, message.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? emptyPointer,
+                                       UInt64(message.count), subkey, Int(crypto_secretbox_KEYBYTES))
             }
         }
         return out

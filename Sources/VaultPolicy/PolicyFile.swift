@@ -1,5 +1,8 @@
 import Foundation
 import TOMLKit
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A policy file that could not be used: the line (1-based, 0 when unknown) and what is wrong.
 public struct PolicyError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -15,11 +18,29 @@ public struct PolicyError: Error, Equatable, Sendable, CustomStringConvertible {
 extension Policy {
     /// Reads `policy.toml`. A missing file is the empty (deny-all) policy; one that does not parse is an error
     /// naming its line.
+    ///
+    /// The file decides who reads every token, so it must belong to the daemon's user or root and be
+    /// writable by nobody else (group or world); a FIFO or device is refused rather than read.
     public static func load(path: String) throws -> Policy {
         guard FileManager.default.fileExists(atPath: path) else { return .denyAll }
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw PolicyError(path: path, line: 0, message: "cannot read the file")
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
+        guard fd >= 0 else { throw PolicyError(path: path, line: 0, message: "cannot read the file: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else {
+            throw PolicyError(path: path, line: 0, message: "not a regular file")
         }
+        guard st.st_uid == geteuid() || st.st_uid == 0 else {
+            throw PolicyError(path: path, line: 0, message: "owned by uid \(st.st_uid), not by the daemon's user (uid \(geteuid())) or root, "
+                + "so its owner decides who reads every token; fix it with `chown \(geteuid()) \(path)`")
+        }
+        if st.st_mode & 0o022 != 0 {
+            throw PolicyError(path: path, line: 0, message: "writable by \(st.st_mode & 0o002 != 0 ? "every user" : "its group") "
+                + "(mode \(String(st.st_mode & 0o7777, radix: 8))), so they decide who reads every token; fix it with `chmod go-w \(path)`")
+        }
+        guard st.st_size <= 1 << 20 else { throw PolicyError(path: path, line: 0, message: "larger than 1 MiB") }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        let data = FileHandle(fileDescriptor: fd, closeOnDealloc: false).readDataToEndOfFile()
         return try parse(String(decoding: data, as: UTF8.self), path: path)
     }
 

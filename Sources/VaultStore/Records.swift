@@ -59,6 +59,9 @@ public struct TokenRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
     public var lastError: String?
     public var createdAt: Int64
     public var updatedAt: Int64
+    /// The MAC that binds every field above but the two times to the sealed value (the vault computes it
+    /// under the token's data key); nil on rows written before metadata was authenticated.
+    public var metaMAC: Data?
 
     public init(name: String, kind: String, app: String?, sealed: Data, dataKeyId: Int64, now: Int64) {
         self.name = name
@@ -76,6 +79,7 @@ public struct TokenRecord: Codable, Sendable, Equatable, FetchableRecord, Persis
         self.lastError = nil
         self.createdAt = now
         self.updatedAt = now
+        self.metaMAC = nil
     }
 }
 
@@ -131,7 +135,7 @@ public struct AuditCheckpointRecord: Codable, Sendable, Equatable, FetchableReco
 
 extension TokenRecord {
     static let columns = "name, kind, app, sealed, data_key_id, token_type, scopes, granular_scopes, expires_at, "
-        + "data_access_expires_at, valid, checked_at, last_error, created_at, updated_at"
+        + "data_access_expires_at, valid, checked_at, last_error, created_at, updated_at, meta_mac"
 
     public init(row: Row) throws {
         name = row[0]
@@ -149,11 +153,12 @@ extension TokenRecord {
         lastError = row[12]
         createdAt = row[13]
         updatedAt = row[14]
+        metaMAC = row[15]
     }
 
     var arguments: StatementArguments {
         [name, kind, app, sealed, dataKeyId, tokenType, scopes, granularScopes, expiresAt, dataAccessExpiresAt, valid,
-         checkedAt, lastError, createdAt, updatedAt]
+         checkedAt, lastError, createdAt, updatedAt, metaMAC]
     }
 }
 

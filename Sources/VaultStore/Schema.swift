@@ -83,6 +83,10 @@ enum Schema {
             // The daemon's re-checker asks every minute which tokens Meta can check; without this it scans them all.
             try db.execute(sql: "CREATE INDEX tokens_with_app ON tokens(app, name, checked_at, expires_at, data_access_expires_at) WHERE app IS NOT NULL")
         }
+        migrator.registerMigration("v6: metadata MAC") { db in
+            // Binds a token's metadata (kind, app, scopes, expiry, validity...) to its sealed value; see Vault.
+            try db.alter(table: "tokens") { t in t.add(column: "meta_mac", .blob) }
+        }
         return migrator
     }
 }

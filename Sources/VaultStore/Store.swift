@@ -209,18 +209,18 @@ public struct StoreTransaction {
     /// creation time and check results are kept only if `keepMetadata` is true.
     public func saveToken(_ record: TokenRecord, replace: Bool) throws {
         let insert = try db.cachedStatement(
-            sql: "INSERT INTO tokens (\(TokenRecord.columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(name) DO NOTHING")
+            sql: "INSERT INTO tokens (\(TokenRecord.columns)) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(name) DO NOTHING")
         try insert.execute(arguments: record.arguments)
         if db.changesCount == 1 { return }
         guard replace else { throw StoreError.alreadyExists(what: "token", name: record.name) }
         // Replace everything but the creation time.
         let update = try db.cachedStatement(sql: """
             UPDATE tokens SET kind = ?, app = ?, sealed = ?, data_key_id = ?, token_type = ?, scopes = ?, granular_scopes = ?,
-              expires_at = ?, data_access_expires_at = ?, valid = ?, checked_at = ?, last_error = ?, updated_at = ? WHERE name = ?
+              expires_at = ?, data_access_expires_at = ?, valid = ?, checked_at = ?, last_error = ?, updated_at = ?, meta_mac = ? WHERE name = ?
             """)
         try update.execute(arguments: [record.kind, record.app, record.sealed, record.dataKeyId, record.tokenType, record.scopes,
                                        record.granularScopes, record.expiresAt, record.dataAccessExpiresAt, record.valid,
-                                       record.checkedAt, record.lastError, record.updatedAt, record.name])
+                                       record.checkedAt, record.lastError, record.updatedAt, record.metaMAC, record.name])
     }
 
     /// Replaces only the sealed bytes (a re-seal or an exchange), keeping the metadata.
@@ -228,6 +228,12 @@ public struct StoreTransaction {
         try db.execute(
             sql: "UPDATE tokens SET sealed = ?, data_key_id = ?, updated_at = ? WHERE name = ?",
             arguments: [sealed, dataKeyId, now, name])
+        guard db.changesCount == 1 else { throw StoreError.notFound(what: "token", name: name) }
+    }
+
+    /// Sets the metadata MAC the vault computed over the row as it now stands.
+    public func setMetaMAC(name: String, mac: Data) throws {
+        try db.cachedStatement(sql: "UPDATE tokens SET meta_mac = ? WHERE name = ?").execute(arguments: [mac, name])
         guard db.changesCount == 1 else { throw StoreError.notFound(what: "token", name: name) }
     }
 

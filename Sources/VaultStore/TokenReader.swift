@@ -185,7 +185,7 @@ public final class TokenReaders: Sendable {
         func app(named name: String) throws -> (appId: String, sealed: Data, dataKeyId: Int64)? {
             let s = try prepared(&appStatement, "SELECT app_id, sealed_secret, data_key_id FROM apps WHERE name = ?")
             defer { sqlite3_reset(s); sqlite3_clear_bindings(s) }
-            _ = name.withCString { sqlite3_bind_text(s, 1, $0, -1, SQLITE_TRANSIENT_) }
+            _ = bindText(s, 1, name)
             let rc = sqlite3_step(s)
             if rc == SQLITE_DONE { return nil }
             guard rc == SQLITE_ROW else { try check(rc); return nil }
@@ -212,7 +212,7 @@ public final class TokenReaders: Sendable {
                 sqlite3_reset(s)
                 sqlite3_clear_bindings(s)
             }
-            let bound: Int32 = name.withCString { sqlite3_bind_text(s, 1, $0, -1, SQLITE_TRANSIENT_) }
+            let bound = bindText(s, 1, name)
             guard bound == SQLITE_OK else { throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db))) }
             let rc = sqlite3_step(s)
             if rc == SQLITE_DONE { return nil }
@@ -236,7 +236,24 @@ public final class TokenReaders: Sendable {
             r.checkedAt = int(11)
             r.lastError = text(12)
             r.updatedAt = int(14) ?? r.createdAt
+            let macLength = Int(sqlite3_column_bytes(s, 15))
+            r.metaMAC = sqlite3_column_type(s, 15) == SQLITE_NULL ? nil
+                : macLength > 0 ? Data(bytes: sqlite3_column_blob(s, 15), count: macLength) : Data()
             return r
+        }
+    }
+}
+
+/// Binds `text` with its exact byte length: a NUL inside it is part of the value, never its end (with a
+/// length of -1, `acme/ads\0/../x` would be looked up as `acme/ads`).
+private func bindText(_ statement: OpaquePointer?, _ index: Int32, _ text: String) -> Int32 {
+    var text = text
+    return text.withUTF8 { utf8 in
+        utf8.withMemoryRebound(to: CChar.self) { chars in
+            // An empty string still needs a valid pointer: SQLite reads a NULL pointer as SQL NULL.
+            withUnsafePointer(to: CChar(0)) { empty in
+                sqlite3_bind_text(statement, index, chars.baseAddress ?? empty, Int32(chars.count), SQLITE_TRANSIENT_)
+            }
         }
     }
 }

@@ -1,0 +1,88 @@
+import Foundation
+import VaultCrypto
+import VaultStore
+
+/// What binds a token's metadata to its sealed value.
+///
+/// Everything a caller is handed besides the token itself — name, kind, app, Meta's type, scopes,
+/// granular scopes, expiries, validity, last check and its error — goes, with the sealed bytes, into one
+/// canonical message, and its MAC (``Sealer/mac(_:key:context:)`` under the token's data key, name
+/// bound in) is stored in `meta_mac`. Whoever can write `vault.db` but holds no key cannot change a
+/// column without the next read failing its integrity check, exactly like a flipped ciphertext bit.
+///
+/// Rows sealed under a data key wrapped by this release (context `data-key-v2`) must carry the MAC;
+/// rows under an older data key are served without one until `key rotate --reseal` moves them.
+///
+/// Canonical message, version 1: `"tokenvault-token-metadata-v1" 0x00`, then for each field in the
+/// order above, then the sealed bytes: a tag byte (`0` absent, `1` present) and, when present, a
+/// 4-byte big-endian length and the bytes (integers as their decimal text, `valid` as `0`/`1`).
+enum MetadataMAC {
+    static func message(_ r: TokenRecord) -> [UInt8] {
+        var out = Array("tokenvault-token-metadata-v1\0".utf8)
+        out.reserveCapacity(out.count + r.sealed.count + r.scopes.utf8.count + 160)
+        func field<S: Sequence>(_ bytes: S?) where S.Element == UInt8 {
+            guard let bytes else { out.append(0); return }
+            let value = Array(bytes)
+            out.append(1)
+            let n = UInt32(value.count)
+            out.append(contentsOf: [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)])
+            out.append(contentsOf: value)
+        }
+        func number(_ v: Int64?) { field(v.map { Array(String($0).utf8) }) }
+        field(r.name.utf8)
+        field(r.kind.utf8)
+        field(r.app?.utf8)
+        field(r.tokenType?.utf8)
+        field(r.scopes.utf8)
+        field(r.granularScopes?.utf8)
+        number(r.expiresAt)
+        number(r.dataAccessExpiresAt)
+        number(r.valid.map { $0 ? 1 : 0 })
+        number(r.checkedAt)
+        field(r.lastError?.utf8)
+        field(r.sealed)
+        return out
+    }
+
+    static func mac(_ r: TokenRecord, key: SecureKey) -> Data {
+        Data(message(r).withUnsafeBytes { Sealer.mac($0, key: key, context: .tokenMetadata(r.name)) })
+    }
+
+    /// Whether the row's MAC holds (constant time).
+    static func verify(_ r: TokenRecord, key: SecureKey) -> Bool {
+        guard let stored = r.metaMAC else { return false }
+        return constantTimeEqual(Array(stored), Array(mac(r, key: key)))
+    }
+}
+
+/// The scopes column (a JSON array of strings the vault wrote) as typed values, or nil when it is not
+/// one. Scope names are Meta's identifiers; anything needing an escape is refused rather than decoded.
+enum ScopeList {
+    static func parse(_ text: String) -> [String]? {
+        let b = Array(text.utf8)
+        guard b.first == UInt8(ascii: "["), b.last == UInt8(ascii: "]") else { return nil }
+        var out: [String] = []
+        var i = 1
+        func skipSpace() { while i < b.count - 1, b[i] == 0x20 { i += 1 } }
+        skipSpace()
+        if i == b.count - 1 { return out }
+        while true {
+            skipSpace()
+            guard i < b.count - 1, b[i] == UInt8(ascii: "\"") else { return nil }
+            i += 1
+            let start = i
+            while i < b.count - 1, b[i] != UInt8(ascii: "\"") {
+                let c = b[i]
+                guard c >= 0x20, c != UInt8(ascii: "\\"), c < 0x7f else { return nil }
+                i += 1
+            }
+            guard i < b.count - 1 else { return nil }
+            out.append(String(decoding: b[start..<i], as: UTF8.self))
+            i += 1
+            skipSpace()
+            if i == b.count - 1 { return out }
+            guard b[i] == UInt8(ascii: ",") else { return nil }
+            i += 1
+        }
+    }
+}
