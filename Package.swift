@@ -84,7 +84,7 @@ let package = Package(
         // A client for Swift services: `try await TokenVaultClient(socketPath:).get("acme/ads")`.
         .target(
             name: "TokenVaultClient",
-            dependencies: [.product(name: "NIOPosix", package: "swift-nio")],
+            dependencies: ["CSystemShims", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict),
 
         // `tokenvault`: a thin shell over the library modules.

@@ -31,6 +31,8 @@ struct Serve: AsyncParsableCommand {
     var socketGroup: String?
     @Option(help: "Close connections idle this many seconds.") var idleTimeout = 60
     @Option(help: "Refuse connections beyond this many.") var maxConnections = 4096
+    @Option(help: "Refuse a uid's connections beyond this many, so one caller cannot lock the others out.")
+    var maxConnectionsPerUid = 1024
     @Option(help: "Event-loop threads (default: one per core but one, left to the audit flusher).") var threads: Int?
     @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
     @OptionGroup var graph: GraphOptions
@@ -42,12 +44,12 @@ struct Serve: AsyncParsableCommand {
     @Flag(help: .hidden) var noGroupCommit = false  // one fdatasync per read, for `make bench` only
 
     func run() async throws {
-        _ = tv_harden_process()
         raiseFileLimit()
         var logger = Logger(label: "tokenvault")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
 
         let v = try vault.openVault()
+        try reporting { try Vault.checkHomeIsPrivate(v.home) }
         try reporting { try v.unlock() }
         let policyPath = policy ?? v.home.policyPath
         let initialPolicy: Policy
@@ -69,6 +71,7 @@ struct Serve: AsyncParsableCommand {
         var config = VaultServer.Configuration(socketPath: socket ?? v.home.socketPath)
         config.idleTimeout = .seconds(Int64(idleTimeout))
         config.maxConnections = maxConnections
+        config.maxConnectionsPerUID = maxConnectionsPerUid
         if let threads { config.threads = threads }
         if let socketGroup {
             guard let gid = UInt32(socketGroup) ?? Accounts.gid(ofGroup: socketGroup) else {
@@ -148,7 +151,7 @@ func readThroughDaemon(socket: String, name: String) throws -> String {
         switch e {
         case .notFound: code = 3
         case .denied: code = 8
-        case .unavailable, .connect: code = 7
+        case .unavailable, .connect, .impostor: code = 7
         case .rateLimited: code = 9
         case .badRequest, .unknownOp, .tooLarge: code = 2
         case .internal, .protocolError: code = 1

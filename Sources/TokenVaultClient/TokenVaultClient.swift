@@ -1,3 +1,4 @@
+import CSystemShims
 import Foundation
 import NIOPosix
 #if canImport(Glibc)
@@ -43,11 +44,14 @@ public struct TokenVaultClient: Sendable {
         case connect(String)
         /// The reply was not what the contract promises.
         case protocolError(String)
+        /// The process answering on the socket is not one this client trusts to be the daemon (see
+        /// ``TokenVaultClient/expectedServerUID``); nothing was sent to it.
+        case impostor(String)
 
         public var description: String {
             switch self {
             case .badRequest(let m), .unknownOp(let m), .tooLarge(let m), .denied(let m), .notFound(let m),
-                 .unavailable(let m), .rateLimited(let m), .internal(let m), .connect(let m), .protocolError(let m):
+                 .unavailable(let m), .rateLimited(let m), .internal(let m), .connect(let m), .protocolError(let m), .impostor(let m):
                 return m
             }
         }
@@ -64,6 +68,7 @@ public struct TokenVaultClient: Sendable {
             case .internal: return "internal"
             case .connect: return "connect"
             case .protocolError: return "protocol_error"
+            case .impostor: return "impostor"
             }
         }
     }
@@ -71,12 +76,45 @@ public struct TokenVaultClient: Sendable {
     public let socketPath: String
     /// Seconds to wait for the daemon's reply.
     public var timeout: Int
+    /// The uid the daemon must run as (the kernel's `SO_PEERCRED` of the connection), checked before
+    /// anything is sent. When nil (the default; `$TOKENVAULT_SERVER_UID` sets it too), the daemon must
+    /// run as root, or as the user who owns both the socket's directory and the socket file: the daemon
+    /// refuses to serve from a directory that another user or a group can write, so that holds for
+    /// every genuine daemon and fails for an impostor that took over a directory it could write.
+    public var expectedServerUID: UInt32?
 
-    public init(socketPath: String? = nil, timeout: Int = 10) {
+    public init(socketPath: String? = nil, timeout: Int = 10, expectedServerUID: UInt32? = nil) {
         let env = ProcessInfo.processInfo.environment
         self.socketPath = socketPath ?? env["TOKENVAULT_SOCKET"]
             ?? ((env["TOKENVAULT_HOME"] ?? "./.tokenvault") + "/tokenvault.sock")
         self.timeout = timeout
+        self.expectedServerUID = expectedServerUID ?? env["TOKENVAULT_SERVER_UID"].flatMap { UInt32($0) }
+    }
+
+    /// Throws ``Error/impostor(_:)`` unless the peer on `fd` is a server this client trusts.
+    func checkServer(fd: Int32) throws {
+        var peer = tv_peer_credentials()
+        guard tv_get_peer_credentials(fd, &peer) == 0 else {
+            throw Error.connect("cannot ask the kernel who serves \(socketPath): \(String(cString: strerror(errno)))")
+        }
+        if let expected = expectedServerUID {
+            guard peer.uid == expected else {
+                throw Error.impostor("the process answering on \(socketPath) (pid \(peer.pid)) runs as uid \(peer.uid), "
+                    + "not the expected uid \(expected): refusing to talk to it")
+            }
+            return
+        }
+        if peer.uid == 0 { return }
+        let directory = (socketPath as NSString).deletingLastPathComponent
+        var dir = stat(), file = stat()
+        guard stat(directory.isEmpty ? "." : directory, &dir) == 0, lstat(socketPath, &file) == 0 else {
+            throw Error.impostor("cannot check the owner of \(socketPath): \(String(cString: strerror(errno)))")
+        }
+        guard dir.st_uid == peer.uid, file.st_uid == peer.uid else {
+            throw Error.impostor("the process answering on \(socketPath) (pid \(peer.pid)) runs as uid \(peer.uid), but the "
+                + "socket directory is owned by uid \(dir.st_uid) and the socket by uid \(file.st_uid): refusing to trust it. "
+                + "If this daemon is genuine, name its uid with expectedServerUID or $TOKENVAULT_SERVER_UID")
+        }
     }
 
     // MARK: - async API
@@ -172,6 +210,7 @@ public struct TokenVaultClient: Sendable {
         guard rc == 0 else {
             throw Error.connect("cannot connect to the TokenVault daemon at \(socketPath): \(String(cString: strerror(errno))) (is `tokenvault serve` running?)")
         }
+        try checkServer(fd: fd)
         try line.withUnsafeBytes { raw in
             var sent = 0
             while sent < raw.count {

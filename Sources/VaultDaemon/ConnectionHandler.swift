@@ -13,8 +13,8 @@ public struct DrainEvent: Sendable {}
 ///
 /// Framing is done here, on the bytes NIO read, with no copy and no per-line buffer: a line ends at `\n`
 /// (a `\r` before it is dropped); a line over ``maxLineLength`` bytes gets `too_large` and the connection
-/// closes; a half-sent line waits for the rest. A connection with nothing in flight that sends nothing for
-/// `idleTimeout` is closed.
+/// closes; a half-sent line waits for the rest. A connection with nothing in flight that completes no
+/// request line for `idleTimeout` is closed, however many bytes of a partial line it trickles in.
 ///
 /// Back-pressure: with more than `maxInFlight` requests unanswered, or while the client is not reading
 /// its replies (the channel is not writable), it stops reading from the socket, so a slow or hostile
@@ -48,6 +48,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     private var scanned = 0
 
     private let idleTimeout: TimeAmount?
+    /// When the last complete request line arrived (or the connection opened).
     private var lastRead = NIODeadline.now()
     private var idleCheck: Scheduled<Void>?
 
@@ -65,7 +66,6 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing, !draining else { return }
-        if idleTimeout != nil { lastRead = .now() }
         var buffer = unwrapInboundIn(data)
         if var earlier = partial {
             partial = nil
@@ -106,6 +106,8 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private func handle(_ parsed: Result<Request, RequestError>, context: ChannelHandlerContext) {
+        // Only a complete request counts as activity: a client trickling a byte at a time never resets the timer.
+        if idleTimeout != nil { lastRead = .now() }
         switch parsed {
         case .failure(let error):
             let code: Reply.ErrorCode = error.code == .unknownOp ? .unknownOp : .badRequest

@@ -17,9 +17,15 @@ public final class RequestProcessor: Sendable {
     let logger: Logger
     private let policyBox: Mutex<Policy>
     private let limiter = RateLimiter()
+    let refusals: RefusalBudget
     let tokenHMACs = TokenHMACCache()
 
-    public init(vault: Vault, policy: Policy, audit: any AuditSink, logger: Logger) {
+    public convenience init(vault: Vault, policy: Policy, audit: any AuditSink, logger: Logger) {
+        self.init(vault: vault, policy: policy, audit: audit, logger: logger, refusals: RefusalBudget())
+    }
+
+    init(vault: Vault, policy: Policy, audit: any AuditSink, logger: Logger, refusals: RefusalBudget) {
+        self.refusals = refusals
         self.vault = vault
         self.audit = audit
         self.logger = logger
@@ -65,6 +71,31 @@ public final class RequestProcessor: Sendable {
         }
     }
 
+    /// Records a refused request and sends its answer — or, past the caller's refusal budget (see
+    /// ``RefusalBudget``), answers `rate_limited` at once and counts it for the next summary record.
+    private func refused(_ event: AuditEvent, _ answer: Reply, caller: Caller, reply: @escaping @Sendable (Reply) -> Void) {
+        guard refusals.admit(uid: caller.uid, gid: caller.gid, pid: caller.pid) else {
+            return reply(.error(.rateLimited, "uid \(caller.uid) is sending refused requests too fast; slow down "
+                + "(they are counted in the audit log, not recorded one by one)"))
+        }
+        audited(event, answer, reply: reply)
+    }
+
+    /// Writes one record for the refusals answered without their own since the last call (the daemon calls
+    /// this once a second, and at shutdown).
+    public func recordSuppressedRefusals() {
+        guard let summary = refusals.takeSummary(), let top = summary.uids.first else { return }
+        let event = AuditEvent(action: "refusals_suppressed", channel: .socket, actor: AuditActor(uid: top.uid, gid: top.gid, pid: top.pid),
+                               outcome: .rateLimited, reason: summary.reason)
+        let logger = self.logger
+        logger.warning("refused requests answered without their own audit record", metadata: ["summary": "\(summary.reason)"])
+        audit.append(event, secret: nil) { result in
+            if case .failure(let error) = result {
+                logger.error("the summary of suppressed refusals could not be recorded", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
     private func rateLimited(_ policy: Policy, _ caller: Caller) -> Bool {
         guard let rate = policy.rate(for: caller) else { return false }
         return !limiter.allow(uid: caller.uid, rate: rate)
@@ -75,7 +106,12 @@ public final class RequestProcessor: Sendable {
         var event = AuditEvent(action: "list", channel: .socket, actor: actor(caller), outcome: .granted, requestId: request.idText)
         if rateLimited(policy, caller) {
             event.outcome = .rateLimited
-            return audited(event, .error(.rateLimited, "uid \(caller.uid) exceeded its request rate"), reply: reply)
+            return refused(event, .error(.rateLimited, "uid \(caller.uid) exceeded its request rate"), caller: caller, reply: reply)
+        }
+        guard policy.names(caller) else {
+            // No rule names this caller: an empty list, but on the refusal budget like a denied read.
+            event.reason = "0 names (no policy rule names the caller)"
+            return refused(event, .names([]), caller: caller, reply: reply)
         }
         do {
             let names = try policy.readableNames(by: caller, from: vault.names)
@@ -93,20 +129,27 @@ public final class RequestProcessor: Sendable {
         let policy = self.policy
         var event = AuditEvent(action: proof == nil ? "get" : "get+proof", channel: .socket, actor: actor(caller),
                                token: name, outcome: .granted, requestId: request.idText)
+        // Exactly the names the CLI accepts: what is looked up, served and audited is this string, unchanged.
+        if let why = Names.problem(name) {
+            event.outcome = .denied
+            event.token = AuditEvent.capped(name, bytes: 64)
+            event.reason = "invalid name: \(why)"
+            return refused(event, .error(.badRequest, "\"name\" is not a valid token name: \(why)"), caller: caller, reply: reply)
+        }
         if rateLimited(policy, caller) {
             event.outcome = .rateLimited
-            return audited(event, .error(.rateLimited, "uid \(caller.uid) exceeded its request rate"), reply: reply)
+            return refused(event, .error(.rateLimited, "uid \(caller.uid) exceeded its request rate"), caller: caller, reply: reply)
         }
         let decision = policy.permits(caller, name: name)
         guard decision.allowed else {
             event.outcome = .denied
             event.reason = "no policy rule allows it"
-            return audited(event, .error(.denied, "uid \(caller.uid) may not read \(name)"), reply: reply)
+            return refused(event, .error(.denied, "uid \(caller.uid) may not read \(name)"), caller: caller, reply: reply)
         }
         if proof != nil && !decision.proof {
             event.outcome = .denied
             event.reason = "no policy rule grants proofs"
-            return audited(event, .error(.denied, "uid \(caller.uid) may not ask for proofs for \(name)"), reply: reply)
+            return refused(event, .error(.denied, "uid \(caller.uid) may not ask for proofs for \(name)"), caller: caller, reply: reply)
         }
         let opened: OpenedToken
         do {

@@ -22,6 +22,9 @@ public final class VaultServer: Service, Sendable {
         public var idleTimeout: TimeAmount = .seconds(60)
         /// Beyond this many open connections, new ones are closed at once (and logged).
         public var maxConnections = 4096
+        /// Beyond this many open connections from one uid, that uid's new ones are closed at once: one
+        /// caller holding connections open cannot lock the others out of `maxConnections`.
+        public var maxConnectionsPerUID = 1024
         /// Unanswered pipelined requests per connection before it stops reading.
         public var maxInFlight = 256
         /// How long a graceful shutdown waits for in-flight requests.
@@ -42,6 +45,8 @@ public final class VaultServer: Service, Sendable {
     private let bound = Mutex<(Channel, EventLoopGroup)?>(nil)
     private let ready = Mutex<[CheckedContinuation<Void, Error>]>([])
     private let state = Mutex<State>(.starting)
+    /// Device and inode of the socket this server published.
+    private let socketIdentity = Mutex<(dev: UInt64, ino: UInt64)?>(nil)
 
     private enum State { case starting, serving, failed(String), stopped }
 
@@ -66,6 +71,11 @@ public final class VaultServer: Service, Sendable {
         state.withLock { $0 = .serving }
         resumeWaiters(with: nil)
         logger.info("serving", metadata: ["socket": "\(configuration.socketPath)", "threads": "\(configuration.threads)"])
+        // Refusals past their budget are counted; one record a second says how many (see RefusalBudget).
+        let processor = self.processor
+        let summaries = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            processor.recordSuppressedRefusals()
+        }
 
         // Runs until the service group asks for a graceful shutdown (or is cancelled).
         try? await gracefulShutdown()
@@ -73,6 +83,8 @@ public final class VaultServer: Service, Sendable {
         logger.info("shutting down: draining in-flight requests", metadata: ["connections": "\(connections.count)"])
         try? await channel.close()
         await connections.drain(timeout: configuration.drainTimeout)
+        summaries.cancel()
+        processor.recordSuppressedRefusals()
         removeSocketFile()
         try? await group.shutdownGracefully()
         state.withLock { $0 = .stopped }
@@ -105,7 +117,7 @@ public final class VaultServer: Service, Sendable {
 
     private func bind(group: EventLoopGroup) async throws -> Channel {
         let config = configuration
-        try SocketPath.prepare(config.socketPath)
+        let placement = try SocketPath.prepare(config.socketPath)
         let processor = self.processor
         let connections = self.connections
         let logger = self.logger
@@ -115,30 +127,39 @@ public final class VaultServer: Service, Sendable {
             reads[ObjectIdentifier(loop)] = LoopReads(loop: loop, vault: processor.vault)
         }
         let loopReads = reads
-        let channel = try await ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .childChannelOption(.autoRead, value: true)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelInitializer { channel in
-                guard connections.admit(channel, limit: config.maxConnections) else {
-                    connections.noteRefused(limit: config.maxConnections, logger: logger)
-                    return channel.close()
-                }
-                return PeerCredentials.of(channel: channel).flatMapThrowing { cred in
-                    let caller = Caller.resolve(uid: cred.uid, gid: cred.gid, pid: cred.pid)
-                    try channel.pipeline.syncOperations.addHandler(
-                        ConnectionHandler(processor: processor, caller: caller, maxInFlight: config.maxInFlight,
-                                          reads: loopReads[ObjectIdentifier(channel.eventLoop)], idleTimeout: config.idleTimeout))
-                }.flatMapErrorThrowing { error in
-                    logger.warning("could not identify a connecting peer; closing it", metadata: ["error": "\(error)"])
-                    channel.close(promise: nil)
-                    throw error
-                }
-            }
-            .bind(unixDomainSocketPath: config.socketPath, cleanupExistingSocketFile: false)
-            .get()
+        let channel: Channel
         do {
-            try SocketPath.finish(config.socketPath, group: config.socketGroup)
+            channel = try await ServerBootstrap(group: group)
+                .serverChannelOption(.backlog, value: 1024)
+                .childChannelOption(.autoRead, value: true)
+                .childChannelOption(.maxMessagesPerRead, value: 16)
+                .childChannelInitializer { channel in
+                    PeerCredentials.of(channel: channel).flatMapThrowing { cred in
+                        guard connections.admit(channel, uid: cred.uid, limit: config.maxConnections,
+                                                perUID: config.maxConnectionsPerUID) else {
+                            connections.noteRefused(uid: cred.uid, config: config, logger: logger)
+                            channel.close(promise: nil)
+                            return
+                        }
+                        let caller = Caller.resolve(uid: cred.uid, gid: cred.gid, pid: cred.pid)
+                        try channel.pipeline.syncOperations.addHandler(
+                            ConnectionHandler(processor: processor, caller: caller, maxInFlight: config.maxInFlight,
+                                              reads: loopReads[ObjectIdentifier(channel.eventLoop)], idleTimeout: config.idleTimeout))
+                    }.flatMapErrorThrowing { error in
+                        logger.warning("could not identify a connecting peer; closing it", metadata: ["error": "\(error)"])
+                        channel.close(promise: nil)
+                        throw error
+                    }
+                }
+                .bind(unixDomainSocketPath: placement.stagingPath, cleanupExistingSocketFile: false)
+                .get()
+        } catch {
+            SocketPath.abandon(placement)
+            throw error
+        }
+        do {
+            let published = try SocketPath.publish(placement, group: config.socketGroup)
+            socketIdentity.withLock { $0 = published }
         } catch {
             try? await channel.close()
             throw error
@@ -146,40 +167,53 @@ public final class VaultServer: Service, Sendable {
         return channel
     }
 
+    /// Removes the socket at shutdown, only if it is still the one this server published.
     private func removeSocketFile() {
         var st = stat()
-        if lstat(configuration.socketPath, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK {
-            unlink(configuration.socketPath)
-        }
+        guard let ours = socketIdentity.withLock({ $0 }), lstat(configuration.socketPath, &st) == 0,
+              (st.st_mode & S_IFMT) == S_IFSOCK, UInt64(st.st_dev) == ours.dev, UInt64(st.st_ino) == ours.ino else { return }
+        unlink(configuration.socketPath)
     }
 
     /// How many connections are open now.
     public var connectionCount: Int { connections.count }
 }
 
-/// The open connections, for the connection cap and for draining at shutdown.
+/// The open connections, for the connection caps (global and per uid) and for draining at shutdown.
 final class ConnectionRegistry: Sendable {
-    private let channels = Mutex<[ObjectIdentifier: Channel]>([:])
+    private struct Open {
+        var channels: [ObjectIdentifier: Channel] = [:]
+        var perUID: [UInt32: Int] = [:]
+    }
+    private let open = Mutex(Open())
     private let lastRefusalLog = Mutex<UInt64>(0)
 
-    var count: Int { channels.withLock { $0.count } }
+    var count: Int { open.withLock { $0.channels.count } }
 
-    func admit(_ channel: Channel, limit: Int) -> Bool {
-        let admitted = channels.withLock { all -> Bool in
-            guard all.count < limit else { return false }
-            all[ObjectIdentifier(channel)] = channel
+    func count(uid: UInt32) -> Int { open.withLock { $0.perUID[uid] ?? 0 } }
+
+    func admit(_ channel: Channel, uid: UInt32, limit: Int, perUID: Int) -> Bool {
+        let admitted = open.withLock { all -> Bool in
+            let mine = all.perUID[uid] ?? 0
+            guard all.channels.count < limit, mine < perUID else { return false }
+            all.channels[ObjectIdentifier(channel)] = channel
+            all.perUID[uid] = mine + 1
             return true
         }
         if admitted {
             channel.closeFuture.whenComplete { [weak self] _ in
-                _ = self?.channels.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+                self?.open.withLock { all in
+                    guard all.channels.removeValue(forKey: ObjectIdentifier(channel)) != nil else { return }
+                    let left = (all.perUID[uid] ?? 1) - 1
+                    all.perUID[uid] = left > 0 ? left : nil
+                }
             }
         }
         return admitted
     }
 
     /// Logs a refused connection, at most once a second.
-    func noteRefused(limit: Int, logger: Logger) {
+    func noteRefused(uid: UInt32, config: VaultServer.Configuration, logger: Logger) {
         let now = DispatchTime.now().uptimeNanoseconds
         let log = lastRefusalLog.withLock { last -> Bool in
             guard now &- last > 1_000_000_000 else { return false }
@@ -187,17 +221,19 @@ final class ConnectionRegistry: Sendable {
             return true
         }
         if log {
-            logger.warning("connection limit reached: refusing new connections", metadata: ["max_connections": "\(limit)"])
+            logger.warning("connection limit reached: refusing new connections", metadata: [
+                "uid": "\(uid)", "uid_connections": "\(count(uid: uid))", "max_connections_per_uid": "\(config.maxConnectionsPerUID)",
+                "connections": "\(count)", "max_connections": "\(config.maxConnections)"])
         }
     }
 
     func drain(timeout: TimeAmount) async {
-        let open = channels.withLock { Array($0.values) }
-        for channel in open { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
+        let channels = open.withLock { Array($0.channels.values) }
+        for channel in channels { channel.pipeline.fireUserInboundEventTriggered(DrainEvent()) }
         let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(0, timeout.nanoseconds))
         while count > 0 && DispatchTime.now().uptimeNanoseconds < deadline {
             try? await Task.sleep(nanoseconds: 10_000_000)
         }
-        for channel in channels.withLock({ Array($0.values) }) { try? await channel.close() }
+        for channel in open.withLock({ Array($0.channels.values) }) { try? await channel.close() }
     }
 }

@@ -111,6 +111,11 @@ public struct Policy: Sendable, Equatable {
         return try names().filter { name in applicable.contains { $0.matches(name: name) } }
     }
 
+    /// Whether any rule names the caller (by uid, user, gid or group), whatever tokens it lists.
+    public func names(_ caller: Caller) -> Bool {
+        rules.contains { $0.applies(to: caller) }
+    }
+
     /// The caller's request rate limit: the highest `rate` among the rules whose subject matches it, or
     /// nil (no limit) when some matching rule sets none. A caller no rule matches is limited to nothing
     /// special: every read it makes is denied anyway.

@@ -1,7 +1,8 @@
 """Tests of tokenvault_client.py.
 
 Against a fake server (always), and against the real daemon when TOKENVAULT_BIN names the built
-`tokenvault` binary (the Swift test suite sets it and runs this file).
+`tokenvault` binary (the Swift test suite sets it and runs this file). The impostor tests bind a forged
+server for real; those that run it as another user (nobody, uid 65534, via setpriv) need root.
 """
 
 import hashlib
@@ -12,10 +13,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import unittest
+from unittest import mock
 
 import tokenvault_client as tv
 
@@ -102,6 +105,219 @@ class FakeServerTests(unittest.TestCase):
             os.environ.update(old)
 
 
+FORGED = {"ok": True, "name": "x", "token": "ATTACKER", "kind": "user", "expires_at": None, "scopes": [],
+          "valid": True, "checked_at": 1}
+NOBODY = 65534
+
+# The impostor as a standalone script, so it can run as another user: answers every line with FORGED
+# (echoing the id), prints "ready" once it listens and "got LINE" for each request, and exits by itself.
+IMPOSTOR_SCRIPT = r"""
+import json, socket, sys, time
+path, forged = sys.argv[1], json.loads(sys.argv[2])
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind(path)
+srv.listen(4)
+srv.settimeout(0.2)
+print("ready", flush=True)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    try:
+        conn, _ = srv.accept()
+    except socket.timeout:
+        continue
+    conn.settimeout(2)
+    try:
+        for line in conn.makefile("rb"):
+            print("got", line.decode().strip(), flush=True)
+            conn.sendall((json.dumps(dict(forged, id=json.loads(line).get("id"))) + "\n").encode())
+    except (OSError, ValueError):
+        pass
+    conn.close()
+"""
+
+
+class ImpostorThread(threading.Thread):
+    """A forged server in this process: answers every line with FORGED; records the lines in `seen`."""
+
+    def __init__(self, path):
+        super().__init__(daemon=True)
+        self.seen, self.stopping = [], threading.Event()
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(4)
+        self.server.settimeout(0.2)
+
+    def run(self):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.settimeout(2)
+            try:
+                for line in conn.makefile("rb"):
+                    self.seen.append(line)
+                    conn.sendall((json.dumps(dict(FORGED, id=json.loads(line).get("id"))) + "\n").encode())
+            except (OSError, ValueError):
+                pass
+            conn.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.join(5)
+        self.server.close()
+
+
+class ImpostorTests(unittest.TestCase):
+    """Someone else's server on the socket path: the client must refuse it before it sends anything."""
+
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.dir, True)
+        self.path = os.path.join(self.dir, "tv.sock")
+
+    def impostor_thread(self, path):
+        t = ImpostorThread(path)
+        t.start()
+        self.addCleanup(t.stop)
+        return t
+
+    _python_for_nobody = None
+
+    def impostor_as_nobody(self, path):
+        """Starts IMPOSTOR_SCRIPT as uid/gid 65534; returns the list its output lines arrive in."""
+        setpriv = shutil.which("setpriv")
+        if not setpriv:
+            self.skipTest("setpriv (util-linux) is needed to run the impostor as another user")
+        prefix = [setpriv, "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups"]
+        if ImpostorTests._python_for_nobody is None:
+            for candidate in (sys.executable, "/usr/bin/python3"):
+                try:
+                    if subprocess.run(prefix + [candidate, "-c", "pass"], capture_output=True, timeout=10).returncode == 0:
+                        ImpostorTests._python_for_nobody = candidate
+                        break
+                except (OSError, subprocess.TimeoutExpired):
+                    pass
+            else:
+                self.skipTest("no python3 that uid %d can run" % NOBODY)
+        proc = subprocess.Popen(prefix + [ImpostorTests._python_for_nobody, "-c", IMPOSTOR_SCRIPT, path, json.dumps(FORGED)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(l.decode().strip() for l in proc.stdout), daemon=True)
+        reader.start()
+
+        def stop():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(5)
+            reader.join(5)
+            proc.stdout.close()
+            proc.stderr.close()
+        self.addCleanup(stop)
+        deadline = time.monotonic() + 10
+        while "ready" not in lines:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                stop()
+                self.fail("the impostor did not start: %s" % proc.stderr.read().decode(errors="replace"))
+            time.sleep(0.02)
+        return lines
+
+    def assertRefused(self, client, *fragments):
+        with self.assertRaises(tv.ImpostorError) as cm:
+            client.token("x")
+        e = cm.exception
+        self.assertEqual(e.code, "impostor")
+        self.assertNotIn("ATTACKER", str(e))
+        for fragment in fragments:
+            self.assertIn(fragment, str(e))
+        client.close()
+        return e
+
+    def test_expected_uid_refuses_a_server_of_another_uid(self):
+        imp = self.impostor_thread(self.path)
+        me = os.getuid()
+        c = tv.TokenVaultClient(self.path, timeout=2, expected_uid=me + 1)
+        self.assertRefused(c, self.path, "uid %d" % me, "uid %d was expected" % (me + 1))
+        self.assertRefused(c, self.path)  # and again on the next call: nothing is cached
+        self.assertEqual(imp.seen, [], "a request was sent to the impostor")
+        # The same server passes when its uid is the expected one: it is the check that refused.
+        with tv.TokenVaultClient(self.path, timeout=2, expected_uid=me) as c:
+            self.assertEqual(c.token("x"), "ATTACKER")
+
+    def test_TOKENVAULT_SERVER_UID_sets_the_expected_uid_and_the_parameter_wins(self):
+        self.impostor_thread(self.path)
+        me = os.getuid()
+        with mock.patch.dict(os.environ, {"TOKENVAULT_SERVER_UID": str(me + 1)}):
+            self.assertRefused(tv.TokenVaultClient(self.path, timeout=2), "uid %d was expected" % (me + 1))
+            with tv.TokenVaultClient(self.path, timeout=2, expected_uid=me) as c:
+                self.assertEqual(c.token("x"), "ATTACKER")
+        with mock.patch.dict(os.environ, {"TOKENVAULT_SERVER_UID": str(me)}):
+            self.assertRefused(tv.TokenVaultClient(self.path, timeout=2, expected_uid=me + 1))
+
+    def test_a_bad_expected_uid_is_refused_locally(self):
+        for bad in (-1, "root", True, 1.5):
+            with self.assertRaises(ValueError):
+                tv.TokenVaultClient(self.path, expected_uid=bad)
+        with mock.patch.dict(os.environ, {"TOKENVAULT_SERVER_UID": "nobody"}), self.assertRaises(ValueError) as cm:
+            tv.TokenVaultClient(self.path)
+        self.assertIn("TOKENVAULT_SERVER_UID", str(cm.exception))
+
+    def test_default_rule_trusts_a_server_owning_its_directory_and_socket(self):
+        imp = self.impostor_thread(self.path)  # this process, in its own temp directory
+        with tv.TokenVaultClient(self.path, timeout=2) as c:
+            self.assertEqual(c.token("x"), "ATTACKER")
+        self.assertEqual(len(imp.seen), 1)
+
+    @unittest.skipIf(os.getuid() == 0 or os.stat(tempfile.gettempdir()).st_uid == os.getuid(),
+                     "needs a non-root user and a shared temp directory it does not own (the root tests cover this)")
+    def test_default_rule_refuses_a_server_in_a_directory_it_does_not_own(self):
+        shared = tempfile.gettempdir()
+        path = os.path.join(shared, "tv-impostor-%d-%d.sock" % (os.getpid(), time.monotonic_ns()))
+        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+        imp = self.impostor_thread(path)
+        self.assertRefused(tv.TokenVaultClient(path, timeout=2), path, "uid %d" % os.getuid(),
+                           "socket directory %s is owned by uid %d" % (shared, os.stat(shared).st_uid), "expected_uid=")
+        self.assertEqual(imp.seen, [])
+
+    @unittest.skipUnless(os.getuid() == 0, "needs root: runs the impostor as another user (uid 65534)")
+    def test_default_rule_refuses_another_user_in_a_writable_root_directory(self):
+        os.chmod(self.dir, 0o755)
+        shared = os.path.join(self.dir, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)  # root's, but anyone can write it
+        path = os.path.join(shared, "tv.sock")
+        lines = self.impostor_as_nobody(path)
+        e = self.assertRefused(tv.TokenVaultClient(path, timeout=2), path, "uid %d" % NOBODY,
+                               "socket directory %s is owned by uid 0" % shared, "expected_uid=", "TOKENVAULT_SERVER_UID")
+        self.assertIsInstance(e, tv.TokenVaultError)
+        self.assertEqual([l for l in lines if l.startswith("got")], [], "a request was sent to the impostor")
+        # Told to expect uid 65534, the client talks to it: it is the check that refused.
+        with tv.TokenVaultClient(path, timeout=2, expected_uid=NOBODY) as c:
+            self.assertEqual(c.token("x"), "ATTACKER")
+
+    @unittest.skipUnless(os.getuid() == 0, "needs root: runs the server as another user (uid 65534)")
+    def test_default_rule_checks_the_owner_of_the_socket_file(self):
+        own = os.path.join(self.dir, "own")
+        os.chmod(self.dir, 0o755)
+        os.mkdir(own, 0o755)
+        os.chown(own, NOBODY, NOBODY)  # nobody's own directory: nobody serving there is trusted
+        path = os.path.join(own, "tv.sock")
+        self.impostor_as_nobody(path)
+        with tv.TokenVaultClient(path, timeout=2) as c:
+            self.assertEqual(c.token("x"), "ATTACKER")
+        os.lchown(path, NOBODY - 1, NOBODY - 1)
+        self.assertRefused(tv.TokenVaultClient(path, timeout=2), "socket file is owned by uid %d" % (NOBODY - 1))
+
+    @unittest.skipUnless(os.getuid() == 0, "needs root: checks that a root server is trusted by default")
+    def test_default_rule_trusts_root(self):
+        self.assertEqual(os.stat(self.dir).st_uid, 0)
+        self.impostor_thread(self.path)  # this process, root, in a root-owned directory
+        with tv.TokenVaultClient(self.path, timeout=2) as c:
+            self.assertEqual(c.token("x"), "ATTACKER")
+
+
 @unittest.skipUnless(os.environ.get("TOKENVAULT_BIN"), "set TOKENVAULT_BIN to run against the real daemon")
 class RealDaemonTests(unittest.TestCase):
     @classmethod
@@ -143,6 +359,15 @@ class RealDaemonTests(unittest.TestCase):
                 c.get("acme/none")
             with self.assertRaises(tv.DeniedError):
                 c.get("other/x")
+
+    def test_the_real_daemon_passes_the_server_check(self):
+        with tv.TokenVaultClient(self.sock, timeout=5) as c:  # the default rule: it owns its directory, or is root
+            self.assertEqual(c.ping(), 1)
+        with tv.TokenVaultClient(self.sock, timeout=5, expected_uid=os.getuid()) as c:
+            self.assertEqual(c.ping(), 1)
+        with tv.TokenVaultClient(self.sock, timeout=5, expected_uid=os.getuid() + 1) as c:
+            with self.assertRaises(tv.ImpostorError):
+                c.ping()
 
 
 if __name__ == "__main__":

@@ -13,16 +13,22 @@ With Meta's `facebook-business` SDK, the app secret never needs to leave the vau
 
 Speaks protocol v1 (../../Docs/PROTOCOL.md): one JSON object per line over a Unix socket. The connection
 is kept open and reused; a broken one is reopened once per call. Thread-safe.
+
+Before sending anything on a new connection, the client asks the kernel (SO_PEERCRED) which uid serves the
+socket and raises ImpostorError unless it is `expected_uid` (or $TOKENVAULT_SERVER_UID) when one is given,
+or else root or the owner of both the socket directory and the socket file. Linux only.
 """
 
 import json
 import os
 import socket
+import struct
 import threading
 
 __all__ = [
     "TokenVaultClient", "TokenVaultError", "BadRequestError", "UnknownOpError", "TooLargeError", "DeniedError",
     "NotFoundError", "UnavailableError", "RateLimitedError", "InternalError", "ConnectError", "ProtocolError",
+    "ImpostorError",
 ]
 
 
@@ -48,6 +54,7 @@ class RateLimitedError(TokenVaultError): code = "rate_limited"
 class InternalError(TokenVaultError): code = "internal"
 class ConnectError(TokenVaultError): code = "connect"
 class ProtocolError(TokenVaultError): code = "protocol_error"
+class ImpostorError(TokenVaultError): code = "impostor"
 
 _ERRORS = {cls.code: cls for cls in (BadRequestError, UnknownOpError, TooLargeError, DeniedError, NotFoundError,
                                      UnavailableError, RateLimitedError, InternalError)}
@@ -59,10 +66,29 @@ def default_socket_path():
     return os.path.join(os.environ.get("TOKENVAULT_HOME") or "./.tokenvault", "tokenvault.sock")
 
 
+def _uid(value, what):
+    if isinstance(value, str):
+        try:
+            value = int(value.strip(), 10)
+        except ValueError:
+            raise ValueError("%s must be a uid (a number), not %r" % (what, value)) from None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("%s must be a uid (a number >= 0), not %r" % (what, value))
+    return value
+
+
 class TokenVaultClient:
-    def __init__(self, socket_path=None, timeout=10.0):
+    def __init__(self, socket_path=None, timeout=10.0, expected_uid=None):
+        """`expected_uid`: the uid the daemon must run as (default $TOKENVAULT_SERVER_UID, else see
+        `_check_server`)."""
         self.socket_path = socket_path or default_socket_path()
         self.timeout = timeout
+        if expected_uid is not None:
+            self.expected_uid = _uid(expected_uid, "expected_uid")
+        elif os.environ.get("TOKENVAULT_SERVER_UID"):
+            self.expected_uid = _uid(os.environ["TOKENVAULT_SERVER_UID"], "TOKENVAULT_SERVER_UID")
+        else:
+            self.expected_uid = None
         self._lock = threading.Lock()
         self._sock = None
         self._file = None
@@ -117,8 +143,51 @@ class TokenVaultClient:
             s.close()
             raise ConnectError("cannot connect to the TokenVault daemon at %s: %s (is `tokenvault serve` running?)"
                                % (self.socket_path, e.strerror or e)) from None
+        try:
+            self._check_server(s)
+        except BaseException:
+            s.close()
+            raise
         self._sock = s
         self._file = s.makefile("rwb")
+
+    def _check_server(self, s):
+        """Refuses a server that may be an impostor, before any request is sent on `s`.
+
+        With an expected uid, the server must run as it. Without one, it must be root, or own both the
+        socket's directory and the socket file. The daemon refuses to serve from a directory that another
+        user or a group can write, so a genuine daemon is root or owns its socket directory; whoever else
+        answers there got in through a directory that is not theirs.
+        """
+        path = self.socket_path
+        try:
+            creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            _pid, uid, _gid = struct.unpack("iII", creds)
+        except (OSError, AttributeError) as e:
+            raise ImpostorError("cannot learn which uid serves %s (SO_PEERCRED: %s): refusing to trust it"
+                                % (path, e)) from None
+        if self.expected_uid is not None:
+            if uid != self.expected_uid:
+                raise ImpostorError("the process answering on %s runs as uid %d, but uid %d was expected: "
+                                    "refusing to trust it" % (path, uid, self.expected_uid))
+            return
+        if uid == 0:
+            return
+        directory = os.path.dirname(path) or "."
+        hint = "; pass expected_uid= (or set TOKENVAULT_SERVER_UID) if this daemon is genuine"
+        try:
+            dir_uid = os.stat(directory).st_uid
+            sock_uid = os.lstat(path).st_uid
+        except OSError as e:
+            raise ImpostorError("the process answering on %s runs as uid %d, but the owners of the socket and "
+                                "of its directory cannot be checked (%s): refusing to trust it%s"
+                                % (path, uid, e.strerror or e, hint)) from None
+        if dir_uid != uid:
+            raise ImpostorError("the process answering on %s runs as uid %d, but the socket directory %s is "
+                                "owned by uid %d: refusing to trust it%s" % (path, uid, directory, dir_uid, hint))
+        if sock_uid != uid:
+            raise ImpostorError("the process answering on %s runs as uid %d, but the socket file is owned by "
+                                "uid %d: refusing to trust it%s" % (path, uid, sock_uid, hint))
 
     def _disconnect(self):
         for thing in (self._file, self._sock):

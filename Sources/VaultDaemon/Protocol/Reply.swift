@@ -75,8 +75,13 @@ public enum ReplyEncoder {
             buffer.writeStaticString(",\"expires_at\":")
             // Meta's 0 means "never"; the contract says null for a token that never expires.
             writeOptional(r.expiresAt.flatMap { $0 == 0 ? nil : $0 }, into: &buffer)
-            buffer.writeStaticString(",\"scopes\":")
-            buffer.writeString(r.scopes.isEmpty ? "[]" : r.scopes)  // stored as a JSON array we wrote
+            buffer.writeStaticString(",\"scopes\":[")
+            // Typed values, each escaped: stored text is never spliced into the reply.
+            for (i, scope) in Vault.scopes(of: r).enumerated() {
+                if i > 0 { buffer.writeStaticString(",") }
+                writeJSONString(scope, into: &buffer)
+            }
+            buffer.writeStaticString("]")
             buffer.writeStaticString(",\"valid\":")
             if let v = r.valid { if v { buffer.writeStaticString("true") } else { buffer.writeStaticString("false") } } else { buffer.writeStaticString("null") }
             buffer.writeStaticString(",\"checked_at\":")
