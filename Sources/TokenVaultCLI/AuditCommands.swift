@@ -77,9 +77,21 @@ struct AuditCommand: ParsableCommand {
                 report = AuditVerifier.verify(directory: dir ?? vault.vaultHome.auditDirectory, keys: nil, publicKey: key, checkpoint: nil)
             } else {
                 let v = try vault.openVault()
-                let keys = AuditKeys(auditKey: try reporting { try v.auditKey() })
+                let anchor = try reporting { try v.keyring.readAnchor() }
+                guard let auditKey = try reporting({ try v.existingAuditKey() }) else {
+                    // Never audited: no key, so no record can have been written. Unless something says otherwise.
+                    if anchor != nil || !AuditSegments.list(dir ?? v.home.auditDirectory).isEmpty {
+                        print("FAILED: vault.db holds no audit key, but \(anchor != nil ? "the keyring's audit anchor" : "the audit directory") "
+                              + "shows the vault was audited: the key was deleted")
+                        throw ExitCode(6)
+                    }
+                    print("OK: nothing has been audited in this vault yet (no audit key, no records)")
+                    return
+                }
+                let keys = AuditKeys(auditKey: auditKey)
                 let checkpoint = try reporting { try v.auditCheckpoint() }
-                report = AuditVerifier.verify(directory: dir ?? v.home.auditDirectory, keys: keys, publicKey: nil, checkpoint: checkpoint)
+                report = AuditVerifier.verify(directory: dir ?? v.home.auditDirectory, keys: keys, publicKey: nil, checkpoint: checkpoint,
+                                              anchor: anchor, requireCheckpoint: true)
             }
             let seconds = Date().timeIntervalSince(started)
             if let problem = report.problem {
@@ -91,8 +103,11 @@ struct AuditCommand: ParsableCommand {
             if report.checkedCheckpoint { what.append("checkpoint") }
             print("OK: \(report.records) records in \(report.segments) segment(s), seq 1–\(report.lastSeq); checked \(what.joined(separator: ", ")) "
                   + String(format: "in %.2f s", seconds))
-            if report.lastSeq > report.signedThrough && !report.checkedCheckpoint {
-                print("note: records after seq \(report.signedThrough) carry no signature yet; only a keyring holder can vouch for them")
+            if pubkey == nil {
+                let cp = report.checkpointSeq.map { "seq \($0)" } ?? "none"
+                print("freshness: vault.db's checkpoint at \(cp) (\(report.lastSeq - (report.checkpointSeq ?? 0)) records behind the log's end), "
+                      + (report.anchorSeq.map { "the keyring's anchor at seq \($0)" }
+                         ?? "no keyring anchor (the keyring is not writable): an old copy of the log put back with its vault.db would pass"))
             }
         }
     }
@@ -195,7 +210,8 @@ struct AuditCommand: ParsableCommand {
             let v = try vault.openVault()
             let keys = AuditKeys(auditKey: try reporting { try v.auditKey() })
             let verification = AuditVerifier.verify(directory: v.home.auditDirectory, keys: keys, publicKey: nil,
-                                                    checkpoint: try reporting { try v.auditCheckpoint() })
+                                                    checkpoint: try reporting { try v.auditCheckpoint() },
+                                                    anchor: try reporting { try v.keyring.readAnchor() }, requireCheckpoint: true)
             let entries = AuditQuery.entries(directory: v.home.auditDirectory, filter: try filters.filter())
             let page = AuditReport.html(entries: entries, verification: verification, generated: Date())
             do { try page.write(toFile: html, atomically: true, encoding: .utf8) } catch {

@@ -36,14 +36,27 @@ struct CLIAudit {
         }
     }
 
-    /// Runs an admin action and records its outcome; the action's own error is rethrown after the record.
-    func admin<T>(_ action: String, token: String? = nil, reason: String? = nil, _ body: () throws -> T) throws -> T {
+    /// Runs an admin action whose change commits inside `body`. `body` hands the hook it is given to the
+    /// vault's `beforeCommit`, so the record is durable before anything changes: an audit log that cannot
+    /// be written (a full disk) rolls the change back, exit 7. An action that commits nothing (an export)
+    /// never calls the hook and is recorded once it is done. A failure is recorded too, best effort.
+    func admin<T>(_ action: String, token: String? = nil, reason: String? = nil,
+                  _ body: (_ beforeCommit: () throws -> Void) throws -> T) throws -> T {
+        var recorded = false
+        let beforeCommit = {
+            let event = AuditEvent(action: action, channel: .cli, actor: Self.actor, token: token, outcome: .granted, reason: reason)
+            do { try self.log.appendAndWait(event) } catch {
+                throw CLIFailure(message: "error: the audit record could not be written (\(error)); nothing was changed", code: 7)
+            }
+            recorded = true
+        }
         do {
-            let result = try reporting(body)
-            try record(action, token: token, reason: reason)
+            let result = try reporting { try body(beforeCommit) }
+            if !recorded { try record(action, token: token, reason: reason) }
             return result
         } catch let failure as CLIFailure {
-            try? record(action, token: token, outcome: .failed, reason: failure.message)
+            let why = recorded ? "recorded as granted, then not committed: \(failure.message)" : failure.message
+            try? record(action, token: token, outcome: .failed, reason: why)
             throw failure
         }
     }

@@ -42,6 +42,11 @@ struct Init: ParsableCommand {
         }
         let created = try reporting { try Vault.create(home: home, passphrase: secret, strength: kdf) }
         let key = try reporting { try created.keyring.entries().last?.id ?? "?" }
+        // The first record: from here on the vault has an audit key, a checkpoint and an anchor, so a log
+        // deleted later is caught by `audit verify` (a vault never audited has none of them).
+        let audit = try CLIAudit(created)
+        try audit.record("init", reason: "master key \(key)")
+        audit.close()
         print("initialised vault at \(home.root)")
         print("keyring \(home.keysDirectory), master key \(key)\(passphrase ? " (passphrase)" : "")")
     }
@@ -80,8 +85,8 @@ struct Put: ParsableCommand {
         let audit = try CLIAudit(v)
         defer { audit.close() }
         let existed = (try? v.show(name: name)) != nil
-        try audit.admin("put", token: name, reason: existed ? "replaced" : "created") {
-            try v.put(name: name, secret: secret, kind: kind, app: app, replace: force)
+        try audit.admin("put", token: name, reason: existed ? "replaced" : "created") { commit in
+            try v.put(name: name, secret: secret, kind: kind, app: app, replace: force, beforeCommit: commit)
         }
         printErr("\(existed ? "replaced" : "stored") \(name)")
     }
@@ -113,7 +118,10 @@ struct Get: ParsableCommand {
         defer { audit.close() }
         let opened: OpenedToken
         do {
-            opened = try reporting { try v.get(name: name) }
+            opened = try reporting {
+                try Names.validate(name)  // as the daemon does: what is looked up and audited is exactly this name
+                return try v.get(name: name)
+            }
         } catch let failure as CLIFailure {
             try audit.record("get", token: name, outcome: failure.code == 3 ? .notFound : .failed, reason: failure.message)
             throw failure
@@ -183,7 +191,7 @@ struct Remove: ParsableCommand {
         let v = try vault.openVault()
         let audit = try CLIAudit(v)
         defer { audit.close() }
-        try audit.admin("rm", token: name) { try v.remove(name: name) }
+        try audit.admin("rm", token: name) { commit in try v.remove(name: name, beforeCommit: commit) }
         printErr("removed \(name)")
     }
 }
@@ -215,8 +223,8 @@ struct AppCommand: ParsableCommand {
             let v = try vault.openVault()
             let audit = try CLIAudit(v)
             defer { audit.close() }
-            try audit.admin("app_add", reason: "app \(app) (id \(appId))") {
-                try v.addApp(name: app, appId: appId, secret: secret, replace: force)
+            try audit.admin("app_add", reason: "app \(app) (id \(appId))") { commit in
+                try v.addApp(name: app, appId: appId, secret: secret, replace: force, beforeCommit: commit)
             }
             printErr("stored app \(app)")
         }
@@ -281,14 +289,14 @@ struct Import: ParsableCommand {
         let v = try vault.openVault()
         let audit = try CLIAudit(v)
         defer { audit.close() }
-        let count: Int = try audit.admin("import", reason: "format \(chosen.rawValue)") {
+        let count: Int = try audit.admin("import", reason: "format \(chosen.rawValue)") { commit in
             switch chosen {
-            case .env: return try v.put(ImportFormat.parseEnv(content, prefix: prefix, kind: kind, app: app), replace: force)
-            case .jsonl: return try v.put(ImportFormat.parseJSONLines(content, kind: kind, app: app), replace: force)
+            case .env: return try v.put(ImportFormat.parseEnv(content, prefix: prefix, kind: kind, app: app), replace: force, beforeCommit: commit)
+            case .jsonl: return try v.put(ImportFormat.parseJSONLines(content, kind: kind, app: app), replace: force, beforeCommit: commit)
             case .sealed:
                 let pass = try exportPassphraseFile.map { try SecretInput.readFile($0, what: "passphrase") }
                     ?? SecretInput.prompt("Export passphrase: ")
-                return try v.importSealed(content, passphrase: pass, replace: force)
+                return try v.importSealed(content, passphrase: pass, replace: force, beforeCommit: commit)
             }
         }
         printErr("imported \(count) token\(count == 1 ? "" : "s") (\(chosen.rawValue))")
@@ -351,7 +359,7 @@ struct Export: ParsableCommand {
         let v = try vault.openVault()
         let audit = try CLIAudit(v)
         defer { audit.close() }
-        let bytes = try audit.admin("export", reason: "sealed export") { try v.exportSealed(passphrase: pass, strength: kdf) }
+        let bytes = try audit.admin("export", reason: "sealed export") { _ in try v.exportSealed(passphrase: pass, strength: kdf) }
         if let output {
             let fd = open(output, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
             guard fd >= 0 else {

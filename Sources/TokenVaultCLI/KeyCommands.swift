@@ -72,14 +72,16 @@ struct KeyCommand: ParsableCommand {
                     secret = try newPassphraseFile.map { try SecretInput.readFile($0, what: "passphrase") }
                         ?? SecretInput.prompt("New master key passphrase: ")
                 }
-                newKey = try audit.admin("key_rotate") { try v.rotateMasterKey(passphrase: secret, strength: kdf) }
+                newKey = try audit.admin("key_rotate") { commit in try v.rotateMasterKey(passphrase: secret, strength: kdf, beforeCommit: commit) }
                 printErr("new master key \(newKey!); all data keys re-wrapped under it")
                 if reseal { try reporting { _ = try v.beginReseal() } }
             }
             guard reseal else { return }
             let progress = Progress(started: Date())
-            let count = try audit.admin("key_reseal", reason: newKey.map { "under master key \($0)" }) {
-                try v.continueReseal(batchSize: max(1, batch)) { done, total in progress.show(done, total) }
+            // Re-sealing changes no value a caller sees: it is recorded as it starts (a failure is recorded too).
+            let count = try audit.admin("key_reseal", reason: newKey.map { "under master key \($0)" }) { commit in
+                try commit()
+                return try v.continueReseal(batchSize: max(1, batch)) { done, total in progress.show(done, total) }
             }
             progress.finish()
             printErr(String(format: "re-sealed %d tokens and app secrets in %.2f s", count, Date().timeIntervalSince(started)))
@@ -98,7 +100,7 @@ struct KeyCommand: ParsableCommand {
             let v = try vault.openVault()
             let audit = try CLIAudit(v)
             defer { audit.close() }
-            try audit.admin("key_retire", reason: "master key \(id)") { try v.retireMasterKey(id: id) }
+            try audit.admin("key_retire", reason: "master key \(id)") { commit in try v.retireMasterKey(id: id, beforeCommit: commit) }
             printErr("retired master key \(id): its file was overwritten and removed")
         }
     }

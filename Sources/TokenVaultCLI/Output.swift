@@ -4,7 +4,10 @@ import VaultStore
 
 /// Listing output: a table for people, JSON Lines (`--json`) for scripts.
 enum Output {
+    /// Every cell is printed through ``escaped(_:)``: a stored name or reason can never move the cursor,
+    /// clear the screen or draw a row of its own on the reader's terminal.
     static func table(_ header: [String], _ rows: [[String]]) -> String {
+        let rows = rows.map { $0.map(escaped) }
         var widths = header.map(\.count)
         for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
         func line(_ cells: [String]) -> String {
@@ -12,6 +15,24 @@ enum Output {
                 .joined(separator: "  ")
         }
         return ([line(header)] + rows.map(line)).joined(separator: "\n")
+    }
+
+    /// `s` with control characters (C0, DEL, C1), bidirectional overrides and line separators written
+    /// as `\x1b` or `\u{202e}`, and `\` as `\\`, so what is shown is unambiguous and inert.
+    static func escaped(_ s: String) -> String {
+        func unsafe(_ v: UInt32) -> Bool {
+            v < 0x20 || (0x7f...0x9f).contains(v) || (0x200e...0x200f).contains(v) || (0x2028...0x202e).contains(v)
+                || (0x2066...0x2069).contains(v) || v == 0x5c
+        }
+        guard s.unicodeScalars.contains(where: { unsafe($0.value) }) else { return s }
+        var out = ""
+        for u in s.unicodeScalars {
+            if u.value == 0x5c { out += "\\\\" }
+            else if u.value < 0x100 && unsafe(u.value) { out += "\\x" + (u.value < 0x10 ? "0" : "") + String(u.value, radix: 16) }
+            else if unsafe(u.value) { out += "\\u{" + String(u.value, radix: 16) + "}" }
+            else { out.unicodeScalars.append(u) }
+        }
+        return out
     }
 
     static func date(_ t: Int64?, never: String = "-") -> String {

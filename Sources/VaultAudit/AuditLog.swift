@@ -151,7 +151,21 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         while true {
             batch.removeAll(keepingCapacity: true)
             pthread_mutex_lock(&mutex)
-            while pending.isEmpty && !stopping { pthread_cond_wait(&wake, &mutex) }
+            var idle = false
+            while pending.isEmpty && !stopping {
+                // With vault.db's checkpoint behind the log, wait at most a checkpoint interval, then move it.
+                guard checkpoint != nil, checkpointedSeq < lastSeq else { pthread_cond_wait(&wake, &mutex); continue }
+                var deadline = timespec()
+                clock_gettime(CLOCK_REALTIME, &deadline)
+                let interval = max(0.01, options.checkpointInterval)
+                let nanos = Int(deadline.tv_nsec) + Int((interval - interval.rounded(.down)) * 1e9)
+                deadline.tv_sec += Int(interval) + nanos / 1_000_000_000
+                deadline.tv_nsec = nanos % 1_000_000_000
+                if pthread_cond_timedwait(&wake, &mutex, &deadline) == ETIMEDOUT, pending.isEmpty {
+                    idle = true
+                    break
+                }
+            }
             if pending.count <= options.maxBatch {
                 swap(&batch, &pending)
             } else {
@@ -161,6 +175,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             let stop = stopping && batch.isEmpty
             pthread_mutex_unlock(&mutex)
             if stop { break }
+            if idle {
+                maybeCheckpoint(force: true)
+                continue
+            }
 
             let result: Result<Void, any Error>
             do {
@@ -190,6 +208,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
         if reopen {
             let (seq, hash) = (lastSeq, lastHash)
+            // The directory may have been removed under us (`rm -rf audit/`): make it, and its lock, anew.
+            if mkdir(directory, 0o700) == 0 { syncDirectory() }
+            try reopenLockIfUnlinked()
             try openSegment(segment)
             if endOffset == 0 {
                 // A fresh file where ours was moved away: carry the chain on.
@@ -204,7 +225,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         var seq = lastSeq
         var hash = lastHash
         let now = Date().timeIntervalSince1970
-        let sign = now - lastSignature >= options.checkpointInterval
+        // A batch's last record is signed once per checkpoint interval, and whenever nothing else is waiting
+        // to be written: the log at rest always ends in a signed record, so the public key alone vouches for
+        // all of it (a busy log's unsigned run is at most one interval long).
+        let sign = now - lastSignature >= options.checkpointInterval || nothingPending()
         for index in batch.indices {
             seq += 1
             let start = bytes.count
@@ -220,6 +244,12 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         lastHash = hash
         if sign { lastSignature = now }
         if endOffset >= off_t(options.segmentBytes) { try rotate() }
+    }
+
+    private func nothingPending() -> Bool {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return pending.isEmpty
     }
 
     /// Writes and `fdatasync`s, or undoes the partial write and throws.
@@ -266,6 +296,17 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         }
         defer { flock(lockFd, LOCK_UN) }
         return try body()
+    }
+
+    /// After `rm -rf audit/`, the lock file is gone too: other processes would lock a new one.
+    private func reopenLockIfUnlinked() throws {
+        var st = stat()
+        guard fstat(lockFd, &st) == 0, st.st_nlink == 0 else { return }
+        let fresh = Glibc.open(directory + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fresh >= 0 else { throw AuditWriteError(description: "cannot open \(directory)/.lock: \(String(cString: strerror(errno)))") }
+        while flock(fresh, LOCK_EX) != 0 && errno == EINTR {}
+        Glibc.close(lockFd)  // releases the old (unlinked) lock; the fresh one is held until the batch ends
+        lockFd = fresh
     }
 
     private func openSegment(_ index: Int) throws {
@@ -326,9 +367,18 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// Another process may have appended, or started a new segment, since our last batch.
     /// Only a write to our segment can start the next one (a writer rotates right after the write that
     /// fills it), so an unchanged size means nobody else wrote: one `fstat` per batch in the usual case.
+    ///
+    /// A segment that was unlinked while open (`rm -rf audit/`) is never written to: records there would
+    /// vanish with the last descriptor. Writing fails closed until a new segment is open (SIGHUP, `reopen()`).
     private func catchUpWithOtherWriters() throws {
         var st = stat()
-        fstat(fd, &st)
+        guard fstat(fd, &st) == 0 else {
+            throw AuditWriteError(description: "cannot stat \(AuditSegments.path(directory, segment)): \(String(cString: strerror(errno)))")
+        }
+        guard st.st_nlink > 0 else {
+            throw AuditWriteError(description: "\(AuditSegments.path(directory, segment)) was deleted while in use; nothing is disclosed "
+                + "until a new segment is open: send the daemon SIGHUP (`systemctl reload tokenvault`) and run `tokenvault audit verify`")
+        }
         guard st.st_size != endOffset else { return }
         while access(AuditSegments.path(directory, segment + 1), F_OK) == 0 {
             try openSegment(segment + 1)

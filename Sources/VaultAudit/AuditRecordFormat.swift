@@ -71,15 +71,15 @@ public enum AuditRecordFormat {
         out.append(contentsOf: #"","channel":""#.utf8)
         out.append(contentsOf: event.channel.rawValue.utf8)
         out.append(contentsOf: #"","action":"#.utf8)
-        appendString(event.action, to: &out)
+        appendString(event.action, limit: AuditEvent.Limit.action, to: &out)
         out.append(contentsOf: #","token":"#.utf8)
-        appendOptional(event.token, to: &out)
+        appendOptional(event.token, limit: AuditEvent.Limit.token, to: &out)
         out.append(contentsOf: #","outcome":""#.utf8)
         out.append(contentsOf: event.outcome.rawValue.utf8)
         out.append(contentsOf: #"","reason":"#.utf8)
-        appendOptional(event.reason, to: &out)
+        appendOptional(event.reason, limit: AuditEvent.Limit.reason, to: &out)
         out.append(contentsOf: #","request_id":"#.utf8)
-        appendOptional(event.requestId, to: &out)
+        appendOptional(event.requestId, limit: AuditEvent.Limit.requestId, to: &out)
         out.append(contentsOf: #","uid":"#.utf8)
         appendDecimal(Int64(event.actor.uid), to: &out)
         out.append(contentsOf: #","gid":"#.utf8)
@@ -87,7 +87,7 @@ public enum AuditRecordFormat {
         out.append(contentsOf: #","pid":"#.utf8)
         appendDecimal(Int64(event.actor.pid), to: &out)
         out.append(contentsOf: #","exe":"#.utf8)
-        appendOptional(event.actor.executable, to: &out)
+        appendOptional(event.actor.executable, limit: AuditEvent.Limit.executable, to: &out)
         out.append(contentsOf: #","token_hmac":"#.utf8)
         if let tokenHMAC {
             out.append(UInt8(ascii: "\""))
@@ -172,8 +172,13 @@ public enum AuditRecordFormat {
         out.append(contentsOf: "\"}\n".utf8)
     }
 
-    static func appendOptional(_ s: String?, to out: inout [UInt8]) {
-        if let s { appendString(s, to: &out) } else { out.append(contentsOf: "null".utf8) }
+    static func appendOptional(_ s: String?, limit: Int = .max, to out: inout [UInt8]) {
+        if let s { appendString(s, limit: limit, to: &out) } else { out.append(contentsOf: "null".utf8) }
+    }
+
+    /// A string field cut to `limit` bytes (``AuditEvent/capped(_:bytes:)``) before it is escaped.
+    static func appendString(_ s: String, limit: Int, to out: inout [UInt8]) {
+        appendString(s.utf8.count > limit ? AuditEvent.capped(s, bytes: limit) : s, to: &out)
     }
 
     static func appendString(_ s: String, to out: inout [UInt8]) {

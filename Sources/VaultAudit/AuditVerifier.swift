@@ -29,6 +29,10 @@ public enum AuditVerifier {
         public var signedThrough: Int64 = 0
         public var checkedMACs = false
         public var checkedCheckpoint = false
+        /// The seq the keyring's freshness anchor vouches for, when there is one (``AuditAnchor``).
+        public var anchorSeq: Int64?
+        /// The seq vault.db's checkpoint vouches for, when there is one.
+        public var checkpointSeq: Int64?
         public var problem: Problem?
 
         public var ok: Bool { problem == nil }
@@ -253,12 +257,42 @@ public enum AuditVerifier {
         return total
     }
 
-    /// `keys` checks MACs and the checkpoint; `publicKey` alone checks the chain and signatures.
+    /// `keys` checks MACs, the checkpoint and the keyring's anchor (`anchor`: the anchor file's bytes); a
+    /// vault that has an audit key must have a checkpoint (`requireCheckpoint`). `publicKey` alone checks
+    /// the chain and signatures, and then every record up to the end must be covered by a valid signature.
     public static func verify(directory: String, keys: AuditKeys?, publicKey: [UInt8]?,
-                              checkpoint: AuditCheckpointRecord?) -> Report {
+                              checkpoint: AuditCheckpointRecord?, anchor: [UInt8]? = nil, requireCheckpoint: Bool = false) -> Report {
         var report = Report()
         report.checkedMACs = keys != nil
         let publicKey = publicKey ?? keys?.publicKey
+        // What vouches for the log's end: vault.db's checkpoint and the keyring's anchor, the later of the two.
+        var vouchProblem: Problem?
+        var vouched: (seq: Int64, hash: [UInt8], source: String)?
+        if let keys {
+            if let checkpoint {
+                let cpHash = decodeHex(checkpoint.hash) ?? []
+                if cpHash.count == 32, constantTimeEqual(keys.checkpointMAC(seq: checkpoint.seq, hash: cpHash), decodeHex(checkpoint.mac) ?? []) {
+                    vouched = (checkpoint.seq, cpHash, "vault.db's checkpoint")
+                    report.checkpointSeq = checkpoint.seq
+                } else {
+                    vouchProblem = Problem(file: "vault.db", line: 0, seq: checkpoint.seq, message: "the audit checkpoint in vault.db was altered")
+                }
+            }
+            if let anchor, vouchProblem == nil {
+                do {
+                    let a = try AuditAnchor.decode(anchor, keys: keys)
+                    report.anchorSeq = a.seq
+                    if checkpoint == nil {
+                        vouchProblem = Problem(file: "vault.db", line: 0, seq: a.seq, message:
+                            "vault.db holds no audit checkpoint, but the keyring's anchor vouches for seq \(a.seq): the checkpoint was deleted")
+                    } else if a.seq >= (vouched?.seq ?? 0) {
+                        vouched = (a.seq, a.hash, "the keyring's anchor")
+                    }
+                } catch {
+                    vouchProblem = Problem(file: "audit.anchor", line: 0, seq: nil, message: "\(error)")
+                }
+            }
+        }
         let segments = AuditSegments.list(directory)
         var expectedSeq: Int64 = 1
         var prevHash = AuditDigest(AuditRecordFormat.genesisHash)
@@ -273,7 +307,7 @@ public enum AuditVerifier {
             }
             report.segments += 1
             if let fast = verifyFast(path: path, expectedSeq: expectedSeq, previous: prevHash, keys: keys,
-                                     publicKey: publicKey, checkpointSeq: checkpoint?.seq) {
+                                     publicKey: publicKey, checkpointSeq: vouched?.seq) {
                 report.records += fast.records
                 if fast.records > 0 {
                     report.lastSeq = fast.lastSeq
@@ -356,7 +390,7 @@ public enum AuditVerifier {
                 return report
             }
             for r in records {
-                if let checkpoint, r.parsed.seq == checkpoint.seq { checkpointHash = r.parsed.hash }
+                if let vouched, r.parsed.seq == vouched.seq { checkpointHash = r.parsed.hash }
                 if r.parsed.signature != nil { report.signedThrough = r.parsed.seq }
             }
             report.records += Int64(records.count)
@@ -365,22 +399,40 @@ public enum AuditVerifier {
                 prevHash = last.parsed.hash
             }
         }
-        if let checkpoint, let keys {
-            report.checkedCheckpoint = true
-            let cpHash = decodeHex(checkpoint.hash) ?? []
-            let last = segments.last.map { AuditSegments.path(directory, $0) } ?? directory
-            guard constantTimeEqual(keys.checkpointMAC(seq: checkpoint.seq, hash: cpHash), decodeHex(checkpoint.mac) ?? []) else {
-                report.problem = Problem(file: "vault.db", line: 0, seq: checkpoint.seq, message: "the audit checkpoint in vault.db was altered")
+        let last = segments.last.map { AuditSegments.path(directory, $0) } ?? directory
+        if keys != nil {
+            report.checkedCheckpoint = vouched != nil
+            if let vouchProblem {
+                report.problem = vouchProblem
                 return report
             }
-            guard report.lastSeq >= checkpoint.seq else {
+            guard let vouched else {
+                if requireCheckpoint {
+                    report.problem = Problem(file: "vault.db", line: 0, seq: nil, message: report.lastSeq > 0
+                        ? "the log holds \(report.lastSeq) records but vault.db holds no audit checkpoint: it was deleted"
+                        : "this vault has an audit key, so it has been audited, but vault.db holds no checkpoint and the log no record: both were deleted")
+                }
+                return report
+            }
+            guard report.lastSeq >= vouched.seq else {
                 report.problem = Problem(file: last, line: 0, seq: report.lastSeq + 1,
-                                         message: "the log ends at seq \(report.lastSeq) but vault.db's checkpoint vouches for seq \(checkpoint.seq): records were cut off (truncated)")
+                                         message: "the log ends at seq \(report.lastSeq) but \(vouched.source) vouches for seq \(vouched.seq): records were cut off (truncated)")
                 return report
             }
-            guard let seen = checkpointHash, cpHash.count == 32, seen == AuditDigest(cpHash) else {
-                report.problem = Problem(file: last, line: 0, seq: checkpoint.seq,
-                                         message: "record \(checkpoint.seq) differs from the one vault.db's checkpoint vouches for")
+            guard let seen = checkpointHash, seen == AuditDigest(vouched.hash) else {
+                report.problem = Problem(file: last, line: 0, seq: vouched.seq,
+                                         message: "record \(vouched.seq) differs from the one \(vouched.source) vouches for")
+                return report
+            }
+        } else if publicKey != nil {
+            guard report.lastSeq > 0 else {
+                report.problem = Problem(file: directory, line: 0, seq: nil, message: "the log holds no record: there is no signature to verify")
+                return report
+            }
+            guard report.signedThrough == report.lastSeq else {
+                report.problem = Problem(file: last, line: 0, seq: report.signedThrough + 1, message:
+                    "records after seq \(report.signedThrough) carry no valid signature, so nothing vouches for them "
+                    + "(the writer signs its last record within a second; a copy taken mid-write can end unsigned: copy it again)")
                 return report
             }
         }

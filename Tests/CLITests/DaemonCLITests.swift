@@ -94,6 +94,7 @@ struct DaemonCLITests {
         func count(_ action: String, _ channel: String, _ outcome: String) -> Int {
             records.filter { $0.contains("\"channel\":\"\(channel)\",\"action\":\"\(action)\"") && $0.contains("\"outcome\":\"\(outcome)\"") }.count
         }
+        #expect(count("init", "cli", "granted") == 1)  // from init() above
         #expect(count("put", "cli", "granted") == 2)  // from init() above
         #expect(count("get", "cli", "granted") == 1)
         #expect(count("get", "cli", "not_found") == 1)
@@ -102,7 +103,7 @@ struct DaemonCLITests {
         #expect(count("app_add", "cli", "granted") == 1)
         #expect(count("rm", "cli", "granted") == 1)
         #expect(count("import", "cli", "granted") == 1)
-        #expect(records.count == 59)
+        #expect(records.count == 60)
 
         for name in try FileManager.default.contentsOfDirectory(atPath: home + "/audit") {
             let bytes = FileManager.default.contents(atPath: home + "/audit/" + name) ?? Data()
@@ -112,7 +113,7 @@ struct DaemonCLITests {
             }
         }
         let verified = try cli.run(["audit", "verify"])
-        #expect(verified.status == 0 && verified.stdout.hasPrefix("OK: 59 records"))
+        #expect(verified.status == 0 && verified.stdout.hasPrefix("OK: 60 records"))
 
         // token_hmac finds the reads of a leaked token.
         let hash = try cli.run(["audit", "hash"], stdin: "EAAB-serve-canary-5521").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
@@ -126,10 +127,10 @@ struct DaemonCLITests {
         // Tamper with a copy's record: verify names it and exits 6.
         let segment = home + "/audit/audit-000001.jsonl"
         var lines = try String(contentsOfFile: segment, encoding: .utf8).components(separatedBy: "\n")
-        lines[4] = lines[4].replacingOccurrences(of: "\"outcome\":\"granted\"", with: "\"outcome\":\"denied\"")
+        lines[3] = lines[3].replacingOccurrences(of: "\"outcome\":\"granted\"", with: "\"outcome\":\"denied\"")
         try lines.joined(separator: "\n").write(toFile: segment, atomically: false, encoding: .utf8)
         let bad = try cli.run(["audit", "verify"])
-        #expect(bad.status == 6 && bad.stdout.contains("audit-000001.jsonl:5 (seq 5)"))
+        #expect(bad.status == 6 && bad.stdout.contains("audit-000001.jsonl:4 (seq 4)"))
 
         let report = dir.path + "/report.html"
         #expect(try cli.run(["audit", "report", "--html", report]).status == 0)
