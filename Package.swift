@@ -1,4 +1,5 @@
 // swift-tools-version:6.1
+import Foundation
 import PackageDescription
 
 let strict: [SwiftSetting] = [.swiftLanguageMode(.v6)]
@@ -45,7 +46,7 @@ let package = Package(
         .target(name: "VaultCore", dependencies: ["VaultCrypto", "VaultStore"], swiftSettings: strict),
 
         // The audit log: chained, signed JSON Lines made durable by group commit; verification and reports.
-        .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto"], swiftSettings: strict),
+        .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto", "VaultWire"], swiftSettings: strict),
 
         // The Graph API calls the vault makes (URLSession from FoundationNetworking: no extra HTTP stack to build).
         .target(name: "MetaGraph", swiftSettings: strict),
@@ -69,11 +70,15 @@ let package = Package(
             dependencies: [.product(name: "TOMLKit", package: "TOMLKit")],
             swiftSettings: strict),
 
+        // Protocol v1 on the wire: the request scanner, requests, replies and error codes, and the one
+        // JSON text writer (strings, decimals, hex) the audit log's records share.
+        .target(name: "VaultWire", dependencies: ["VaultCrypto", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
+
         // `tokenvault serve`: protocol v1 over a Unix socket, on SwiftNIO.
         .target(
             name: "VaultDaemon",
             dependencies: [
-                "VaultCore", "VaultCrypto", "VaultStore", "VaultPolicy", "CSystemShims",
+                "VaultCore", "VaultCrypto", "VaultStore", "VaultPolicy", "VaultWire", "CSystemShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -110,12 +115,13 @@ let package = Package(
             name: "VaultCoreTests",
             dependencies: ["VaultCore", "VaultCrypto", "VaultStore", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
+        .testTarget(name: "VaultWireTests", dependencies: ["VaultWire", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: strict),
         .testTarget(name: "VaultAuditTests", dependencies: ["VaultAudit", "VaultCore", "VaultCrypto", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "VaultDaemonTests",
             dependencies: [
-                "VaultDaemon", "VaultCore", "VaultCrypto", "VaultPolicy", "VaultAudit", "TokenVaultClient", "TestSupport",
+                "VaultDaemon", "VaultWire", "VaultCore", "VaultCrypto", "VaultPolicy", "VaultAudit", "TokenVaultClient", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
@@ -132,3 +138,14 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["TokenVaultCLI", "VaultCore", "TokenVaultClient", "TestSupport"], swiftSettings: strict),
     ]
 )
+
+// `make fuzz` only (TOKENVAULT_FUZZ=1, built with -sanitize=fuzzer): one libFuzzer target per parser that
+// reads untrusted bytes; each one's main hands its entry to libFuzzer's driver. Seeds: Fuzz/corpus/.
+if ProcessInfo.processInfo.environment["TOKENVAULT_FUZZ"] != nil {
+    for (name, deps) in [("FuzzRequest", ["VaultWire"]), ("FuzzPolicy", ["VaultPolicy"]),
+                         ("FuzzAuditLine", ["VaultAudit"]), ("FuzzImport", ["VaultCore"])] {
+        package.targets.append(.executableTarget(
+            name: name, dependencies: deps.map { .target(name: $0) }, path: "Fuzz/\(name)",
+            swiftSettings: strict))
+    }
+}

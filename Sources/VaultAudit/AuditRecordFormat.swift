@@ -1,6 +1,7 @@
 import Foundation
 import VaultCore
 import VaultCrypto
+import VaultWire
 
 /// The on-disk audit record, one JSON object per line, fields in this fixed order:
 ///
@@ -98,31 +99,9 @@ public enum AuditRecordFormat {
         }
     }
 
-    static func appendDecimal(_ value: Int64, to out: inout [UInt8]) {
-        if value < 0 { out.append(UInt8(ascii: "-")) }
-        var v = value.magnitude
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var n = 0
-        withUnsafeMutableBytes(of: &digits) { d in
-            repeat {
-                d[n] = UInt8(48 + v % 10)
-                v /= 10
-                n += 1
-            } while v > 0
-            for i in stride(from: n - 1, through: 0, by: -1) { out.append(d[i]) }
-        }
-    }
+    static func appendDecimal(_ value: Int64, to out: inout [UInt8]) { JSONText.appendDecimal(value, to: &out) }
 
-    static func appendHex(_ bytes: [UInt8], to out: inout [UInt8]) {
-        let digits: StaticString = "0123456789abcdef"
-        let d = digits.utf8Start
-        for b in bytes {
-            out.append(d[Int(b >> 4)])
-            out.append(d[Int(b & 0x0f)])
-        }
-    }
+    static func appendHex(_ bytes: [UInt8], to out: inout [UInt8]) { JSONText.appendHex(bytes, to: &out) }
 
     /// `2026-11-29T10:35:22.123456Z`, by integer arithmetic (no gmtime_r, no allocation).
     static func appendTime(micros: Int64, to out: inout [UInt8]) {
@@ -181,26 +160,8 @@ public enum AuditRecordFormat {
         appendString(s.utf8.count > limit ? AuditEvent.capped(s, bytes: limit) : s, to: &out)
     }
 
-    static func appendString(_ s: String, to out: inout [UInt8]) {
-        out.append(UInt8(ascii: "\""))
-        var s = s
-        s.withUTF8 { utf8 in
-            // Runs that need no escape are copied whole.
-            var runStart = 0
-            for (i, b) in utf8.enumerated() where b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") {
-                out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart..<i]))
-                runStart = i + 1
-                switch b {
-                case UInt8(ascii: "\""): out.append(contentsOf: [0x5c, 0x22])
-                case UInt8(ascii: "\\"): out.append(contentsOf: [0x5c, 0x5c])
-                case 0x0a: out.append(contentsOf: [0x5c, UInt8(ascii: "n")])
-                default: out.append(contentsOf: Array(String(format: "\\u%04x", b).utf8))
-                }
-            }
-            out.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[runStart...]))
-        }
-        out.append(UInt8(ascii: "\""))
-    }
+    /// A JSON string literal, escaped exactly as replies are (``JSONText``).
+    static func appendString(_ s: String, to out: inout [UInt8]) { JSONText.appendQuoted(s, to: &out) }
 
     /// `2026-11-29T10:35:22.123456Z`.
     public static func formatTime(micros: Int64) -> String {
@@ -219,6 +180,10 @@ public enum AuditRecordFormat {
         var signature: [UInt8]?
     }
 
+    /// The seq of one line as the verifier parses it, or nil when the line is not a record (for the fuzzer
+    /// and for tools that sort lines without checking them).
+    public static func recordSeq(_ line: UnsafeRawBufferPointer) -> Int64? { parse(line)?.seq }
+
     static func parse(_ line: ArraySlice<UInt8>) -> Parsed? {
         line.withUnsafeBytes { parse($0) }
     }
@@ -231,7 +196,8 @@ public enum AuditRecordFormat {
         var i = seqMarker.utf8CodeUnitCount
         var seq: Int64 = 0
         var digits = 0
-        while i < n, line[i] >= 0x30, line[i] <= 0x39, digits < 19 {
+        // At most 18 digits: every such number fits an Int64 (a 19th could overflow, and trap).
+        while i < n, line[i] >= 0x30, line[i] <= 0x39, digits < 18 {
             seq = seq * 10 + Int64(line[i] - 0x30)
             i += 1
             digits += 1

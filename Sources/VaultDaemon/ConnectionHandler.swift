@@ -1,4 +1,5 @@
 import NIOCore
+import VaultWire
 import VaultPolicy
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,5 @@
 import NIOCore
+import VaultWire
 import VaultCore
 import VaultStore
 

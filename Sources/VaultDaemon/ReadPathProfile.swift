@@ -1,5 +1,6 @@
 import Foundation
 import NIOCore
+import VaultWire
 import NIOPosix
 import VaultCore
 import VaultCrypto
@@ -44,7 +45,7 @@ public enum ReadPathProfile {
         }
         held.release()
         let opened = try vault.get(name: names[0])
-        let reply = Reply.token(.init(record: opened.record, secret: opened.secret, proof: nil))
+        let reply = Reply.token(.init(opened, proof: nil))
         let allocator = ByteBufferAllocator()
         time("reply encode") { _ in
             var buffer = allocator.buffer(capacity: 256)

@@ -5,6 +5,7 @@ import VaultCore
 import VaultCrypto
 import VaultPolicy
 import VaultStore
+import VaultWire
 
 /// Answers protocol requests: policy, then store and crypto, then audit, then the reply.
 ///
@@ -45,7 +46,7 @@ public final class RequestProcessor: Sendable {
         case .ping:
             reply(.pong)
         case .whoami:
-            reply(.whoami(caller))
+            reply(.whoami(uid: caller.uid, gid: caller.gid, pid: caller.pid))
         case .list:
             list(request, caller: caller, reply: reply)
         case .get(let name, let proof):
@@ -194,6 +195,15 @@ public final class RequestProcessor: Sendable {
             }
         }
         event.tokenHMAC = tokenHMACs.hmac(for: opened.record) { audit.tokenHMAC(of: opened.secret) }
-        audited(event, secret: opened.secret, .token(.init(record: opened.record, secret: opened.secret, proof: proofValue)), reply: reply)
+        audited(event, secret: opened.secret, .token(.init(opened, proof: proofValue)), reply: reply)
+    }
+}
+
+extension Reply.TokenReply {
+    /// The reply for an opened token: its metadata as typed values (``Vault/open`` checked them).
+    convenience init(_ opened: OpenedToken, proof: (hex: String, time: Int64?)?) {
+        let r = opened.record
+        self.init(name: r.name, secret: opened.secret, kind: r.kind, expiresAt: r.expiresAt, scopes: Vault.scopes(of: r),
+                  valid: r.valid, checkedAt: r.checkedAt, proof: proof)
     }
 }

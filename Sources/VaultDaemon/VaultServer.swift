@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import VaultWire
 import NIOPosix
 import ServiceLifecycle
 import Synchronization

@@ -6,6 +6,7 @@ import Testing
 import VaultCore
 import VaultPolicy
 @testable import VaultDaemon
+@testable import VaultWire
 
 @Suite("Connection handler on an in-memory channel")
 struct ConnectionHandlerTests {

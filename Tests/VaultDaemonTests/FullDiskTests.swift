@@ -5,6 +5,7 @@ import VaultAudit
 import VaultCore
 import VaultPolicy
 @testable import VaultDaemon
+@testable import VaultWire
 #if canImport(Glibc)
 import Glibc
 #endif

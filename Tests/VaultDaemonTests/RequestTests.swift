@@ -2,6 +2,7 @@ import NIOCore
 import TestSupport
 import Testing
 @testable import VaultDaemon
+@testable import VaultWire
 
 @Suite("Protocol v1 codec")
 struct RequestTests {

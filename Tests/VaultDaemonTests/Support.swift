@@ -8,6 +8,7 @@ import VaultCore
 import VaultCrypto
 import VaultPolicy
 @testable import VaultDaemon
+@testable import VaultWire
 #if canImport(Glibc)
 import Glibc
 #endif

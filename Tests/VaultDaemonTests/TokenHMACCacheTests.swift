@@ -6,6 +6,7 @@ import VaultCore
 import VaultCrypto
 import VaultPolicy
 @testable import VaultDaemon
+@testable import VaultWire
 
 /// A sink that hashes tokens like the audit log does (HMAC-SHA256 under its own key) and counts it.
 final class HashingSink: AuditSink, @unchecked Sendable {
