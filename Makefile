@@ -5,7 +5,7 @@ KEYS_DIR  ?= Keys
 BIN       := .build/debug/tokenvault
 APT_DEPS  := libsodium-dev libsqlite3-dev pkg-config
 
-.PHONY: run test build deps clean bench
+.PHONY: run test build deps clean bench fuzz test-asan test-tsan soak
 
 # Installs what a fresh Debian machine lacks (as root), or says what to install.
 deps:
@@ -45,3 +45,23 @@ bench: deps
 
 clean:
 	rm -rf .build
+
+# libFuzzer over every parser of untrusted bytes (request lines, policy files, audit lines, import files),
+# FUZZ_SECONDS each, from the seeds in Fuzz/corpus (new inputs go to .build-fuzz/corpus, never the repo).
+FUZZ_SECONDS ?= 60
+FUZZERS      := FuzzRequest FuzzPolicy FuzzAuditLine FuzzImport
+fuzz: deps
+	@for f in $(FUZZERS); do \
+	  TOKENVAULT_FUZZ=1 $(SWIFT) build --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer --product $$f || exit 1; \
+	done
+	@mkdir -p .build-fuzz/crashes
+	@for f in $(FUZZERS); do \
+	  mkdir -p .build-fuzz/corpus/$$f; echo "--- $$f, $(FUZZ_SECONDS) s"; \
+	  SWIFT_BACKTRACE=enable=no .build-fuzz/debug/$$f -max_total_time=$(FUZZ_SECONDS) -timeout=5 -rss_limit_mb=2048 \
+	    -print_final_stats=1 -artifact_prefix=.build-fuzz/crashes/$$f- .build-fuzz/corpus/$$f Fuzz/corpus/$$f \
+	    > .build-fuzz/$$f.log 2>&1; rc=$$?; \
+	  grep -E "^(Done|stat::number_of_executed_units)" .build-fuzz/$$f.log; \
+	  if [ $$rc -ne 0 ]; then grep -E "ERROR|Fatal|Assertion|SUMMARY|Test unit written" .build-fuzz/$$f.log; \
+	    echo "fuzz: $$f failed (exit $$rc); the input is in .build-fuzz/crashes/" >&2; exit 1; fi; \
+	done
+	@echo "fuzz: no crash in $(FUZZERS)"

@@ -52,6 +52,10 @@ extension Policy {
     ///     proof = true             # optional, default false
     ///     rate = 50                # optional, requests per second
     public static func parse(_ text: String, path: String = "policy.toml") throws -> Policy {
+        // Only well-formed text in the subset a policy uses reaches the TOML library (see PolicySyntax).
+        do { try PolicySyntax.check(text) } catch {
+            throw PolicyError(path: path, line: error.line, message: "parsing failed: \(error.message)")
+        }
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)

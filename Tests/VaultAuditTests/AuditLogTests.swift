@@ -402,3 +402,20 @@ struct AuditRotationTests {
         #expect(records == 16 && batches == 16)
     }
 }
+
+/// The audit-line inputs of the fuzz corpus, among them a seq of a hundred digits that once overflowed
+/// and trapped (in the daemon reading its log's tail, and in `audit verify`): parsed or refused, never a crash.
+@Suite("Audit lines against the fuzz corpus")
+struct AuditLineFuzzCorpusTests {
+    @Test func everyCorpusLineParsesOrIsRefused() throws {
+        let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Fuzz/corpus/FuzzAuditLine").path
+        for name in try FileManager.default.contentsOfDirectory(atPath: corpus) {
+            let bytes = [UInt8](FileManager.default.contents(atPath: corpus + "/" + name) ?? Data())
+            let seq = bytes.withUnsafeBytes { AuditRecordFormat.recordSeq($0) }
+            if name.hasPrefix("crash-") { #expect(seq == nil, "\(name)") }
+        }
+        let long = Array(#"{"seq":"#.utf8) + [UInt8](repeating: 0x39, count: 40) + Array(#","x":1}"#.utf8)
+        #expect(long.withUnsafeBytes { AuditRecordFormat.recordSeq($0) } == nil)
+    }
+}

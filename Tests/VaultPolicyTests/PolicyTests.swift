@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import VaultPolicy
 
@@ -110,5 +111,31 @@ struct PolicyTests {
             guard let e = error as? PolicyError else { return false }
             return e.line == line && e.message.contains(fragment) && "\(e)".hasPrefix("policy.toml:\(line):")
         }
+    }
+}
+
+/// The inputs the fuzzer found that crashed the TOML library underneath (an assertion that a release
+/// build turns into undefined behaviour), and the rest of the seed corpus: each is parsed or refused with
+/// a line number, on every test run.
+@Suite("policy.toml against the fuzz corpus")
+struct PolicyFuzzCorpusTests {
+    static let corpus = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fuzz/corpus/FuzzPolicy").path
+
+    @Test func everyCorpusFileParsesOrIsRefusedWithALine() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.corpus)
+        #expect(files.contains { $0.hasPrefix("crash-") })
+        for name in files {
+            let text = String(decoding: FileManager.default.contents(atPath: Self.corpus + "/" + name) ?? Data(), as: UTF8.self)
+            do { _ = try Policy.parse(text) } catch let e as PolicyError {
+                #expect(e.line > 0, "\(name): \(e)")
+            }
+        }
+    }
+
+    @Test(arguments: ["[\u{1}", "[\u{FFFD}", "\u{FEFF}[\u{FFFD}", "[\u{6E4}", "[\n", "s=[}", "a = {b = 1}", "a = \"\"\"x\"\"\"",
+                      "a = 0x1f", "a = 1979-05-27", "a = \"\\q\"", "a.b = 1", "[[allow]\n"])
+    func malformedPolicyTextIsRefusedBeforeTheLibrary(text: String) {
+        #expect(throws: PolicyError.self) { try Policy.parse(text) }
     }
 }

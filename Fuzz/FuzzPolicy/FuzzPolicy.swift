@@ -1,0 +1,29 @@
+import Foundation
+import VaultPolicy
+
+/// libFuzzer entry: a policy file. It parses or is refused with a line number; it never crashes.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzPolicy(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
+    guard let data else { return 0 }
+    let text = String(decoding: UnsafeBufferPointer(start: data, count: size), as: UTF8.self)
+    if let policy = try? Policy.parse(text, path: "fuzz.toml") {
+        _ = policy.decide(Caller(uid: 1001, gid: 1001, pid: 1, supplementaryGroups: [1001]), name: "acme/ads")
+    }
+    return 0
+}
+
+@main
+enum FuzzPolicyMain {
+    static func main() {
+        var argc = CommandLine.argc
+        var argv = CommandLine.unsafeArgv
+        exit(LLVMFuzzerRunDriver(&argc, &argv) { fuzzPolicy($0, $1) })
+    }
+}
+
+/// libFuzzer's driver (in the runtime that -sanitize=fuzzer links): runs the fuzzing loop with our entry.
+/// SwiftPM points an executable's `main` at the target's own, so that one hands over to libFuzzer.
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<Int32>,
+                         _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
+                         _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32
