@@ -29,18 +29,24 @@ public final class MetaTokenService: Sendable {
 
     public static var now: Int64 { Int64(Date().timeIntervalSince1970) }
 
-    func record(_ action: String, token: String?, outcome: AuditOutcome = .granted, reason: String? = nil) {
-        try? audit.appendAndWait(AuditEvent(action: action, channel: channel, actor: actor, token: token, outcome: outcome, reason: reason))
+    /// Records a failed step, best effort: nothing changed, so nothing waits on it.
+    func recordFailure(_ action: String, token: String?, reason: String) {
+        try? audit.appendAndWait(AuditEvent(action: action, channel: channel, actor: actor, token: token, outcome: .failed, reason: reason))
     }
 
-    /// Runs a Graph call for `action`, recording its outcome either way.
-    func audited<T>(_ action: String, token: String, _ body: () async throws -> T) async throws -> T {
+    /// The hook a store change runs just before it commits: the step's record, durable, or no change at all.
+    func recordBeforeCommit(_ action: String, token: String?, reason: String? = nil) -> () throws -> Void {
+        { [audit, channel, actor] in
+            try audit.appendAndWait(AuditEvent(action: action, channel: channel, actor: actor, token: token, outcome: .granted, reason: reason))
+        }
+    }
+
+    /// Runs a Graph call for `action`; a failure is recorded (the success is recorded with the change it makes).
+    func graphCall<T>(_ action: String, token: String, _ body: () async throws -> T) async throws -> T {
         do {
-            let value = try await body()
-            record(action, token: token)
-            return value
+            return try await body()
         } catch {
-            record(action, token: token, outcome: .failed, reason: "\(error)")
+            recordFailure(action, token: token, reason: "\(error)")
             throw error
         }
     }
@@ -53,15 +59,13 @@ public final class MetaTokenService: Sendable {
                          replace: Bool = false) async throws -> CheckOutcome? {
         try Names.validate(name)
         let (appId, secret) = try vault.appSecret(app: app)
-        let grant = try await audited("meta_exchange", token: name) {
+        let grant = try await graphCall("meta_exchange", token: name) {
             try await graph.exchangeCode(appId: appId, appSecret: secret.unsafeStringCopy(), code: code, redirectURI: redirectURI)
         }
         let token = SecretBytes(copying: Array(grant.accessToken.utf8))
-        try vault.put(name: name, secret: token, kind: kind, app: app, replace: replace)
-        try vault.withStore { tx in
-            try tx.setExpiry(name: name, expiresAt: grant.expiresIn.map { Self.now + $0 }, now: Self.now)
-            try vault.authenticateMetadata(of: name, in: tx)
-        }
+        let expiresAt = grant.expiresIn.map { Self.now + $0 }
+        try vault.put([ImportEntry(name: name, secret: token, kind: kind, app: app, metadata: .expiring(at: expiresAt))],
+                      replace: replace, beforeCommit: recordBeforeCommit("meta_exchange", token: name))
         return try? await check(name: name)
     }
 
@@ -71,11 +75,11 @@ public final class MetaTokenService: Sendable {
         let opened = try vault.get(name: name)
         guard let app = opened.record.app else { throw VaultError.unknownApp("(none: \(name) was stored without --app)") }
         let (appId, secret) = try vault.appSecret(app: app)
-        let grant = try await audited("meta_extend", token: name) {
+        let grant = try await graphCall("meta_extend", token: name) {
             try await graph.exchangeForLongLived(appId: appId, appSecret: secret.unsafeStringCopy(), token: opened.secret.unsafeStringCopy())
         }
         try vault.replaceSecret(name: name, secret: SecretBytes(copying: Array(grant.accessToken.utf8)),
-                                expiresAt: grant.expiresIn.map { Self.now + $0 })
+                                expiresAt: grant.expiresIn.map { Self.now + $0 }, beforeCommit: recordBeforeCommit("meta_extend", token: name))
         return try? await check(name: name)
     }
 
@@ -99,7 +103,7 @@ public final class MetaTokenService: Sendable {
             throw VaultError.unknownApp("(none: \(name) was stored without --app, so it cannot be checked)")
         }
         let (appId, secret) = try vault.appSecret(app: app)
-        let info = try await audited("meta_check", token: name) {
+        let info = try await graphCall("meta_check", token: name) {
             try await graph.debugToken(opened.secret.unsafeStringCopy(), appId: appId, appSecret: secret.unsafeStringCopy())
         }
         let now = Self.now
@@ -117,10 +121,18 @@ public final class MetaTokenService: Sendable {
         }
         let state = stateOf(info, now: now)
         let changed: Bool = try vault.withStore { tx in
-            try tx.recordCheck(name: name, tokenType: info.type, scopes: scopes, granularScopes: granular,
-                               expiresAt: info.expiresAt, dataAccessExpiresAt: info.dataAccessExpiresAt,
-                               valid: info.isValid, checkedAt: now, lastError: lastError)
-            try vault.authenticateMetadata(of: name, in: tx)
+            // The row is checked against its MAC in this transaction: an edit made during the Graph call fails here.
+            try vault.updateToken(named: name, in: tx) { r in
+                r.tokenType = info.type
+                r.scopes = scopes
+                r.granularScopes = granular
+                r.expiresAt = info.expiresAt
+                r.dataAccessExpiresAt = info.dataAccessExpiresAt
+                r.valid = info.isValid
+                r.checkedAt = now
+                r.lastError = lastError
+            }
+            try recordBeforeCommit("meta_check", token: name)()
             let previous = try tx.notification(token: name)
             guard previous?.state != state else { return false }
             // A first check that finds the token fine is not news; any other change is.
@@ -197,6 +209,7 @@ public final class MetaTokenService: Sendable {
             let result = await notifier.send(n.payload ?? "{}")
             n.attempts += 1
             n.updatedAt = Self.now
+            let action: String, outcome: AuditOutcome, reason: String
             switch result {
             case .success:
                 n.pending = false
@@ -204,16 +217,21 @@ public final class MetaTokenService: Sendable {
                 n.nextAttemptAt = nil
                 n.lastError = nil
                 delivered += 1
-                record("notification_sent", token: n.token, reason: n.state)
+                (action, outcome, reason) = ("notification_sent", .granted, n.state)
             case .failure(let error):
                 let delays: [Int64] = [60, 300, 1800, 7200]
                 n.nextAttemptAt = Self.now + delays[min(n.attempts - 1, delays.count - 1)]
                 n.lastError = "\(error)"
                 failed += 1
-                record("notification_failed", token: n.token, outcome: .failed, reason: "\(n.state): \(error) (attempt \(n.attempts))")
+                (action, outcome, reason) = ("notification_failed", .failed, "\(n.state): \(error) (attempt \(n.attempts))")
             }
+            // The record commits with the delivery state: without it the notification stays owed (and is retried).
             let updated = n
-            try? vault.withStore { try $0.saveNotification(updated) }
+            let event = AuditEvent(action: action, channel: channel, actor: actor, token: n.token, outcome: outcome, reason: reason)
+            try? vault.withStore { tx in
+                try tx.saveNotification(updated)
+                try audit.appendAndWait(event)
+            }
         }
         return (delivered, failed)
     }

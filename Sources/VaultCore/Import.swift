@@ -42,6 +42,13 @@ public struct TokenMetadata: Codable, Sendable, Equatable {
         lastError = r.lastError
     }
 
+    /// Nothing known but an expiry (a token fresh from an exchange).
+    public static func expiring(at expiresAt: Int64?) -> TokenMetadata {
+        var m = TokenMetadata(TokenRecord(name: "", kind: "other", app: nil, sealed: Data(), dataKeyId: 0, now: 0))
+        m.expiresAt = expiresAt
+        return m
+    }
+
     func apply(to r: inout TokenRecord) {
         r.tokenType = tokenType
         r.scopes = scopes

@@ -111,8 +111,15 @@ extension Vault {
                 for id in Set(batch.map(\.dataKeyId)) { oldKeys[id] = try dataKey(id: id, in: tx) }
                 let resealed = try Self.reseal(batch, oldKeys: oldKeys, newKey: newKey)
                 for (item, sealed) in zip(batch, resealed) {
-                    try tx.reseal(item.kind, name: item.name, sealed: sealed, dataKeyId: current)
-                    if item.kind == .token { try authenticateMetadata(of: item.name, in: tx) }
+                    guard item.kind == .token else {
+                        try tx.reseal(item.kind, name: item.name, sealed: sealed, dataKeyId: current)
+                        continue
+                    }
+                    // The row's metadata must still be the vault's own before it is MAC'd under the new key.
+                    try updateToken(named: item.name, in: tx) { r in
+                        r.sealed = sealed
+                        r.dataKeyId = current
+                    }
                 }
                 return batch.count
             }

@@ -315,13 +315,19 @@ public final class Vault: Sendable {
         } catch is CryptoError {
             throw VaultError.integrity(what: "token", name: record.name)
         }
+        try checkMetadata(record, key: key)
+        return secret
+    }
+
+    /// Throws unless the row's metadata is the vault's own: its MAC holds under `key` (the row's data key),
+    /// or the row predates metadata MACs under a legacy data key; and its kind and scopes are typed values.
+    func checkMetadata(_ record: TokenRecord, key: SecureKey) throws {
         let authentic = record.metaMAC != nil
             ? MetadataMAC.verify(record, key: key)
             : legacyDataKeys.withLock { $0.contains(record.dataKeyId) }
         guard authentic, TokenKind(rawValue: record.kind) != nil, ScopeList.parse(record.scopes) != nil else {
             throw VaultError.integrity(what: "metadata of token", name: record.name)
         }
-        return secret
     }
 
     /// A token's scopes as stored (the vault wrote them; ``open(_:)`` has checked they parse).
@@ -329,11 +335,16 @@ public final class Vault: Sendable {
         ScopeList.parse(record.scopes) ?? []
     }
 
-    /// Computes and stores the metadata MAC of `name` as its row now stands, inside the transaction
-    /// that changed it. Every write of a token's metadata ends with this (see ``MetadataMAC``).
-    public func authenticateMetadata(of name: String, in tx: StoreTransaction) throws {
-        guard let record = try tx.token(named: name) else { throw StoreError.notFound(what: "token", name: name) }
-        try tx.setMetaMAC(name: name, mac: MetadataMAC.mac(record, key: try dataKey(id: record.dataKeyId, in: tx)))
+    /// Changes a stored token inside `tx`: the row as stored must pass its metadata check first, then the
+    /// record as `change` makes it — computed here, never re-read — is written with its new MAC. So an
+    /// edit made behind the vault's back is refused, never blessed by a later re-seal, check or extend,
+    /// and a trigger that edits the row as it is written only makes the next read fail.
+    public func updateToken(named name: String, in tx: StoreTransaction, _ change: (inout TokenRecord) throws -> Void) throws {
+        guard var record = try tx.token(named: name) else { throw StoreError.notFound(what: "token", name: name) }
+        try checkMetadata(record, key: try dataKey(id: record.dataKeyId, in: tx))
+        try change(&record)
+        record.metaMAC = MetadataMAC.mac(record, key: try dataKey(id: record.dataKeyId, in: tx))
+        try tx.saveToken(record, replace: true)
     }
 
     /// Whether data key `id` was wrapped before metadata was authenticated (after it was unwrapped).
@@ -366,14 +377,19 @@ public final class Vault: Sendable {
 
     /// Replaces a token's value (an exchange for a long-lived token) in one transaction, keeping its kind,
     /// app and creation time, and setting its new expiry.
-    public func replaceSecret(name: String, secret: SecretBytes, expiresAt: Int64?) throws {
+    public func replaceSecret(name: String, secret: SecretBytes, expiresAt: Int64?, beforeCommit: () throws -> Void = {}) throws {
         try Self.validateSecret(secret)
         try store.write { tx in
             let (keyId, key) = try currentDataKey(tx)
             let sealed = Sealer.seal(secret, key: key, context: .token(name))
-            try tx.updateSealedToken(name: name, sealed: Data(sealed), dataKeyId: keyId, now: Self.now())
-            try tx.setExpiry(name: name, expiresAt: expiresAt, now: Self.now())
-            try authenticateMetadata(of: name, in: tx)
+            let now = Self.now()
+            try updateToken(named: name, in: tx) { r in
+                r.sealed = Data(sealed)
+                r.dataKeyId = keyId
+                r.expiresAt = expiresAt
+                r.updatedAt = now
+            }
+            try beforeCommit()
         }
     }
 

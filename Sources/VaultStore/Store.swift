@@ -223,20 +223,6 @@ public struct StoreTransaction {
                                        record.checkedAt, record.lastError, record.updatedAt, record.metaMAC, record.name])
     }
 
-    /// Replaces only the sealed bytes (a re-seal or an exchange), keeping the metadata.
-    public func updateSealedToken(name: String, sealed: Data, dataKeyId: Int64, now: Int64) throws {
-        try db.execute(
-            sql: "UPDATE tokens SET sealed = ?, data_key_id = ?, updated_at = ? WHERE name = ?",
-            arguments: [sealed, dataKeyId, now, name])
-        guard db.changesCount == 1 else { throw StoreError.notFound(what: "token", name: name) }
-    }
-
-    /// Sets the metadata MAC the vault computed over the row as it now stands.
-    public func setMetaMAC(name: String, mac: Data) throws {
-        try db.cachedStatement(sql: "UPDATE tokens SET meta_mac = ? WHERE name = ?").execute(arguments: [mac, name])
-        guard db.changesCount == 1 else { throw StoreError.notFound(what: "token", name: name) }
-    }
-
     /// Deletes a token; false when there was none.
     public func deleteToken(named name: String) throws -> Bool {
         try TokenRecord.deleteOne(db, key: name)
@@ -369,21 +355,6 @@ extension StoreTransaction {
 // MARK: - token checks and notifications
 
 extension StoreTransaction {
-    /// Stores the verdict of a validity check (Meta's debug_token).
-    public func recordCheck(name: String, tokenType: String?, scopes: String, granularScopes: String?, expiresAt: Int64?,
-                            dataAccessExpiresAt: Int64?, valid: Bool, checkedAt: Int64, lastError: String?) throws {
-        try db.execute(sql: """
-            UPDATE tokens SET token_type = ?, scopes = ?, granular_scopes = ?, expires_at = ?, data_access_expires_at = ?,
-              valid = ?, checked_at = ?, last_error = ? WHERE name = ?
-            """, arguments: [tokenType, scopes, granularScopes, expiresAt, dataAccessExpiresAt, valid, checkedAt, lastError, name])
-        guard db.changesCount == 1 else { throw StoreError.notFound(what: "token", name: name) }
-    }
-
-    /// Sets a token's expiry (after an exchange) without touching anything else.
-    public func setExpiry(name: String, expiresAt: Int64?, now: Int64) throws {
-        try db.execute(sql: "UPDATE tokens SET expires_at = ?, updated_at = ? WHERE name = ?", arguments: [expiresAt, now, name])
-    }
-
     public func notification(token: String) throws -> NotificationRecord? {
         try NotificationRecord.fetchOne(db, key: token)
     }

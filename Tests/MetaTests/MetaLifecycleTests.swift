@@ -258,3 +258,45 @@ struct MetaLifecycleTests {
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+
+/// An audit sink that cannot write (a full audit disk, as the daemon's log would report it).
+final class FailingAudit: AuditSink, Sendable {
+    struct Full: Error {}
+    func append(_ event: AuditEvent, secret: SecretBytes?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        completion(.failure(Full()))
+    }
+}
+
+@Suite("Meta lifecycle: no change without its audit record")
+struct MetaAuditBeforeCommitTests {
+    /// With the audit log unwritable, exchange, extend and check change nothing: each step's record is made
+    /// durable inside the transaction that would commit it, or the transaction rolls back.
+    @Test func exchangeExtendAndCheckChangeNothingWhenTheirRecordCannotBeWritten() async throws {
+        let f = try await Fixture { req in
+            if req.path == "/v25.0/oauth/access_token" {
+                if req.query["grant_type"] == "fb_exchange_token" {
+                    return FakeGraph.ok(#"{"access_token":"EAAB-long-lived","token_type":"bearer","expires_in":5184000}"#)
+                }
+                return FakeGraph.ok(#"{"access_token":"EAAB-exchanged","token_type":"bearer","expires_in":5183944}"#)
+            }
+            return FakeGraph.debug(valid: false, code: 190, subcode: 460)
+        }
+        var config = GraphConfiguration(baseURL: URL(string: f.graph.url)!)
+        config.backoff = 0.01
+        let service = MetaTokenService(vault: f.vault, graph: try GraphClient(configuration: config), audit: FailingAudit(),
+                                       actor: AuditActor(uid: 0, gid: 0, pid: 1), channel: .cli, notifier: nil)
+        await #expect(throws: (any Error).self) {
+            try await service.exchange(name: "acme/new", app: "acme", code: "AQB-code", redirectURI: "https://example.com/cb")
+        }
+        #expect(throws: StoreError.self) { try f.vault.show(name: "acme/new") }
+
+        try f.vault.put(name: "acme/ads", secret: secret("EAAB-short"), kind: .user, app: "acme")
+        await #expect(throws: (any Error).self) { try await service.extend(name: "acme/ads") }
+        #expect(try f.vault.get(name: "acme/ads").secret.unsafeStringCopy() == "EAAB-short")
+
+        await #expect(throws: (any Error).self) { try await service.check(name: "acme/ads") }
+        let row = try f.vault.show(name: "acme/ads")
+        #expect(row.valid == nil && row.checkedAt == nil, "the failed check's verdict was not stored")
+        await f.graph.stop()
+    }
+}
