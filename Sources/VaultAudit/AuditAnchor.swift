@@ -47,10 +47,35 @@ public struct AuditAnchor: Sendable, Equatable {
         return AuditAnchor(seq: seq, hash: hash)
     }
 
-    /// Moves the keyring's anchor forward to (seq, hash); never back. Called with the checkpoint.
+    /// Moves the keyring's anchor forward to (seq, hash); never back. Called with the checkpoint. An anchor
+    /// that does not verify under this vault's audit key is never overwritten: that is the trace of a
+    /// replaced audit key, and `audit verify` must see it.
     static func advance(_ keyring: Keyring, seq: Int64, hash: [UInt8], keys: AuditKeys) throws {
-        if let bytes = try keyring.readAnchor(), let current = try? decode(bytes, keys: keys), current.seq >= seq { return }
-        try keyring.writeAnchor(AuditAnchor(seq: seq, hash: hash).encoded(keys: keys))
+        try keyring.updateAnchor { current in
+            if let current, try decode(current, keys: keys).seq >= seq { return nil }
+            return AuditAnchor(seq: seq, hash: hash).encoded(keys: keys)
+        }
+    }
+
+    /// Refuses to open the log for writing when the keyring's anchor says the vault's audit trail was cut
+    /// or replaced: the audit key is gone (the anchor exists, the key does not), the anchor does not
+    /// verify under the key, or the log ends before the seq the anchor vouches for. Nothing is disclosed
+    /// until an admin has run `tokenvault audit verify` and dealt with it.
+    static func checkBeforeWriting(_ vault: Vault, keys: AuditKeys?, logEndsAt lastSeq: Int64?) throws {
+        guard let bytes = try vault.keyring.readAnchor() else { return }
+        let fix = "run `tokenvault audit verify`; to start a new trail deliberately, an admin removes \(vault.keyring.anchorPath)"
+        guard let keys else {
+            throw AuditWriteError(description: "vault.db holds no audit key, but the keyring's audit anchor shows this vault was audited: "
+                + "the audit key was deleted. \(fix)")
+        }
+        let anchor: AuditAnchor
+        do { anchor = try decode(bytes, keys: keys) } catch {
+            throw AuditWriteError(description: "\(error): the audit key or the anchor was replaced. \(fix)")
+        }
+        if let lastSeq, lastSeq < anchor.seq {
+            throw AuditWriteError(description: "the audit log ends at seq \(lastSeq) but the keyring's anchor vouches for seq \(anchor.seq): "
+                + "records were cut off. \(fix)")
+        }
     }
 }
 

@@ -65,6 +65,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private var lastSignature = 0.0
     private var lastCheckpoint = 0.0
     private var checkpointedSeq: Int64 = 0
+    /// The seq of the log's last record when it was opened (0 for an empty log).
+    public private(set) var lastSeqAtOpen: Int64 = 0
 
     /// Opens (creating if needed) the log in `directory` and starts its flusher.
     public init(directory: String, keys: AuditKeys, options: Options = Options(), checkpoint: CheckpointSink? = nil) throws {
@@ -77,7 +79,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
             throw AuditWriteError(description: "cannot create the audit directory \(directory): \(String(cString: strerror(errno)))")
         }
-        lockFd = Glibc.open(directory + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        lockFd = Glibc.open(directory + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard lockFd >= 0 else {
             throw AuditWriteError(description: "cannot open \(directory)/.lock: \(String(cString: strerror(errno)))")
         }
@@ -86,6 +88,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             try openSegment(segment)
             try repairAndReadTail()
         }
+        lastSeqAtOpen = lastSeq
         // The flusher keeps the log alive until close() lets it finish: no thread waits on a freed condition variable.
         let t = Thread { self.flusherLoop() }
         t.name = "tokenvault-audit"
@@ -302,7 +305,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private func reopenLockIfUnlinked() throws {
         var st = stat()
         guard fstat(lockFd, &st) == 0, st.st_nlink == 0 else { return }
-        let fresh = Glibc.open(directory + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        let fresh = Glibc.open(directory + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fresh >= 0 else { throw AuditWriteError(description: "cannot open \(directory)/.lock: \(String(cString: strerror(errno)))") }
         while flock(fresh, LOCK_EX) != 0 && errno == EINTR {}
         Glibc.close(lockFd)  // releases the old (unlinked) lock; the fresh one is held until the batch ends
@@ -311,9 +314,15 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
 
     private func openSegment(_ index: Int) throws {
         let path = AuditSegments.path(directory, index)
-        let newFd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        // Never through a symlink, and only a regular file: the daemon may run as root.
+        let newFd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
         guard newFd >= 0 else {
             throw AuditWriteError(description: "cannot open \(path): \(String(cString: strerror(errno)))")
+        }
+        var kind = stat()
+        guard fstat(newFd, &kind) == 0, (kind.st_mode & S_IFMT) == S_IFREG else {
+            Glibc.close(newFd)
+            throw AuditWriteError(description: "\(path) is not a regular file; move it aside and run `tokenvault audit verify`")
         }
         if fd >= 0 { Glibc.close(fd) }
         fd = newFd

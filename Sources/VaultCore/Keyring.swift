@@ -224,13 +224,29 @@ public struct Keyring: Sendable {
         return try readChecked(anchorPath)
     }
 
-    /// Replaces the anchor atomically (temp file, fsync, rename, fsync of the directory).
-    public func writeAnchor(_ bytes: [UInt8]) throws {
-        try writeAtomically(name: "audit.anchor") { fd, tmp in try writeAll(fd, bytes, path: tmp) }
+    /// Whether this process may write the keyring (a systemd credential directory is read-only).
+    public var isWritable: Bool { access(directory, W_OK) == 0 }
+
+    /// Replaces the anchor with what `next` makes of the current one (nil: leave it), under an exclusive
+    /// lock (`.audit.anchor.lock`), so concurrent writers (the daemon, CLI commands) never move it back,
+    /// and atomically (a temp file of this process's own, fsync, rename, fsync of the directory).
+    public func updateAnchor(_ next: (_ current: [UInt8]?) throws -> [UInt8]?) throws {
+        try checkDirectory()
+        let lockPath = path(".audit.anchor.lock")
+        let lock = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard lock >= 0 else { throw VaultError.io(path: lockPath, why: "cannot open: \(String(cString: strerror(errno)))") }
+        defer { close(lock) }
+        while flock(lock, LOCK_EX) != 0 {
+            guard errno == EINTR else { throw VaultError.io(path: lockPath, why: "cannot lock: \(String(cString: strerror(errno)))") }
+        }
+        guard let bytes = try next(try readAnchor()) else { return }
+        try writeAtomically(name: "audit.anchor", tempName: ".audit.anchor.\(getpid()).\(hexString(randomBytes(4))).tmp") { fd, tmp in
+            try writeAll(fd, bytes, path: tmp)
+        }
     }
 
-    private func writeAtomically(name: String, _ write: (Int32, String) throws -> Void) throws {
-        let tmp = path(".\(name).tmp")
+    private func writeAtomically(name: String, tempName: String? = nil, _ write: (Int32, String) throws -> Void) throws {
+        let tmp = path(tempName ?? ".\(name).tmp")
         let fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw VaultError.io(path: tmp, why: "cannot create: \(String(cString: strerror(errno)))") }
         do {

@@ -26,12 +26,19 @@ struct SecurityCLITests {
 
     @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
     func adminActionsChangeNothingWhenTheirRecordCannotBeWritten() throws {
+        // A vault whose audit log lives on a small tmpfs from its first record.
+        let home = dir.path + "/small"
+        let cli = CLI(home: home)
+        mkdir(home, 0o700)
         let audit = home + "/audit"
+        mkdir(audit, 0o700)
         guard try runProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=128k,mode=0700", "tmpfs", audit]).status == 0 else {
             Issue.record("could not mount a tmpfs on \(audit)")
             return
         }
         defer { _ = try? runProcess("/bin/umount", ["-l", audit]) }
+        #expect(try cli.run(["init"]).status == 0)
+        #expect(try cli.run(["put", "acme/ads"], stdin: "EAAB-first").status == 0)
         #expect(try cli.run(["put", "acme/other"], stdin: "EAAB-before-full").status == 0)
         let fd = open(audit + "/filler", O_WRONLY | O_CREAT, 0o600)
         let block = [UInt8](repeating: 0x78, count: 4096)
@@ -91,6 +98,41 @@ struct SecurityCLITests {
         }
         let replayed = try cli.run(["audit", "verify"])
         #expect(replayed.status == 6 && replayed.stdout.contains("anchor"), "\(replayed.all)")
+    }
+
+    /// The anchor keeps up even when vault.db's checkpoint cannot be written (an attacker's trigger), when a
+    /// crashed writer left a temp file behind in the keyring, and it is never overwritten by a new audit key.
+    @Test func anchorCannotBeHeldBackOrReplaced() throws {
+        #expect(try cli.run(["get", "acme/ads"]).status == 0)
+        // A stale temp file from a writer that crashed mid-write.
+        try "junk".write(toFile: home + "/keys/.audit.anchor.tmp", atomically: false, encoding: .utf8)
+        // vault.db's checkpoint made unwritable.
+        try sqlite("""
+            CREATE TRIGGER no_cp_insert BEFORE INSERT ON audit_checkpoint BEGIN SELECT RAISE(ABORT, 'no'); END;
+            CREATE TRIGGER no_cp_update BEFORE UPDATE ON audit_checkpoint BEGIN SELECT RAISE(ABORT, 'no'); END;
+            """)
+        for _ in 0..<5 { #expect(try cli.run(["get", "acme/ads"]).status == 0) }
+        try sqlite("DROP TRIGGER no_cp_insert; DROP TRIGGER no_cp_update;")
+        // Cut the log back to what vault.db's stale checkpoint vouches for.
+        let segment = home + "/audit/audit-000001.jsonl"
+        let lines = try String(contentsOfFile: segment, encoding: .utf8).split(separator: "\n")
+        try (lines.prefix(3).joined(separator: "\n") + "\n").write(toFile: segment, atomically: true, encoding: .utf8)
+        let cut = try cli.run(["audit", "verify"])
+        #expect(cut.status == 6 && cut.stdout.contains("anchor"), "the anchor kept up: \(cut.all)")
+        // Any further audited command refuses to write onto the cut log.
+        let refused = try cli.run(["get", "acme/ads"])
+        #expect(refused.status == 7 && refused.stderr.contains("cut off"), "\(refused.all)")
+    }
+
+    @Test func deletedAuditKeyIsNotReplacedByAFreshTrail() throws {
+        #expect(try cli.run(["get", "acme/ads"]).status == 0)
+        let anchor = try String(contentsOfFile: home + "/keys/audit.anchor", encoding: .utf8)
+        try sqlite("DELETE FROM data_keys WHERE purpose = 'audit'; DELETE FROM audit_checkpoint;")
+        try FileManager.default.removeItem(atPath: home + "/audit")
+        let put = try cli.run(["put", "acme/x"], stdin: "EAAB-after-wipe")
+        #expect(put.status == 7 && put.stderr.contains("audit key was deleted"), "\(put.all)")
+        #expect(try String(contentsOfFile: home + "/keys/audit.anchor", encoding: .utf8) == anchor, "the anchor is untouched")
+        #expect(try cli.run(["audit", "verify"]).status == 6)
     }
 
     // MARK: 9. a log rewritten without its signatures, checked with the public key
