@@ -105,15 +105,44 @@ public struct TokenVaultClient: Sendable {
             return
         }
         if peer.uid == 0 { return }
-        let directory = (socketPath as NSString).deletingLastPathComponent
+        let hint = "If this daemon is genuine, name its uid with expectedServerUID or $TOKENVAULT_SERVER_UID"
+        var directory = (socketPath as NSString).deletingLastPathComponent
+        if directory.isEmpty { directory = "." }
+        if !directory.hasPrefix("/") { directory = FileManager.default.currentDirectoryPath + "/" + directory }
+        // No symlink on the path that another user owns.
+        var prefix = ""
+        for component in directory.split(separator: "/") {
+            prefix += "/" + component
+            var st = stat()
+            if lstat(prefix, &st) == 0, (st.st_mode & S_IFMT) == S_IFLNK, st.st_uid != 0, st.st_uid != peer.uid {
+                throw Error.impostor("\(prefix), on the path to \(socketPath), is a symbolic link owned by uid \(st.st_uid): refusing to trust "
+                    + "the server behind it. \(hint)")
+            }
+        }
+        guard let resolved = realpath(directory, nil) else {
+            throw Error.impostor("cannot resolve the directory of \(socketPath): \(String(cString: strerror(errno)))")
+        }
+        let real = String(cString: resolved)
+        free(resolved)
         var dir = stat(), file = stat()
-        guard stat(directory.isEmpty ? "." : directory, &dir) == 0, lstat(socketPath, &file) == 0 else {
+        guard stat(real, &dir) == 0, lstat(socketPath, &file) == 0 else {
             throw Error.impostor("cannot check the owner of \(socketPath): \(String(cString: strerror(errno)))")
         }
         guard dir.st_uid == peer.uid, file.st_uid == peer.uid else {
             throw Error.impostor("the process answering on \(socketPath) (pid \(peer.pid)) runs as uid \(peer.uid), but the "
-                + "socket directory is owned by uid \(dir.st_uid) and the socket by uid \(file.st_uid): refusing to trust it. "
-                + "If this daemon is genuine, name its uid with expectedServerUID or $TOKENVAULT_SERVER_UID")
+                + "socket directory is owned by uid \(dir.st_uid) and the socket by uid \(file.st_uid): refusing to trust it. \(hint)")
+        }
+        // Above it, only root or the server, and nothing others can write unless it is sticky (like /tmp).
+        var ancestor = (real as NSString).deletingLastPathComponent
+        while !ancestor.isEmpty {
+            var st = stat()
+            guard stat(ancestor, &st) == 0 else { break }
+            if (st.st_uid != 0 && st.st_uid != peer.uid) || (st.st_mode & 0o022 != 0 && st.st_mode & 0o1000 == 0) {
+                throw Error.impostor("\(ancestor) (mode \(String(st.st_mode & 0o7777, radix: 8)), uid \(st.st_uid)), on the path to \(socketPath), "
+                    + "could be written by someone other than the server, who could replace its directory: refusing to trust it. \(hint)")
+            }
+            if ancestor == "/" { break }
+            ancestor = (ancestor as NSString).deletingLastPathComponent
         }
     }
 

@@ -31,6 +31,49 @@ enum SocketPath {
         var stagingPath: String { privateDirectory + "/s" }
     }
 
+    /// The whole path to the socket must be out of other users' reach: no symlink on it that another user
+    /// owns, and every directory above the socket's own owned by root or `owner` and, if group- or
+    /// world-writable, sticky (like /tmp: others cannot rename what is ours). Otherwise whoever controls a
+    /// higher directory could swap the socket's directory for one of their own.
+    static func checkPath(to directory: String, owner: uid_t = geteuid()) throws {
+        var absolute = directory
+        if !absolute.hasPrefix("/") {
+            let cwd = FileManager.default.currentDirectoryPath
+            absolute = cwd + (cwd.hasSuffix("/") ? "" : "/") + directory
+        }
+        var prefix = ""
+        for component in absolute.split(separator: "/") {
+            prefix += "/" + component
+            var st = stat()
+            if lstat(prefix, &st) == 0, (st.st_mode & S_IFMT) == S_IFLNK, st.st_uid != 0, st.st_uid != owner {
+                throw ServeError("\(prefix), on the path to the socket, is a symbolic link owned by uid \(st.st_uid): its owner could point "
+                    + "it elsewhere. Name the socket by a path without it")
+            }
+        }
+        guard let resolved = realpath(absolute, nil) else {
+            throw ServeError("socket directory \(directory) does not exist: create it (mode 0750 or 0755)")
+        }
+        let real = String(cString: resolved)
+        free(resolved)
+        try checkDirectory(real, owner: owner)
+        var ancestor = (real as NSString).deletingLastPathComponent
+        while !ancestor.isEmpty {
+            var st = stat()
+            guard stat(ancestor, &st) == 0 else { break }
+            let mode = String(st.st_mode & 0o7777, radix: 8)
+            if st.st_uid != 0 && st.st_uid != owner {
+                throw ServeError("\(ancestor), above the socket directory, is owned by uid \(st.st_uid): its owner could replace the socket's "
+                    + "directory. Use a directory under paths that only root or the daemon's user control, e.g. /run/tokenvault")
+            }
+            if st.st_mode & 0o022 != 0 && st.st_mode & 0o1000 == 0 {
+                throw ServeError("\(ancestor), above the socket directory, can be written by others (mode \(mode)) and is not sticky: "
+                    + "they could replace the socket's directory. Fix it with `chmod go-w \(ancestor)` or use another path")
+            }
+            if ancestor == "/" { break }
+            ancestor = (ancestor as NSString).deletingLastPathComponent
+        }
+    }
+
     /// The socket's directory must be owned by root or `owner` and not writable by group or others.
     static func checkDirectory(_ directory: String, owner: uid_t = geteuid()) throws {
         var st = stat()
@@ -60,7 +103,7 @@ enum SocketPath {
             throw ServeError("socket path \(path) is too long: a Unix socket address holds 107 bytes, and the daemon needs "
                 + "\(staging.utf8.count - path.utf8.count) more than the path while it binds. Use a shorter path")
         }
-        try checkDirectory(directory)
+        try checkPath(to: directory)
         var st = stat()
         if lstat(path, &st) == 0 {
             guard (st.st_mode & S_IFMT) == S_IFSOCK else {

@@ -105,6 +105,58 @@ struct AttackTests {
         }
     }
 
+    /// A directory above the socket's that others can write (not sticky), or a symlink on the path owned
+    /// by another user: whoever controls it could swap the socket's directory. `serve` refuses both, and
+    /// the client refuses a server reached through such a path.
+    @Test func pathAboveTheSocketDirectoryMustBeOutOfOthersReach() async throws {
+        let vault = try makeVault(dir)
+        let shared = dir.path + "/shared"
+        mkdir(shared, 0o777)
+        chmod(shared, 0o777)
+        mkdir(shared + "/tv", 0o755)
+        do { _ = try SocketPath.prepare(shared + "/tv/tv.sock"); Issue.record("a world-writable grandparent was accepted") } catch {
+            #expect("\(error)".contains("not sticky"), "\(error)")
+        }
+        chmod(shared, 0o1777)
+        let daemon = try await RunningDaemon(vault: vault, policy: try Policy.parse(allowRoot), audit: RecordingSink(), socketPath: shared + "/tv/tv.sock")
+        try await daemon.stop()
+        if getuid() == 0 {
+            let real = dir.path + "/real"
+            mkdir(real, 0o755)
+            let link = dir.path + "/link"
+            symlink(real, link)
+            lchown(link, 65534, 65534)
+            do { _ = try SocketPath.prepare(link + "/tv.sock"); Issue.record("a symlink owned by another user was accepted") } catch {
+                #expect("\(error)".contains("symbolic link owned by uid 65534"), "\(error)")
+            }
+            // The client's side of the same attack: an impostor (uid 65534) owning its directory and socket,
+            // under a parent that others can write.
+            chmod(shared, 0o777)
+            mkdir(shared + "/imp", 0o755)
+            chown(shared + "/imp", 65534, 65534)
+            let path = shared + "/imp/tokenvault.sock"
+            let server = Process()
+            server.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+            server.arguments = ["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", """
+                import socket, time
+                s = socket.socket(socket.AF_UNIX); s.bind("\(path)"); s.listen(8); s.settimeout(10)
+                try:
+                    c, _ = s.accept(); c.sendall(b'{"id":1,"ok":true,"name":"acme/ads","token":"ATTACKER","kind":"user"}\\n'); c.close()
+                except socket.timeout: pass
+                """]
+            try server.run()
+            defer { server.terminate(); server.waitUntilExit() }
+            let deadline = Date().addingTimeInterval(10)
+            while access(path, F_OK) != 0 && Date() < deadline { usleep(20_000) }
+            do {
+                _ = try TokenVaultClient(socketPath: path, timeout: 2).getBlocking("acme/ads")
+                Issue.record("the client took a token from an impostor under a writable parent")
+            } catch let e as TokenVaultClient.Error {
+                #expect(e.code == "impostor" && e.description.contains(shared), "\(e)")
+            }
+        }
+    }
+
     // MARK: 2 and 6. audit flood by a caller no rule names; names as the CLI validates them
 
     /// A caller the policy does not name sends thousands of refused requests with 60 KiB names: the log
@@ -237,6 +289,31 @@ struct AttackTests {
             #expect(c.request(#"{"op":"get","name":"acme/ads","id":99}"#)?["token"] as? String == "EAAB-acme-ads", "restored")
         }
         try await daemon.stop()
+    }
+
+    /// A re-seal (or any later change through the vault) must not bless metadata edited behind its back:
+    /// the row's MAC is checked before the row is MAC'd again, and what is MAC'd is what the vault
+    /// computed, not what a trigger left in the row.
+    @Test func resealNeverBlessesEditedMetadata() async throws {
+        let vault = try makeVault(dir)
+        try sqlite(vault.home.databasePath, #"UPDATE tokens SET scopes = '["business_management"]', valid = 1 WHERE name = 'acme/ads'"#)
+        #expect(throws: VaultError.self) { try vault.get(name: "acme/ads") }
+        try vault.rotateMasterKey()
+        try vault.beginReseal()
+        #expect(throws: VaultError.self, "the re-seal stops at the edited row") { try vault.continueReseal() }
+        #expect(throws: VaultError.self, "and the edited row is still refused") { try vault.get(name: "acme/ads") }
+
+        // The quiet variant: a trigger that edits the metadata as the re-seal writes the row.
+        let other = TempDir()
+        let fresh = try makeVault(other)
+        try sqlite(fresh.home.databasePath, """
+            CREATE TRIGGER sneak AFTER UPDATE OF sealed ON tokens BEGIN
+              UPDATE tokens SET kind = 'page', scopes = '["business_management"]' WHERE name = NEW.name; END;
+            """)
+        try fresh.rotateMasterKey()
+        try fresh.beginReseal()
+        _ = try? fresh.continueReseal()
+        #expect(throws: VaultError.self, "what the trigger wrote fails the next read") { try fresh.get(name: "acme/ads") }
     }
 
     // MARK: 10. the audit directory deleted under a running daemon

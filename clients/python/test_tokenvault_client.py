@@ -186,8 +186,8 @@ class ImpostorTests(unittest.TestCase):
 
     _python_for_nobody = None
 
-    def impostor_as_nobody(self, path):
-        """Starts IMPOSTOR_SCRIPT as uid/gid 65534; returns the list its output lines arrive in."""
+    def python_as_nobody(self):
+        """The command line prefix that runs python3 as uid/gid 65534 (skips the test when there is none)."""
         setpriv = shutil.which("setpriv")
         if not setpriv:
             self.skipTest("setpriv (util-linux) is needed to run the impostor as another user")
@@ -202,7 +202,16 @@ class ImpostorTests(unittest.TestCase):
                     pass
             else:
                 self.skipTest("no python3 that uid %d can run" % NOBODY)
-        proc = subprocess.Popen(prefix + [ImpostorTests._python_for_nobody, "-c", IMPOSTOR_SCRIPT, path, json.dumps(FORGED)],
+        return prefix + [ImpostorTests._python_for_nobody]
+
+    def run_as_nobody(self, code, *args):
+        """Runs the Python `code` as uid 65534 (bounded in time); returns the CompletedProcess."""
+        return subprocess.run(self.python_as_nobody() + ["-c", code, *args], capture_output=True, timeout=10,
+                              stdin=subprocess.DEVNULL)
+
+    def impostor_as_nobody(self, path):
+        """Starts IMPOSTOR_SCRIPT as uid/gid 65534; returns the list its output lines arrive in."""
+        proc = subprocess.Popen(self.python_as_nobody() + ["-c", IMPOSTOR_SCRIPT, path, json.dumps(FORGED)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         lines = []
         reader = threading.Thread(target=lambda: lines.extend(l.decode().strip() for l in proc.stdout), daemon=True)
@@ -309,6 +318,63 @@ class ImpostorTests(unittest.TestCase):
             self.assertEqual(c.token("x"), "ATTACKER")
         os.lchown(path, NOBODY - 1, NOBODY - 1)
         self.assertRefused(tv.TokenVaultClient(path, timeout=2), "socket file is owned by uid %d" % (NOBODY - 1))
+
+    @unittest.skipUnless(os.getuid() == 0, "needs root: runs the impostor as another user (uid 65534)")
+    def test_default_rule_refuses_a_swapped_directory_under_a_writable_ancestor_without_sticky_bit(self):
+        os.chmod(self.dir, 0o755)
+        shared = os.path.join(self.dir, "shared")
+        os.mkdir(shared)
+        os.chmod(shared, 0o777)  # root's, anyone can write it, no sticky bit
+        legit = os.path.join(shared, "tv")
+        os.mkdir(legit, 0o755)  # the daemon's directory (root's here)
+        # The attack, for real, as uid 65534: move the daemon's directory away, put one of its own in its place
+        # (owned by it, so "the server owns the directory and the socket" holds), and serve there.
+        swap = self.run_as_nobody("import os, sys; os.rename(sys.argv[1], sys.argv[1] + '.old'); "
+                                  "os.mkdir(sys.argv[1], 0o755)", legit)
+        self.assertEqual(swap.returncode, 0, swap.stderr.decode(errors="replace"))
+        self.assertEqual(os.stat(legit).st_uid, NOBODY)
+        path = os.path.join(legit, "tokenvault.sock")
+        lines = self.impostor_as_nobody(path)
+        self.assertEqual(os.lstat(path).st_uid, NOBODY)
+        self.assertRefused(tv.TokenVaultClient(path, timeout=2), "directory %s (mode 0777, uid 0)" % shared,
+                           "without the sticky bit", "TOKENVAULT_SERVER_UID", "expected_uid=")
+        self.assertEqual([l for l in lines if l.startswith("got")], [], "a request was sent to the impostor")
+        # With the sticky bit, nobody could not have moved root's directory away...
+        os.chmod(shared, 0o1777)
+        other = os.path.join(shared, "other")
+        os.mkdir(other, 0o755)
+        moved = self.run_as_nobody("import os, sys\ntry:\n    os.rename(sys.argv[1], sys.argv[1] + '.old')\n"
+                                   "except PermissionError:\n    sys.exit(3)", other)
+        self.assertEqual(moved.returncode, 3, "the sticky bit did not stop the rename: %r" % (moved,))
+        # ...so a server owning its directory under it is trusted, as under /tmp: it is the ancestor rule
+        # that refused above.
+        with tv.TokenVaultClient(path, timeout=2) as c:
+            self.assertEqual(c.token("x"), "ATTACKER")
+
+    @unittest.skipUnless(os.getuid() == 0, "needs root: runs the impostor as another user (uid 65534)")
+    def test_default_rule_refuses_a_symlink_on_the_path_owned_by_another_uid(self):
+        os.chmod(self.dir, 0o755)
+        d = os.path.join(self.dir, "d")
+        os.mkdir(d, 0o755)
+        os.chown(d, NOBODY, NOBODY)
+        self.impostor_as_nobody(os.path.join(d, "tokenvault.sock"))
+        link = os.path.join(self.dir, "L")
+        os.symlink(d, link)
+        os.lchown(link, NOBODY - 1, NOBODY - 1)
+        via_link = os.path.join(link, "tokenvault.sock")
+        self.assertRefused(tv.TokenVaultClient(via_link, timeout=2), "symlink %s" % link,
+                           "owned by uid %d" % (NOBODY - 1), "expected_uid=")
+        # The same path through a relative socket path (resolved against the working directory).
+        old_cwd = os.getcwd()
+        os.chdir(self.dir)
+        self.addCleanup(os.chdir, old_cwd)
+        self.assertRefused(tv.TokenVaultClient("L/tokenvault.sock", timeout=2), "symlink %s" % link)
+        os.chdir(old_cwd)
+        # A symlink owned by the server's uid, or by root, is fine: it is the symlink's owner that refused.
+        for owner in (NOBODY, 0):
+            os.lchown(link, owner, owner)
+            with tv.TokenVaultClient(via_link, timeout=2) as c:
+                self.assertEqual(c.token("x"), "ATTACKER")
 
     @unittest.skipUnless(os.getuid() == 0, "needs root: checks that a root server is trusted by default")
     def test_default_rule_trusts_root(self):

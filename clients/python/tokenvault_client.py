@@ -16,12 +16,14 @@ is kept open and reused; a broken one is reopened once per call. Thread-safe.
 
 Before sending anything on a new connection, the client asks the kernel (SO_PEERCRED) which uid serves the
 socket and raises ImpostorError unless it is `expected_uid` (or $TOKENVAULT_SERVER_UID) when one is given,
-or else root or the owner of both the socket directory and the socket file. Linux only.
+or else root, or the owner of both the socket directory and the socket file on a path that nobody else can
+rearrange (see `_check_server`). Linux only.
 """
 
 import json
 import os
 import socket
+import stat
 import struct
 import threading
 
@@ -154,10 +156,18 @@ class TokenVaultClient:
     def _check_server(self, s):
         """Refuses a server that may be an impostor, before any request is sent on `s`.
 
-        With an expected uid, the server must run as it. Without one, it must be root, or own both the
-        socket's directory and the socket file. The daemon refuses to serve from a directory that another
-        user or a group can write, so a genuine daemon is root or owns its socket directory; whoever else
-        answers there got in through a directory that is not theirs.
+        With an expected uid, the server must run as it. Without one, it must be root, or else:
+
+        1. every symlink among the components of the socket path's absolute form (not resolved), from "/"
+           down to the socket's directory, is owned by root or the server's uid;
+        2. the socket's directory, resolved, and the socket file are owned by the server's uid;
+        3. every ancestor of that resolved directory up to "/" is owned by root or the server's uid, and if a
+           group or others can write it, it has the sticky bit.
+
+        The daemon refuses to serve from a directory that another user or a group can write, so a genuine
+        daemon is root or owns its socket directory; whoever else answers there got in through a directory
+        that is not theirs. Rules 1 and 3 close the way round: whoever can write a directory higher up (or
+        owns a symlink on the way) could swap the daemon's directory for one of their own.
         """
         path = self.socket_path
         try:
@@ -175,19 +185,52 @@ class TokenVaultClient:
             return
         directory = os.path.dirname(path) or "."
         hint = "; pass expected_uid= (or set TOKENVAULT_SERVER_UID) if this daemon is genuine"
+        trusted = (0, uid)
         try:
-            dir_uid = os.stat(directory).st_uid
+            # 1. Symlinks on the path as given (absolute, unresolved), from "/" down to the socket's directory.
+            absolute_dir = os.path.dirname(os.path.abspath(path))
+            component = "/"
+            for part in [p for p in absolute_dir.split("/") if p]:
+                component = os.path.join(component, part)
+                st = os.lstat(component)
+                if stat.S_ISLNK(st.st_mode) and st.st_uid not in trusted:
+                    raise ImpostorError("the process answering on %s runs as uid %d, but the symlink %s on the "
+                                        "path to the socket is owned by uid %d (neither root nor the server): "
+                                        "whoever owns it chose where it leads; refusing to trust it%s"
+                                        % (path, uid, component, st.st_uid, hint))
+            # 2. The socket's directory, resolved, and the socket file.
+            real_dir = os.path.realpath(directory)
+            dir_uid = os.stat(real_dir).st_uid
             sock_uid = os.lstat(path).st_uid
+            shown = directory if os.path.abspath(directory) == real_dir else "%s (%s)" % (directory, real_dir)
+            if dir_uid != uid:
+                raise ImpostorError("the process answering on %s runs as uid %d, but the socket directory %s is "
+                                    "owned by uid %d: refusing to trust it%s" % (path, uid, shown, dir_uid, hint))
+            if sock_uid != uid:
+                raise ImpostorError("the process answering on %s runs as uid %d, but the socket file is owned by "
+                                    "uid %d: refusing to trust it%s" % (path, uid, sock_uid, hint))
+            # 3. Every ancestor of the resolved directory, up to "/".
+            ancestor = real_dir
+            while ancestor != "/":
+                ancestor = os.path.dirname(ancestor)
+                st = os.lstat(ancestor)
+                mode = stat.S_IMODE(st.st_mode)
+                if st.st_uid not in trusted:
+                    raise ImpostorError("directory %s (mode %04o, uid %d) on the path to the socket is owned by "
+                                        "neither root nor the server's uid %d: its owner could replace the "
+                                        "daemon's directory; refusing to trust the server (set "
+                                        "TOKENVAULT_SERVER_UID / expected_uid= if the daemon is genuine)"
+                                        % (ancestor, mode, st.st_uid, uid))
+                if mode & 0o022 and not mode & 0o1000:
+                    raise ImpostorError("directory %s (mode %04o, uid %d) on the path to the socket can be written "
+                                        "by others without the sticky bit: whoever can write it could replace "
+                                        "the daemon's directory; refusing to trust the server (set "
+                                        "TOKENVAULT_SERVER_UID / expected_uid= if the daemon is genuine)"
+                                        % (ancestor, mode, st.st_uid))
         except OSError as e:
             raise ImpostorError("the process answering on %s runs as uid %d, but the owners of the socket and "
-                                "of its directory cannot be checked (%s): refusing to trust it%s"
+                                "of the directories on its path cannot be checked (%s): refusing to trust it%s"
                                 % (path, uid, e.strerror or e, hint)) from None
-        if dir_uid != uid:
-            raise ImpostorError("the process answering on %s runs as uid %d, but the socket directory %s is "
-                                "owned by uid %d: refusing to trust it%s" % (path, uid, directory, dir_uid, hint))
-        if sock_uid != uid:
-            raise ImpostorError("the process answering on %s runs as uid %d, but the socket file is owned by "
-                                "uid %d: refusing to trust it%s" % (path, uid, sock_uid, hint))
 
     def _disconnect(self):
         for thing in (self._file, self._sock):
