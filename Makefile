@@ -65,3 +65,17 @@ fuzz: deps
 	    echo "fuzz: $$f failed (exit $$rc); the input is in .build-fuzz/crashes/" >&2; exit 1; fi; \
 	done
 	@echo "fuzz: no crash in $(FUZZERS)"
+
+# The whole suite under AddressSanitizer and ThreadSanitizer, each in a build folder of its own.
+test-asan: deps
+	$(SWIFT) test --disable-xctest --no-parallel --sanitize=address --scratch-path .build-asan
+
+test-tsan: deps
+	TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" $(SWIFT) test --disable-xctest --no-parallel --sanitize=thread --scratch-path .build-tsan
+
+# A bounded 10-minute soak (SOAK_SECONDS): 64 clients, a put every second; memory, descriptors and p99
+# must stay flat. Appends its figures to Docs/BENCHMARKS.md.
+soak: deps
+	$(SWIFT) build -c release
+	$(MAKE) -s -C ../shared/loadgen OUT=$(CURDIR)/.build-bench/loadgen
+	scripts/soak.sh

@@ -142,10 +142,11 @@ let package = Package(
 // `make fuzz` only (TOKENVAULT_FUZZ=1, built with -sanitize=fuzzer): one libFuzzer target per parser that
 // reads untrusted bytes; each one's main hands its entry to libFuzzer's driver. Seeds: Fuzz/corpus/.
 if ProcessInfo.processInfo.environment["TOKENVAULT_FUZZ"] != nil {
+    package.targets.append(.target(name: "FuzzSupport", path: "Fuzz/FuzzSupport", swiftSettings: strict))
     for (name, deps) in [("FuzzRequest", ["VaultWire"]), ("FuzzPolicy", ["VaultPolicy"]),
                          ("FuzzAuditLine", ["VaultAudit"]), ("FuzzImport", ["VaultCore"])] {
         package.targets.append(.executableTarget(
-            name: name, dependencies: deps.map { .target(name: $0) }, path: "Fuzz/\(name)",
+            name: name, dependencies: (deps + ["FuzzSupport"]).map { .target(name: $0) }, path: "Fuzz/\(name)",
             swiftSettings: strict))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import FuzzSupport
 import VaultPolicy
 
 /// libFuzzer entry: a policy file. It parses or is refused with a line number; it never crashes.
@@ -14,16 +15,5 @@ public func fuzzPolicy(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 
 @main
 enum FuzzPolicyMain {
-    static func main() {
-        var argc = CommandLine.argc
-        var argv = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv) { fuzzPolicy($0, $1) })
-    }
+    static func main() { runFuzzer(fuzzPolicy) }
 }
-
-/// libFuzzer's driver (in the runtime that -sanitize=fuzzer links): runs the fuzzing loop with our entry.
-/// SwiftPM points an executable's `main` at the target's own, so that one hands over to libFuzzer.
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<Int32>,
-                         _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
-                         _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32

@@ -1,4 +1,5 @@
 import Foundation
+import FuzzSupport
 import VaultWire
 
 /// libFuzzer entry: one request line. The scanner must never crash or read out of bounds, and an
@@ -19,16 +20,5 @@ public func fuzzRequest(_ data: UnsafePointer<UInt8>?, _ size: Int) -> Int32 {
 
 @main
 enum FuzzRequestMain {
-    static func main() {
-        var argc = CommandLine.argc
-        var argv = CommandLine.unsafeArgv
-        exit(LLVMFuzzerRunDriver(&argc, &argv) { fuzzRequest($0, $1) })
-    }
+    static func main() { runFuzzer(fuzzRequest) }
 }
-
-/// libFuzzer's driver (in the runtime that -sanitize=fuzzer links): runs the fuzzing loop with our entry.
-/// SwiftPM points an executable's `main` at the target's own, so that one hands over to libFuzzer.
-@_silgen_name("LLVMFuzzerRunDriver")
-func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<Int32>,
-                         _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>>,
-                         _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32) -> Int32

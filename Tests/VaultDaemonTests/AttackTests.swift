@@ -82,21 +82,8 @@ struct AttackTests {
         mkdir(open, 0o777)
         chmod(open, 0o777)
         let path = open + "/tokenvault.sock"
-        let server = Process()
-        server.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-        server.arguments = ["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", """
-            import socket, time
-            s = socket.socket(socket.AF_UNIX); s.bind("\(path)"); s.listen(8); s.settimeout(10)
-            end = time.time() + 10
-            while time.time() < end:
-                try: c, _ = s.accept()
-                except socket.timeout: break
-                c.sendall(b'{"id":1,"ok":true,"name":"acme/ads","token":"ATTACKER","kind":"user"}\\n'); c.close()
-            """]
-        try server.run()
+        let server = try impostorAsNobody(at: path)
         defer { server.terminate(); server.waitUntilExit() }
-        let deadline = Date().addingTimeInterval(10)
-        while access(path, F_OK) != 0 && Date() < deadline { usleep(20_000) }
         do {
             _ = try TokenVaultClient(socketPath: path, timeout: 2).getBlocking("acme/ads")
             Issue.record("the client took a token from an impostor")
@@ -135,19 +122,8 @@ struct AttackTests {
             mkdir(shared + "/imp", 0o755)
             chown(shared + "/imp", 65534, 65534)
             let path = shared + "/imp/tokenvault.sock"
-            let server = Process()
-            server.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
-            server.arguments = ["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", """
-                import socket, time
-                s = socket.socket(socket.AF_UNIX); s.bind("\(path)"); s.listen(8); s.settimeout(10)
-                try:
-                    c, _ = s.accept(); c.sendall(b'{"id":1,"ok":true,"name":"acme/ads","token":"ATTACKER","kind":"user"}\\n'); c.close()
-                except socket.timeout: pass
-                """]
-            try server.run()
+            let server = try impostorAsNobody(at: path)
             defer { server.terminate(); server.waitUntilExit() }
-            let deadline = Date().addingTimeInterval(10)
-            while access(path, F_OK) != 0 && Date() < deadline { usleep(20_000) }
             do {
                 _ = try TokenVaultClient(socketPath: path, timeout: 2).getBlocking("acme/ads")
                 Issue.record("the client took a token from an impostor under a writable parent")
@@ -337,6 +313,26 @@ struct AttackTests {
     }
 
     // MARK: helpers
+
+    /// An impostor run as uid 65534: binds `path` and answers every connection with a forged token, for
+    /// at most 10 s. Returns once the socket exists.
+    func impostorAsNobody(at path: String) throws -> Process {
+        let server = Process()
+        server.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        server.arguments = ["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", """
+            import socket, time
+            s = socket.socket(socket.AF_UNIX); s.bind("\(path)"); s.listen(8); s.settimeout(10)
+            end = time.time() + 10
+            while time.time() < end:
+                try: c, _ = s.accept()
+                except socket.timeout: break
+                c.sendall(b'{"id":1,"ok":true,"name":"acme/ads","token":"ATTACKER","kind":"user"}\\n'); c.close()
+            """]
+        try server.run()
+        let deadline = Date().addingTimeInterval(10)
+        while access(path, F_OK) != 0 && Date() < deadline { usleep(20_000) }
+        return server
+    }
 
     func sqlite(_ db: String, _ sql: String) throws {
         let out = try run("/usr/bin/python3", ["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.executescript(sys.argv[2]); c.commit()", db, sql])
