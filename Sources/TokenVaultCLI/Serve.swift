@@ -115,7 +115,8 @@ struct Serve: AsyncParsableCommand {
 }
 
 /// Re-reads the policy on SIGHUP. A file that does not parse is rejected (and logged with its line); the
-/// old policy stays in force. Each attempt is an audited admin action.
+/// old policy stays in force. Each attempt is an audited admin action, and a new policy takes effect only
+/// once its record is durable.
 struct PolicyReloader: Service {
     let path: String
     let processor: RequestProcessor
@@ -124,20 +125,24 @@ struct PolicyReloader: Service {
 
     func run() async throws {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
-            let event: AuditEvent
             // SIGHUP also re-opens the audit segment, for external log rotation.
             audit.reopen()
             do {
                 let policy = try Policy.load(path: path)
+                // Recorded before it takes effect: a reload whose record cannot be written changes nothing.
+                let event = AuditEvent(action: "policy_reload", channel: .daemon, actor: CLIAudit.actor, outcome: .granted,
+                                       reason: "\(policy.rules.count) rules")
+                do { try audit.appendAndWait(event) } catch {
+                    logger.error("policy reload not recorded, so not applied; the old policy stays in force", metadata: ["error": "\(error)"])
+                    continue
+                }
                 processor.replacePolicy(policy)
                 logger.info("policy reloaded", metadata: ["file": "\(path)", "rules": "\(policy.rules.count)"])
-                event = AuditEvent(action: "policy_reload", channel: .daemon, actor: CLIAudit.actor, outcome: .granted,
-                                   reason: "\(policy.rules.count) rules")
             } catch {
                 logger.error("policy reload rejected; the old policy stays in force", metadata: ["error": "\(error)"])
-                event = AuditEvent(action: "policy_reload", channel: .daemon, actor: CLIAudit.actor, outcome: .failed, reason: "\(error)")
+                audit.append(AuditEvent(action: "policy_reload", channel: .daemon, actor: CLIAudit.actor, outcome: .failed,
+                                        reason: "\(error)"), secret: nil) { _ in }
             }
-            audit.append(event, secret: nil) { _ in }
         }
     }
 }

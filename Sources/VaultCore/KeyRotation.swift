@@ -109,17 +109,10 @@ extension Vault {
                 }
                 var oldKeys: [Int64: SecureKey] = [:]
                 for id in Set(batch.map(\.dataKeyId)) { oldKeys[id] = try dataKey(id: id, in: tx) }
-                let resealed = try Self.reseal(batch, oldKeys: oldKeys, newKey: newKey)
-                for (item, sealed) in zip(batch, resealed) {
-                    guard item.kind == .token else {
-                        try tx.reseal(item.kind, name: item.name, sealed: sealed, dataKeyId: current)
-                        continue
-                    }
-                    // The row's metadata must still be the vault's own before it is MAC'd under the new key.
-                    try updateToken(named: item.name, in: tx) { r in
-                        r.sealed = sealed
-                        r.dataKeyId = current
-                    }
+                let legacy = legacyDataKeys.withLock { $0 }
+                let resealed = try Self.reseal(batch, oldKeys: oldKeys, legacy: legacy, newKey: newKey, newKeyId: current)
+                for (item, value) in zip(batch, resealed) {
+                    try tx.reseal(item.kind, name: item.name, sealed: value.sealed, dataKeyId: current, metaMAC: value.metaMAC)
                 }
                 return batch.count
             }
@@ -131,10 +124,13 @@ extension Vault {
     }
 
     /// Opens each value under its old data key and seals it under the new one, on every core: the
-    /// crypto is independent per value, while SQLite's part stays on the writer's thread.
-    static func reseal(_ batch: [PendingSeal], oldKeys: [Int64: SecureKey], newKey: SecureKey) throws -> [Data] {
+    /// crypto is independent per value, while SQLite's part stays on the writer's thread. A token's
+    /// metadata must pass its check under the old key first (so an edit made behind the vault's back is
+    /// refused, never blessed), and gets its MAC under the new key over the new sealed bytes.
+    static func reseal(_ batch: [PendingSeal], oldKeys: [Int64: SecureKey], legacy: Set<Int64>, newKey: SecureKey,
+                       newKeyId: Int64) throws -> [(sealed: Data, metaMAC: Data?)] {
         final class Slots: @unchecked Sendable {
-            var values: [Data?]
+            var values: [(sealed: Data, metaMAC: Data?)?]
             var failure: PendingSeal?
             let lock = NSLock()
             init(_ n: Int) { values = Array(repeating: nil, count: n) }
@@ -147,16 +143,23 @@ extension Vault {
                 let item = batch[i]
                 let context: SealContext = item.kind == .token ? .token(item.name) : .appSecret(item.name)
                 guard let key = oldKeys[item.dataKeyId],
-                      let plain = try? item.sealed.withUnsafeBytes({ try Sealer.open($0, key: key, context: context) }) else {
+                      let plain = try? item.sealed.withUnsafeBytes({ try Sealer.open($0, key: key, context: context) }),
+                      item.record.map({ MetadataMAC.isAuthentic($0, key: key, legacy: legacy.contains($0.dataKeyId)) }) ?? true else {
                     slots.lock.withLock { slots.failure = slots.failure ?? item }
                     return
                 }
                 let sealed = Data(Sealer.seal(plain, key: newKey, context: context))
-                slots.lock.withLock { slots.values[i] = sealed }
+                let mac = item.record.map { r -> Data in
+                    var moved = r
+                    moved.sealed = sealed
+                    moved.dataKeyId = newKeyId
+                    return MetadataMAC.mac(moved, key: newKey)
+                }
+                slots.lock.withLock { slots.values[i] = (sealed, mac) }
             }
         }
         if let bad = slots.failure {
-            throw VaultError.integrity(what: bad.kind == .token ? "token" : "app secret of", name: bad.name)
+            throw VaultError.integrity(what: bad.kind == .token ? "token or its metadata" : "app secret of", name: bad.name)
         }
         return slots.values.map { $0! }
     }

@@ -48,6 +48,12 @@ enum MetadataMAC {
         Data(message(r).withUnsafeBytes { Sealer.mac($0, key: key, context: .tokenMetadata(r.name)) })
     }
 
+    /// Whether the row's metadata is the vault's own: its MAC holds, or it has none under a legacy data
+    /// key; and its kind and scopes are typed values.
+    static func isAuthentic(_ r: TokenRecord, key: SecureKey, legacy: Bool) -> Bool {
+        (r.metaMAC != nil ? verify(r, key: key) : legacy) && TokenKind(rawValue: r.kind) != nil && ScopeList.parse(r.scopes) != nil
+    }
+
     /// Whether the row's MAC holds (constant time).
     static func verify(_ r: TokenRecord, key: SecureKey) -> Bool {
         guard let stored = r.metaMAC else { return false }

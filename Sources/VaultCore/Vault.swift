@@ -44,7 +44,7 @@ public final class Vault: Sendable {
     private let dataKeys = Mutex<[Int64: SecureKey]>([:])
     /// Data keys wrapped before metadata was authenticated (context `data-key`, not `data-key-v2`):
     /// the tokens they seal may lack a metadata MAC (see ``MetadataMAC``).
-    private let legacyDataKeys = Mutex<Set<Int64>>([])
+    let legacyDataKeys = Mutex<Set<Int64>>([])
 
     private init(home: VaultHome, store: VaultStore, passphrase: PassphraseProvider?) {
         self.home = home
@@ -322,10 +322,7 @@ public final class Vault: Sendable {
     /// Throws unless the row's metadata is the vault's own: its MAC holds under `key` (the row's data key),
     /// or the row predates metadata MACs under a legacy data key; and its kind and scopes are typed values.
     func checkMetadata(_ record: TokenRecord, key: SecureKey) throws {
-        let authentic = record.metaMAC != nil
-            ? MetadataMAC.verify(record, key: key)
-            : legacyDataKeys.withLock { $0.contains(record.dataKeyId) }
-        guard authentic, TokenKind(rawValue: record.kind) != nil, ScopeList.parse(record.scopes) != nil else {
+        guard MetadataMAC.isAuthentic(record, key: key, legacy: isLegacyDataKey(record.dataKeyId)) else {
             throw VaultError.integrity(what: "metadata of token", name: record.name)
         }
     }

@@ -289,6 +289,16 @@ public struct PendingSeal: Sendable {
     public let name: String
     public let sealed: Data
     public let dataKeyId: Int64
+    /// A token's whole row, so its metadata can be checked and MAC'd again under the new key.
+    public let record: TokenRecord?
+
+    init(kind: Kind, name: String, sealed: Data, dataKeyId: Int64, record: TokenRecord? = nil) {
+        self.kind = kind
+        self.name = name
+        self.sealed = sealed
+        self.dataKeyId = dataKeyId
+        self.record = record
+    }
 }
 
 extension StoreTransaction {
@@ -301,17 +311,18 @@ extension StoreTransaction {
     /// The next `limit` tokens after `after` in name order, keeping those not sealed under `current`.
     /// Returns them and the last name looked at (nil at the end), so one pass visits each row once.
     public func pendingTokenSeals(notUnder current: Int64, after: String, limit: Int) throws -> ([PendingSeal], String?) {
-        let statement = try db.cachedStatement(sql: "SELECT name, sealed, data_key_id FROM tokens WHERE name > ? ORDER BY name LIMIT ?")
+        let statement = try db.cachedStatement(sql: "SELECT \(TokenRecord.columns) FROM tokens WHERE name > ? ORDER BY name LIMIT ?")
         let cursor = try Row.fetchCursor(statement, arguments: [after, limit])
         var out: [PendingSeal] = []
         var last: String?
         var seen = 0
         while let row = try cursor.next() {
             seen += 1
-            let name: String = row[0]
-            last = name
-            let keyId: Int64 = row[2]
-            if keyId != current { out.append(PendingSeal(kind: .token, name: name, sealed: row[1], dataKeyId: keyId)) }
+            let record = try TokenRecord(row: row)
+            last = record.name
+            if record.dataKeyId != current {
+                out.append(PendingSeal(kind: .token, name: record.name, sealed: record.sealed, dataKeyId: record.dataKeyId, record: record))
+            }
         }
         return (out, seen < limit ? nil : last)
     }
@@ -322,11 +333,15 @@ extension StoreTransaction {
                          arguments: [current]) ?? 0
     }
 
-    /// Replaces one sealed value (metadata untouched).
-    public func reseal(_ kind: PendingSeal.Kind, name: String, sealed: Data, dataKeyId: Int64) throws {
-        let sql = kind == .token ? "UPDATE tokens SET sealed = ?, data_key_id = ? WHERE name = ?"
-                                 : "UPDATE apps SET sealed_secret = ?, data_key_id = ? WHERE name = ?"
-        try db.cachedStatement(sql: sql).execute(arguments: [sealed, dataKeyId, name])
+    /// Replaces one sealed value, and for a token the metadata MAC that binds it (metadata untouched).
+    public func reseal(_ kind: PendingSeal.Kind, name: String, sealed: Data, dataKeyId: Int64, metaMAC: Data? = nil) throws {
+        if kind == .token {
+            try db.cachedStatement(sql: "UPDATE tokens SET sealed = ?, data_key_id = ?, meta_mac = ? WHERE name = ?")
+                .execute(arguments: [sealed, dataKeyId, metaMAC, name])
+        } else {
+            try db.cachedStatement(sql: "UPDATE apps SET sealed_secret = ?, data_key_id = ? WHERE name = ?")
+                .execute(arguments: [sealed, dataKeyId, name])
+        }
     }
 
     /// Deletes token data keys that seal nothing any more (never the current one or the audit key).
