@@ -108,15 +108,18 @@ public enum AuditVerifier {
                 withMACKey(keys) { macKey in
                     let raw = shared.raw
                     let range = (records.count * w / workers)..<(records.count * (w + 1) / workers)
+                    var signatures = SignatureSampler()
                     for i in range {
                         let r = records[i]
                         let prev = i == 0 ? previous : records[i - 1].parsed.hash
                         let prefix = UnsafeRawBufferPointer(rebasing: raw[r.line.lowerBound..<(r.line.lowerBound + r.parsed.prefixEnd)])
-                        if let message = check(r.parsed, prefix: prefix, previous: prev, keys: keys, macKey: macKey, publicKey: publicKey) {
+                        if let message = check(r.parsed, prefix: prefix, previous: prev, keys: keys, macKey: macKey, publicKey: publicKey,
+                                               checkSignature: signatures.checkNow(r.parsed, index: i)) {
                             first.offer(i, message)
                             return
                         }
                     }
+                    if let bad = signatures.finish(publicKey: publicKey) { first.offer(bad.index, bad.message) }
                 }
             }
         }
@@ -131,10 +134,42 @@ public enum AuditVerifier {
         return keys.mac.withUnsafeBytes { body($0) }
     }
 
-    /// One record's hash (chain v2, else v1), MAC and signature; nil if they hold, else what is wrong.
-    /// `macKey` is `keys.mac`'s bytes, borrowed by the caller (see ``withMACKey(_:_:)``).
+    /// Which signatures a pass checks. A signature vouches for the whole chain up to its record, so checking
+    /// every one adds nothing but a place to name: a log at rest signs its last batch whenever nothing else
+    /// waits, so a busy log carries a signature every few records, and an Ed25519 check per signature
+    /// cost more than everything else `verify` does. A pass checks one signature in every `spacing`
+    /// records, and always the last signed record of its run (so the log's last signature is checked,
+    /// and `signedThrough` is always a checked one).
+    struct SignatureSampler {
+        static let spacing: Int64 = 4096
+        private var lastChecked: Int64 = .min
+        /// The run's latest signed record not checked yet, with its index.
+        private(set) var unchecked: (index: Int, record: AuditRecordFormat.Parsed)?
+
+        /// Whether to check `record`'s signature now; when not, it is remembered for ``finish``.
+        mutating func checkNow(_ record: AuditRecordFormat.Parsed, index: Int) -> Bool {
+            guard record.signature != nil else { return false }
+            if record.seq &- lastChecked >= Self.spacing || lastChecked == .min {
+                lastChecked = record.seq
+                unchecked = nil
+                return true
+            }
+            unchecked = (index, record)
+            return false
+        }
+
+        /// Checks the run's last signed record if it was skipped: nil if it holds, else its index and why.
+        func finish(publicKey: [UInt8]?) -> (index: Int, message: String)? {
+            guard let (index, record) = unchecked, let publicKey, let signature = record.signature else { return nil }
+            return SigningKey.verify(signature: signature, message: AuditKeys.signedMessage(hash: record.hash.bytes), publicKey: publicKey)
+                ? nil : (index, "the record's signature does not verify")
+        }
+    }
+
+    /// One record's hash (chain v2, else v1), MAC and, with `checkSignature`, signature; nil if they hold,
+    /// else what is wrong. `macKey` is `keys.mac`'s bytes, borrowed by the caller (see ``withMACKey(_:_:)``).
     static func check(_ record: AuditRecordFormat.Parsed, prefix: UnsafeRawBufferPointer, previous: AuditDigest,
-                      keys: AuditKeys?, macKey: UnsafeRawBufferPointer?, publicKey: [UInt8]?) -> String? {
+                      keys: AuditKeys?, macKey: UnsafeRawBufferPointer?, publicKey: [UInt8]?, checkSignature: Bool = true) -> String? {
         // Chain v2 first; a record that does not match it may be one written before v2.
         let chain: AuditRecordFormat.Chain
         if AuditRecordFormat.Chain.v2.digest(previous: previous, line: prefix) == record.hash {
@@ -151,7 +186,7 @@ public enum AuditVerifier {
                 return "the record's MAC does not verify: it was forged without the audit key"
             }
         }
-        if let signature = record.signature, let publicKey,
+        if checkSignature, let signature = record.signature, let publicKey,
            !SigningKey.verify(signature: signature, message: AuditKeys.signedMessage(hash: record.hash.bytes), publicKey: publicKey) {
             return "the record's signature does not verify"
         }
@@ -223,6 +258,7 @@ public enum AuditVerifier {
                 prev = before.hash
             }
             var summary = SegmentSummary(lastHash: prev)
+            var signatures = SignatureSampler()
             while pos < end {
                 guard let nl = memchr(raw.baseAddress! + pos, 0x0a, end - pos) else { return }
                 let lineEnd = raw.baseAddress!.distance(to: UnsafeRawPointer(nl))
@@ -234,7 +270,8 @@ public enum AuditVerifier {
                     return
                 }
                 let prefix = UnsafeRawBufferPointer(rebasing: line[0..<record.prefixEnd])
-                if check(record, prefix: prefix, previous: prev, keys: keys, macKey: macKey, publicKey: publicKey) != nil { return }
+                if check(record, prefix: prefix, previous: prev, keys: keys, macKey: macKey, publicKey: publicKey,
+                         checkSignature: signatures.checkNow(record, index: Int(summary.records))) != nil { return }
                 if record.signature != nil { summary.signedThrough = record.seq }
                 if record.seq == checkpointSeq { summary.checkpointHash = record.hash }
                 prev = record.hash
@@ -243,6 +280,7 @@ public enum AuditVerifier {
                 summary.records += 1
                 pos = lineEnd + 1
             }
+            if signatures.finish(publicKey: publicKey) != nil { return }
             slots.buffer[w] = summary
         }
         var total = SegmentSummary(firstSeq: expectedSeq, lastSeq: expectedSeq - 1, lastHash: previous)

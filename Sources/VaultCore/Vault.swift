@@ -291,7 +291,12 @@ public final class Vault: Sendable {
         guard let record = found else {
             throw StoreError.notFound(what: "token", name: name)
         }
-        return OpenedToken(record: record, secret: try open(record))
+        // A held reader's remembered row whose metadata was checked since it was read needs no second check:
+        // the reader forgets every row at the first tick after any commit.
+        let checked = reader?.isChecked(name) ?? false
+        let secret = try open(record, checkingMetadata: !checked)
+        if !checked { reader?.markChecked(name) }
+        return OpenedToken(record: record, secret: secret)
     }
 
     /// A reader for one thread that holds a read transaction across a burst of `get`s (see
@@ -307,7 +312,7 @@ public final class Vault: Sendable {
 
     /// Opens a token after checking that its metadata is the vault's own: the metadata MAC holds (or
     /// the row predates it, under a legacy data key), and its kind and scopes are typed values.
-    func open(_ record: TokenRecord) throws -> SecretBytes {
+    func open(_ record: TokenRecord, checkingMetadata: Bool = true) throws -> SecretBytes {
         let key = try dataKey(id: record.dataKeyId)
         let secret: SecretBytes
         do {
@@ -315,7 +320,7 @@ public final class Vault: Sendable {
         } catch is CryptoError {
             throw VaultError.integrity(what: "token", name: record.name)
         }
-        try checkMetadata(record, key: key)
+        if checkingMetadata { try checkMetadata(record, key: key) }
         return secret
     }
 

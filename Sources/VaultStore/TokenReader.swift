@@ -61,6 +61,8 @@ public final class TokenReaders: Sendable {
         private var commit: OpaquePointer?
         private var dataVersion: OpaquePointer?
         private var rows: [String: TokenRecord] = [:]
+        /// Remembered rows whose metadata the vault has checked (see ``markChecked(_:)``); forgotten with them.
+        private var checked: Set<String> = []
         private var rowsVersion: Int64 = -1
         public private(set) var isHolding = false
 
@@ -78,6 +80,15 @@ public final class TokenReaders: Sendable {
         /// Rows remembered now (for tests).
         public var rememberedCount: Int { rows.count }
 
+        /// Whether the remembered row of `name` was checked since it was read from the database.
+        public func isChecked(_ name: String) -> Bool { checked.contains(name) }
+
+        /// Notes that the vault checked the remembered row of `name` (its metadata MAC): until any commit
+        /// makes the reader forget its rows, the same bytes need no second check.
+        public func markChecked(_ name: String) {
+            if rows[name] != nil { checked.insert(name) }
+        }
+
         public func token(named name: String) throws -> TokenRecord? {
             let r = try reader ?? open()
             if !isHolding { beginBurst() }
@@ -85,7 +96,10 @@ public final class TokenReaders: Sendable {
             do {
                 let row = try r.token(named: name)
                 if let row, isHolding {
-                    if rows.count >= Self.maxRemembered { rows.removeAll(keepingCapacity: true) }
+                    if rows.count >= Self.maxRemembered {
+                        rows.removeAll(keepingCapacity: true)
+                        checked.removeAll(keepingCapacity: true)
+                    }
                     rows[name] = row
                 }
                 return row
@@ -120,12 +134,14 @@ public final class TokenReaders: Sendable {
             }
             if version != rowsVersion {
                 rows.removeAll(keepingCapacity: true)
+                checked.removeAll(keepingCapacity: true)
                 rowsVersion = version
             }
         }
 
         private func forget() {
             rows.removeAll(keepingCapacity: true)
+            checked.removeAll(keepingCapacity: true)
             rowsVersion = -1
         }
 

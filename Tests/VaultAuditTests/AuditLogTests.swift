@@ -216,9 +216,12 @@ struct AuditLogTests {
             AuditVerifier.verifyFast(path: path, expectedSeq: 1, previous: AuditDigest(AuditRecordFormat.genesisHash), keys: keys,
                                      publicKey: keys.publicKey, checkpointSeq: nil)
         }
-        #expect(fast()?.records == 5_000)  // the clean segment passes the parallel pass itself
         var l = lines(path)
-        #expect(l.count == 5_001)  // 5,000 records and the empty string after the last newline
+        // 5,000 records, then (when the last batch went unsigned) the signed audit_checkpoint close adds.
+        let closing = l[l.count - 2].contains("\"action\":\"audit_checkpoint\"") ? 1 : 0
+        #expect(fast()?.records == Int64(5_000 + closing))  // the clean segment passes the parallel pass itself
+        #expect(l.count == 5_001 + closing)  // the records and the empty string after the last newline
+        #expect(l[l.count - 2].contains("\"sig\":\""), "the log at rest ends signed")
         l[index] = l[index].replacingOccurrences(of: "\"uid\":1001", with: "\"uid\":1002")
         write(l, path)
         #expect(fast() == nil)
@@ -417,5 +420,52 @@ struct AuditLineFuzzCorpusTests {
         }
         let long = Array(#"{"seq":"#.utf8) + [UInt8](repeating: 0x39, count: 40) + Array(#","x":1}"#.utf8)
         #expect(long.withUnsafeBytes { AuditRecordFormat.recordSeq($0) } == nil)
+    }
+}
+
+@Suite("Audit signatures, sampled")
+struct AuditSignatureSamplingTests {
+    let dir = TempDir()
+
+    /// A burst leaves an unsigned batch at the log's end; once the log has been idle for a checkpoint
+    /// interval the writer appends a signed audit_checkpoint, without being closed.
+    @Test func anIdleLogEndsSigned() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        var options = AuditLog.Options()
+        options.checkpointInterval = 0.2
+        let log = try AuditLog.open(for: vault, options: options)
+        defer { log.close() }
+        let group = DispatchGroup()
+        for i in 1...500 {
+            group.enter()
+            log.append(event(i), secret: nil) { _ in group.leave() }
+        }
+        group.wait()
+        let path = AuditSegments.path(vault.home.auditDirectory, 1)
+        let deadline = Date().addingTimeInterval(5)
+        var last = ""
+        repeat {
+            usleep(100_000)
+            last = lines(path).dropLast().last ?? ""
+        } while !last.contains("\"sig\":\"") && Date() < deadline
+        #expect(last.contains("\"sig\":\""), "the idle log's last record is signed")
+        let keys = AuditKeys(auditKey: try vault.auditKey())
+        #expect(AuditVerifier.verify(directory: vault.home.auditDirectory, keys: nil, publicKey: keys.publicKey, checkpoint: nil).ok)
+    }
+
+    /// A log written one record at a time is signed on every record (nothing else waits). `verify` checks
+    /// one signature in 4,096 and always the last: a damaged last signature fails the public-key check.
+    @Test func theLastSignatureIsAlwaysChecked() throws {
+        let (vault, keys) = try makeLog(dir, count: 30)
+        let path = AuditSegments.path(vault.home.auditDirectory, 1)
+        var l = lines(path)
+        #expect(l.dropLast().allSatisfy { $0.contains("\"sig\":\"") }, "every quiet batch is signed")
+        let last = l.count - 2  // the final element is the empty string after the last newline
+        let marker = l[last].range(of: "\"sig\":\"")!
+        let at = l[last].index(marker.upperBound, offsetBy: 10)
+        l[last].replaceSubrange(at...at, with: l[last][at] == "0" ? "1" : "0")
+        write(l, path)
+        let pub = AuditVerifier.verify(directory: vault.home.auditDirectory, keys: nil, publicKey: keys.publicKey, checkpoint: nil)
+        #expect(!pub.ok && pub.problem?.seq == 30 && pub.problem?.message.contains("signature") == true, "\(String(describing: pub.problem))")
     }
 }
