@@ -122,5 +122,8 @@ for i in 1 2 3; do
   rec "{\"bench\":\"audit-verify\",\"records\":1000000,\"seconds\":$(awk -v a="$s" -v b="$e" "BEGIN{print b-a}")}"
 done
 
+# Sections that other runs write (`make soak`'s, the security session's A/B) are kept after the report.
+kept=$(awk '/^## (Soak|Security changes)/ {keep=1} keep' "$ROOT/Docs/BENCHMARKS.md" 2>/dev/null || true)
 python3 "$ROOT/scripts/bench_report.py" "$R" > "$ROOT/Docs/BENCHMARKS.md"
+[ -z "$kept" ] || printf '\n%s\n' "$kept" >> "$ROOT/Docs/BENCHMARKS.md"
 echo "wrote Docs/BENCHMARKS.md (in ${SECONDS} s)"

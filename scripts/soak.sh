@@ -81,8 +81,14 @@ text = "\n".join([
     *["- %s: %s" % (k, "yes" if v else "**no**") for k, v in checks.items()],
     "- puts: %d failed; `audit verify` after the run: %s" % (puts_failed, open(d + "/verify.txt").read().strip().splitlines()[0]),
     ""])
-with open(doc, "a") as f:
-    f.write(text)
+# One soak section: a new run replaces the last one's.
+old = open(doc).read()
+start = old.find("\n## Soak")
+if start >= 0:
+    end = old.find("\n## ", start + 1)
+    old = old[:start] + (old[end:] if end >= 0 else "\n")
+with open(doc, "w") as f:
+    f.write(old.rstrip("\n") + "\n" + text)
 print(text)
 sys.exit(0 if all(checks.values()) else 1)
 PY
