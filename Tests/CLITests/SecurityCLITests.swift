@@ -216,7 +216,7 @@ struct SecurityCLITests {
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
-        defer { try? input.fileHandleForWriting.close(); p.terminate(); p.waitUntilExit() }
+        defer { try? input.fileHandleForWriting.close(); kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
         var owner: uid_t?
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {

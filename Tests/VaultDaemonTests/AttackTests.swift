@@ -83,7 +83,7 @@ struct AttackTests {
         chmod(open, 0o777)
         let path = open + "/tokenvault.sock"
         let server = try impostorAsNobody(at: path)
-        defer { server.terminate(); server.waitUntilExit() }
+        defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }  // SIGTERM may be ignored: the in-process daemons trap it
         do {
             _ = try TokenVaultClient(socketPath: path, timeout: 2).getBlocking("acme/ads")
             Issue.record("the client took a token from an impostor")
@@ -123,7 +123,7 @@ struct AttackTests {
             chown(shared + "/imp", 65534, 65534)
             let path = shared + "/imp/tokenvault.sock"
             let server = try impostorAsNobody(at: path)
-            defer { server.terminate(); server.waitUntilExit() }
+            defer { kill(server.processIdentifier, SIGKILL); server.waitUntilExit() }  // SIGTERM may be ignored: the in-process daemons trap it
             do {
                 _ = try TokenVaultClient(socketPath: path, timeout: 2).getBlocking("acme/ads")
                 Issue.record("the client took a token from an impostor under a writable parent")
@@ -326,11 +326,20 @@ struct AttackTests {
             while time.time() < end:
                 try: c, _ = s.accept()
                 except socket.timeout: break
-                c.sendall(b'{"id":1,"ok":true,"name":"acme/ads","token":"ATTACKER","kind":"user"}\\n'); c.close()
+                try: c.sendall(b'{"id":1,"ok":true,"name":"acme/ads","token":"ATTACKER","kind":"user"}\\n')
+                except OSError: pass
+                c.close()
             """]
         try server.run()
+        // Ready once it accepts: the socket file exists between its bind and its listen already.
         let deadline = Date().addingTimeInterval(10)
-        while access(path, F_OK) != 0 && Date() < deadline { usleep(20_000) }
+        while Date() < deadline {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            let connected = SocketPath.connectUnix(fd, path) == 0
+            close(fd)
+            if connected { break }
+            usleep(20_000)
+        }
         return server
     }
 
