@@ -9,22 +9,16 @@ D=${AB_DIR:-/tmp/tokenvault-ab}; rm -rf $D; mkdir -p $D; chmod 755 $D
 L=$(cd "$(dirname "$0")/.." && pwd)/.build-bench/loadgen
 export TOKENVAULT_HOME=$D/v TOKENVAULT_GRAPH_URL=http://127.0.0.1:9
 $BIN init >/dev/null
-python3 - $D <<'PY'
-import secrets,sys
-d=sys.argv[1]
-with open(d+"/t.jsonl","w") as f, open(d+"/names.txt","w") as n:
-    for i in range(1000):
-        f.write('{"name":"tok-%06d","token":"EAAB%s","kind":"system_user"}\n'%(i,secrets.token_urlsafe(150))); n.write("tok-%06d\n"%i)
-PY
-$BIN import --format jsonl $D/t.jsonl 2>/dev/null
+python3 "$(dirname "$0")/tokens.py" $D
+$BIN import --format jsonl $D/tokens.jsonl 2>/dev/null
 printf '[[allow]]\nuid = %s\ntokens = ["*"]\n' "$(id -u)" > $D/v/policy.toml
 $BIN serve 2>$D/serve.log & DP=$!
 $L/tvfloor init $D/floor.db 1000 >/dev/null; $L/tvfloor names $D/floor.db > $D/fn.txt
 $L/tvfloor serve --db $D/floor.db --socket $D/floor.sock --audit $D/fa.log 2>/dev/null & FP=$!
 sleep 1
 for r in $(seq $REPS); do
-  a=$($L/tvload --socket $D/v/tokenvault.sock --clients $CL --duration 1.5 --warmup 0.5 --names-file $D/names.txt | python3 -c 'import json,sys;r=json.load(sys.stdin);print(r["rps"] if "${MET:-rps}"=="rps" else r["p50_us"])')
-  b=$($L/tvload --socket $D/floor.sock --clients $CL --duration 1.5 --warmup 0.5 --names-file $D/fn.txt | python3 -c 'import json,sys;r=json.load(sys.stdin);print(r["rps"] if "${MET:-rps}"=="rps" else r["p50_us"])')
+  a=$($L/tvload --socket $D/v/tokenvault.sock --clients $CL --duration 1.5 --warmup 0.5 --names-file $D/names.txt | python3 -c 'import json,os,sys;r=json.load(sys.stdin);print(r["p50_us"] if os.environ.get("MET")=="p50" else r["rps"])')
+  b=$($L/tvload --socket $D/floor.sock --clients $CL --duration 1.5 --warmup 0.5 --names-file $D/fn.txt | python3 -c 'import json,os,sys;r=json.load(sys.stdin);print(r["p50_us"] if os.environ.get("MET")=="p50" else r["rps"])')
   echo "$a $b"
 done | python3 -c '
 import sys,statistics

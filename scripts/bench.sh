@@ -26,14 +26,7 @@ echo "== vault with 1,000 tokens (at ${SECONDS} s)"
 export TOKENVAULT_HOME=$D/v
 "$T" init >/dev/null
 printf 'bench-app-secret' | "$T" app add bench --app-id 1234567 2>/dev/null
-python3 - "$D" <<'PY'
-import secrets, sys
-d = sys.argv[1]
-with open(d + "/tokens.jsonl", "w") as f, open(d + "/names.txt", "w") as n:
-    for i in range(1000):
-        f.write('{"name":"tok-%06d","token":"EAAB%s","kind":"system_user","app":"bench"}\n' % (i, secrets.token_urlsafe(150)))
-        n.write("tok-%06d\n" % i)
-PY
+python3 "$ROOT/scripts/tokens.py" "$D" bench
 "$T" import --format jsonl "$D/tokens.jsonl" 2>/dev/null
 printf '[[allow]]\nuid = %s\ntokens = ["*"]\nproof = true\n' "$(id -u)" > "$D/v/policy.toml"
 "$T" serve 2>"$D/serve.log" & DPID=$!

@@ -20,14 +20,7 @@ cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done;
 trap cleanup EXIT
 
 "$T" init >/dev/null
-python3 - "$D" <<'PY'
-import secrets, sys
-d = sys.argv[1]
-with open(d + "/tokens.jsonl", "w") as f, open(d + "/names.txt", "w") as n:
-    for i in range(1000):
-        f.write('{"name":"tok-%06d","token":"EAAB%s","kind":"system_user"}\n' % (i, secrets.token_urlsafe(150)))
-        n.write("tok-%06d\n" % i)
-PY
+python3 "$ROOT/scripts/tokens.py" "$D"
 "$T" import --format jsonl "$D/tokens.jsonl" 2>/dev/null
 printf '[[allow]]\nuid = %s\ntokens = ["*"]\n' "$(id -u)" > "$D/v/policy.toml"
 "$T" serve 2>"$D/serve.log" & DPID=$!; pids+=($DPID)
