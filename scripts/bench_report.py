@@ -57,7 +57,7 @@ def runs(name):
     return out
 
 
-p("## Audited `get` over the socket: daemon vs. tvfloor (`../shared/loadgen/tvload`, same run)\n")
+p("## Audited `get` over the socket: daemon vs. tvfloor (the project's shared load generator `tvload`, same run)\n")
 p("Both servers run side by side; at each client count `tvload` alternates between them (daemon, tvfloor, "
   "daemon, …), and the 32- and 128-client runs alternate with each other too, so a noisy neighbour hits "
   "what is compared alike. Each figure is the median of the runs (range of req/s in brackets); the ratios "

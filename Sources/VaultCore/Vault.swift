@@ -6,7 +6,7 @@ import VaultStore
 import Glibc
 #endif
 
-/// Where one vault's files live (see `../shared/design.md`, "The vault home").
+/// Where one vault's files live: `vault.db`, `keys/` (unless `--keys`), `audit/`, `policy.toml`, the socket.
 public struct VaultHome: Sendable, Equatable {
     public let root: String
     public let keysDirectory: String
