@@ -45,6 +45,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     let keys: AuditKeys
     let options: Options
     private let checkpoint: CheckpointSink?
+    private let checkpointQueue = DispatchQueue(label: "tokenvault-audit-checkpoint")
 
     // Shared with appenders, under `mutex`.
     private var mutex = pthread_mutex_t()
@@ -112,6 +113,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         pthread_cond_broadcast(&wake)
         while !flusherDone { pthread_cond_wait(&wake, &mutex) }
         pthread_mutex_unlock(&mutex)
+        checkpointQueue.sync {}  // the last checkpoint is written before close returns
     }
 
     /// Re-opens the current segment by name before the next batch (SIGHUP, for external rotation tools
@@ -302,17 +304,20 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
 
     /// Moves the vault.db checkpoint to the end of the log, at most once per `checkpointInterval`
     /// (and at close). Done after the batch's callbacks, so it adds no latency to reads.
+    ///
+    /// The checkpoint is written on a queue of its own, never on the flusher: an appender may hold the
+    /// store's write transaction while it waits for its record (an admin action records before it
+    /// commits), and a flusher waiting for that same transaction would never write the record.
+    /// `close()` waits for the queue. A failed write is retried at the next checkpoint; the log itself
+    /// is durable, and a stale checkpoint only narrows what the truncation check covers.
     private func maybeCheckpoint(force: Bool) {
         guard let checkpoint, lastSeq > checkpointedSeq else { return }
         let now = Date().timeIntervalSince1970
         guard force || now - lastCheckpoint >= options.checkpointInterval else { return }
-        do {
-            try checkpoint(lastSeq, lastHash, keys.checkpointMAC(seq: lastSeq, hash: lastHash))
-            checkpointedSeq = lastSeq
-            lastCheckpoint = now
-        } catch {
-            // The log itself is durable; a stale checkpoint only narrows what the truncation check covers.
-        }
+        let (seq, hash, mac) = (lastSeq, lastHash, keys.checkpointMAC(seq: lastSeq, hash: lastHash))
+        checkpointedSeq = seq
+        lastCheckpoint = now
+        checkpointQueue.async { try? checkpoint(seq, hash, mac) }
     }
 
     // MARK: - files
