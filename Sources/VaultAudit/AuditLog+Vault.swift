@@ -13,8 +13,8 @@ extension AuditLog {
             try AuditAnchor.checkBeforeWriting(vault, keys: nil, logEndsAt: nil)
             return try open(for: vault, keys: AuditKeys(auditKey: try vault.auditKey()), options: options)
         }
+        // The anchor is checked once, against the log's end as the opened log found it.
         let keys = AuditKeys(auditKey: existing)
-        try AuditAnchor.checkBeforeWriting(vault, keys: keys, logEndsAt: nil)
         let log = try open(for: vault, keys: keys, options: options)
         do {
             try AuditAnchor.checkBeforeWriting(vault, keys: keys, logEndsAt: log.lastSeqAtOpen)

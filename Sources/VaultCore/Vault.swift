@@ -346,7 +346,7 @@ public final class Vault: Sendable {
         try checkMetadata(record, key: try dataKey(id: record.dataKeyId, in: tx))
         try change(&record)
         record.metaMAC = MetadataMAC.mac(record, key: try dataKey(id: record.dataKeyId, in: tx))
-        try tx.saveToken(record, replace: true)
+        try tx.updateToken(record)  // the row exists: no insert attempt first
     }
 
     /// Whether data key `id` was wrapped before metadata was authenticated (after it was unwrapped).

@@ -213,7 +213,11 @@ public struct StoreTransaction {
         try insert.execute(arguments: record.arguments)
         if db.changesCount == 1 { return }
         guard replace else { throw StoreError.alreadyExists(what: "token", name: record.name) }
-        // Replace everything but the creation time.
+        try updateToken(record)
+    }
+
+    /// Rewrites an existing token's row, everything but its creation time.
+    public func updateToken(_ record: TokenRecord) throws {
         let update = try db.cachedStatement(sql: """
             UPDATE tokens SET kind = ?, app = ?, sealed = ?, data_key_id = ?, token_type = ?, scopes = ?, granular_scopes = ?,
               expires_at = ?, data_access_expires_at = ?, valid = ?, checked_at = ?, last_error = ?, updated_at = ?, meta_mac = ? WHERE name = ?
@@ -221,6 +225,7 @@ public struct StoreTransaction {
         try update.execute(arguments: [record.kind, record.app, record.sealed, record.dataKeyId, record.tokenType, record.scopes,
                                        record.granularScopes, record.expiresAt, record.dataAccessExpiresAt, record.valid,
                                        record.checkedAt, record.lastError, record.updatedAt, record.metaMAC, record.name])
+        guard db.changesCount == 1 else { throw StoreError.notFound(what: "token", name: record.name) }
     }
 
     /// Deletes a token; false when there was none.
