@@ -19,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // libsodium, wrapped as a system library. Only VaultCrypto imports it.
@@ -33,17 +35,35 @@ let package = Package(
         // Sealing, key material and secure memory: the only module that touches libsodium.
         .target(name: "VaultCrypto", dependencies: ["CSodium"], swiftSettings: strict),
 
-        // One process-wide SQLite setting that only variadic C can make (part of the store).
+        // The vault: keyring on disk, key hierarchy, sealed tokens, import/export, the audit interface, and
+        // the storage seam (the protocols every store backend implements). No SQL, no store engine.
+        .target(name: "VaultCore", dependencies: ["VaultCrypto"], swiftSettings: strict),
+
+        // One process-wide SQLite setting that only variadic C can make (part of the SQLite store).
         .target(name: "CStoreShims", dependencies: [.product(name: "GRDBSQLite", package: "GRDB.swift")]),
 
-        // SQLite through GRDB: the only module that touches SQL.
+        // The embedded default store: SQLite through GRDB. The only module that speaks SQLite.
         .target(
-            name: "VaultStore",
-            dependencies: ["CStoreShims", .product(name: "GRDB", package: "GRDB.swift"), .product(name: "GRDBSQLite", package: "GRDB.swift")],
+            name: "VaultSQLite",
+            dependencies: ["VaultCore", "MetaLifecycle", "CStoreShims", .product(name: "GRDB", package: "GRDB.swift"),
+                           .product(name: "GRDBSQLite", package: "GRDB.swift")],
             swiftSettings: strict),
 
-        // The vault: keyring on disk, key hierarchy, sealed tokens, import/export, the audit interface.
-        .target(name: "VaultCore", dependencies: ["VaultCrypto", "VaultStore"], swiftSettings: strict),
+        // The shared store for several hosts: PostgreSQL through postgres-nio. The only module that links it.
+        .target(
+            name: "VaultPostgres",
+            dependencies: [
+                "VaultCore", "MetaLifecycle",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+
+        // `--store URL`: which backend, and opening it. The CLI's one door to the stores.
+        .target(name: "VaultStores", dependencies: ["VaultCore", "VaultCrypto", "VaultSQLite", "VaultPostgres"], swiftSettings: strict),
 
         // The audit log: chained, signed JSON Lines made durable by group commit; verification and reports.
         .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto", "VaultWire"], swiftSettings: strict),
@@ -55,7 +75,7 @@ let package = Package(
         .target(
             name: "MetaLifecycle",
             dependencies: [
-                "MetaGraph", "VaultCore", "VaultCrypto", "VaultStore",
+                "MetaGraph", "VaultCore", "VaultCrypto",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -78,7 +98,7 @@ let package = Package(
         .target(
             name: "VaultDaemon",
             dependencies: [
-                "VaultCore", "VaultCrypto", "VaultStore", "VaultPolicy", "VaultWire", "CSystemShims",
+                "VaultCore", "VaultCrypto", "VaultPolicy", "VaultWire", "CSystemShims",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -96,7 +116,7 @@ let package = Package(
         .executableTarget(
             name: "TokenVaultCLI",
             dependencies: [
-                "VaultCore", "VaultCrypto", "VaultStore", "VaultPolicy", "VaultDaemon", "VaultAudit", "TokenVaultClient",
+                "VaultCore", "VaultCrypto", "VaultStores", "VaultPolicy", "VaultDaemon", "VaultAudit", "TokenVaultClient",
                 "CSystemShims", "MetaGraph", "MetaLifecycle", "VaultBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -113,15 +133,15 @@ let package = Package(
         // Tests reach past the store with GRDB only to play the attacker: tampering with rows on disk.
         .testTarget(
             name: "VaultCoreTests",
-            dependencies: ["VaultCore", "VaultCrypto", "VaultStore", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["VaultCore", "VaultCrypto", "VaultStores", "VaultSQLite", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         .testTarget(name: "VaultWireTests", dependencies: ["VaultWire", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: strict),
-        .testTarget(name: "VaultAuditTests", dependencies: ["VaultAudit", "VaultCore", "VaultCrypto", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "VaultAuditTests", dependencies: ["VaultAudit", "VaultCore", "VaultCrypto", "VaultStores", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "VaultDaemonTests",
             dependencies: [
-                "VaultDaemon", "VaultWire", "VaultCore", "VaultCrypto", "VaultPolicy", "VaultAudit", "TokenVaultClient", "TestSupport",
+                "VaultDaemon", "VaultWire", "VaultCore", "VaultCrypto", "VaultStores", "VaultPolicy", "VaultAudit", "TokenVaultClient", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
@@ -129,13 +149,13 @@ let package = Package(
         .testTarget(
             name: "MetaTests",
             dependencies: [
-                "MetaGraph", "MetaLifecycle", "VaultCore", "VaultCrypto", "VaultStore", "VaultAudit", "TokenVaultCLI", "TestSupport",
+                "MetaGraph", "MetaLifecycle", "VaultCore", "VaultCrypto", "VaultStores", "VaultAudit", "TokenVaultCLI", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "CLITests", dependencies: ["TokenVaultCLI", "VaultCore", "TokenVaultClient", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "CLITests", dependencies: ["TokenVaultCLI", "VaultCore", "VaultStores", "TokenVaultClient", "TestSupport"], swiftSettings: strict),
     ]
 )
 

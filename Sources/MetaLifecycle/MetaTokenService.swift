@@ -2,7 +2,6 @@ import Foundation
 import MetaGraph
 import VaultCore
 import VaultCrypto
-import VaultStore
 
 /// The Meta token lifecycle on top of the vault: code exchange, long-lived exchange, validity checks,
 /// and notifications when a token needs an admin. Every step is an audited admin action.
@@ -120,9 +119,9 @@ public final class MetaTokenService: Sendable {
             lastError = String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
         }
         let state = stateOf(info, now: now)
-        let changed: Bool = try vault.withStore { tx in
+        let changed: Bool = try vault.lifecycle { change, tx in
             // The row is checked against its MAC in this transaction: an edit made during the Graph call fails here.
-            try vault.updateToken(named: name, in: tx) { r in
+            try change.updateToken(named: name) { r in
                 r.tokenType = info.type
                 r.scopes = scopes
                 r.granularScopes = granular
@@ -189,7 +188,7 @@ public final class MetaTokenService: Sendable {
     public func dueForCheck(interval: Int64, nearExpiryInterval: Int64 = 3600, now: Int64 = MetaTokenService.now) throws -> [String] {
         let horizon = now + Int64(warnDays) * 86_400
         // Only names and dates: the daemon asks every minute, and a vault may hold 100,000 tokens.
-        return try vault.withStore { try $0.checkCandidates() }.filter { r in
+        return try vault.lifecycleState { try $0.checkCandidates() }.filter { r in
             guard let checked = r.checkedAt else { return true }
             let nearExpiry = [r.expiresAt, r.dataAccessExpiresAt].contains { e in e.map { $0 != 0 && $0 <= horizon } ?? false }
             return now - checked >= interval || (nearExpiry && now - checked >= nearExpiryInterval)
@@ -198,12 +197,17 @@ public final class MetaTokenService: Sendable {
 
     // MARK: - notifications
 
+    /// What admins were last told about `token`, and any delivery still owed.
+    public func notificationState(token: String) throws -> NotificationRecord? {
+        try vault.lifecycleState { try $0.notification(token: token) }
+    }
+
     /// Delivers every notification that is due; a failure is recorded (and audited) and retried later
     /// with backoff: 1 min, 5 min, 30 min, then every 2 h. Returns (delivered, failed).
     @discardableResult
     public func deliverDueNotifications(now: Int64 = MetaTokenService.now) async -> (Int, Int) {
         guard let notifier else { return (0, 0) }
-        let due = (try? vault.withStore { try $0.dueNotifications(now: now) }) ?? []
+        let due = (try? vault.lifecycleState { try $0.dueNotifications(now: now) }) ?? []
         var delivered = 0, failed = 0
         for var n in due {
             let result = await notifier.send(n.payload ?? "{}")
@@ -228,7 +232,7 @@ public final class MetaTokenService: Sendable {
             // The record commits with the delivery state: without it the notification stays owed (and is retried).
             let updated = n
             let event = AuditEvent(action: action, channel: channel, actor: actor, token: n.token, outcome: outcome, reason: reason)
-            try? vault.withStore { tx in
+            try? vault.lifecycle { _, tx in
                 try tx.saveNotification(updated)
                 try audit.appendAndWait(event)
             }

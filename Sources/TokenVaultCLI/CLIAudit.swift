@@ -3,7 +3,7 @@ import VaultAudit
 import VaultCore
 import VaultPolicy
 import VaultCrypto
-import VaultStore
+import VaultStores
 #if canImport(Glibc)
 import Glibc
 #endif

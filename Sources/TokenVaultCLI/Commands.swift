@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import VaultCore
 import VaultCrypto
-import VaultStore
+import VaultStores
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,14 +40,16 @@ struct Init: ParsableCommand {
                 throw CLIFailure(message: "error: a vault passphrase needs at least 8 characters; nothing was created", code: 2)
             }
         }
-        let created = try reporting { try Vault.create(home: home, passphrase: secret, strength: kdf) }
+        let location = try vault.storeLocation()
+        let host = try vault.hostID()
+        let created = try reporting { try Vault.create(home: home, passphrase: secret, strength: kdf, hostID: host, store: location) }
         let key = try reporting { try created.keyring.entries().last?.id ?? "?" }
         // The first record: from here on the vault has an audit key, a checkpoint and an anchor, so a log
         // deleted later is caught by `audit verify` (a vault never audited has none of them).
         let audit = try CLIAudit(created)
         try audit.record("init", reason: "master key \(key)")
         audit.close()
-        print("initialised vault at \(home.root)")
+        print("initialised vault at \(home.root)\(location.isShared ? " in \(location)" : "")")
         print("keyring \(home.keysDirectory), master key \(key)\(passphrase ? " (passphrase)" : "")")
     }
 }

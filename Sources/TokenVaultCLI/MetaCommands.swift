@@ -5,7 +5,7 @@ import MetaLifecycle
 import VaultAudit
 import VaultCore
 import VaultCrypto
-import VaultStore
+import VaultStores
 #if canImport(Glibc)
 import Glibc
 #endif

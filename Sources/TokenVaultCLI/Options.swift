@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import VaultCore
 import VaultCrypto
+import VaultStores
 
 /// Where the vault is: shared by every command.
 struct VaultOptions: ParsableArguments {
@@ -17,6 +18,20 @@ struct VaultOptions: ParsableArguments {
         "A file holding the passphrase of a passphrase-protected master key (default: $TOKENVAULT_PASSPHRASE_FILE; on a terminal you are asked).",
         valueName: "file"))
     var passphraseFile: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "The store: sqlite:PATH or postgres://USER@HOST/DB?sslmode=verify-full&sslrootcert=FILE (default: $TOKENVAULT_STORE, else store in <home>/tokenvault.toml, else <home>/vault.db).",
+        valueName: "url"))
+    var store: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "A file (mode 0600) holding the PostgreSQL password; else PGPASSFILE or ~/.pgpass. Never put it in the URL.",
+        valueName: "file"))
+    var storePasswordFile: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "This host's name in a shared store and its audit records (default: the hostname).", valueName: "name"))
+    var hostId: String?
 
     var vaultHome: VaultHome {
         let env = ProcessInfo.processInfo.environment
@@ -39,8 +54,36 @@ struct VaultOptions: ParsableArguments {
         }
     }
 
-    func openVault() throws -> Vault {
-        try reporting { try Vault.open(home: vaultHome, passphrase: passphraseProvider) }
+    /// The settings `<home>/tokenvault.toml` gives every command (the store, the host's name).
+    func settings() throws -> DaemonConfig {
+        try DaemonConfig.load(path: vaultHome.root + "/tokenvault.toml")
+    }
+
+    /// The store this command uses, and this host's name in it.
+    func storeLocation() throws -> StoreLocation {
+        let s = try settings()
+        do {
+            return try StoreLocation.resolve(flag: store, passwordFile: storePasswordFile ?? s.storePasswordFile, configured: s.store,
+                                             home: vaultHome)
+        } catch let p as StoreLocation.Problem {
+            throw CLIFailure(message: "error: \(p)", code: 2)
+        }
+    }
+
+    func hostID() throws -> String {
+        let configured = try settings().hostID
+        let id = hostId ?? configured ?? Vault.defaultHostID
+        guard !id.isEmpty, id.utf8.count <= 64, id.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != 0x22 && $0 != 0x5c }) else {
+            throw CLIFailure(message: "error: --host-id \"\(id)\" must be 1 to 64 printable ASCII characters, no spaces or quotes", code: 2)
+        }
+        return id
+    }
+
+    /// Opens the vault; `listen` (the daemon) keeps a shared store's rows fresh through its change feed.
+    func openVault(listen: Bool = false) throws -> Vault {
+        let location = try storeLocation()
+        let host = try hostID()
+        return try reporting { try Vault.open(home: vaultHome, passphrase: passphraseProvider, hostID: host, store: location, listen: listen) }
     }
 
     private func trimSlash(_ s: String) -> String {

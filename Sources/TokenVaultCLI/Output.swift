@@ -1,6 +1,6 @@
 import Foundation
 import VaultCore
-import VaultStore
+import VaultStores
 
 /// Listing output: a table for people, JSON Lines (`--json`) for scripts.
 enum Output {

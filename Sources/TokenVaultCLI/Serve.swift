@@ -48,7 +48,7 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "tokenvault")
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
 
-        let v = try vault.openVault()
+        let v = try vault.openVault(listen: true)
         try reporting { try Vault.checkHomeIsPrivate(v.home) }
         try reporting { try v.unlock() }
         let policyPath = policy ?? v.home.policyPath
@@ -79,7 +79,7 @@ struct Serve: AsyncParsableCommand {
             }
             config.socketGroup = gid
         }
-        let settings = try DaemonConfig.load(path: v.home.root + "/tokenvault.toml")
+        let settings = try vault.settings()
         var graphOptions = graph
         if graphOptions.graphURL == nil { graphOptions.graphURL = settings.graphURL }
         if let version = settings.graphVersion, graph.graphVersion == GraphConfiguration.defaultVersion { graphOptions.graphVersion = version }

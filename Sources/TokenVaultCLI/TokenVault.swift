@@ -2,7 +2,7 @@ import ArgumentParser
 import CSystemShims
 import Foundation
 import VaultCore
-import VaultStore
+import VaultStores
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,6 +1,5 @@
 import Synchronization
 import VaultCore
-import VaultStore
 
 extension AuditLog {
     /// Opens the vault's audit log (`<home>/audit/`), with its keys from the vault's audit key, its

@@ -3,8 +3,8 @@ import Dispatch
 import Glibc
 #endif
 import Foundation
+import VaultCore
 import VaultCrypto
-import VaultStore
 
 /// Checks an audit log end to end: every record's hash chain, its MAC (with the audit keys), its
 /// Ed25519 signature (with the keys or just the exported public key), segment continuity, and the

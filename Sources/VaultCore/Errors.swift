@@ -1,8 +1,8 @@
 import VaultCrypto
-import VaultStore
 
 /// What went wrong in the vault, and what to do about it. No case carries a token, a secret or key bytes.
 public enum VaultError: Error, Equatable, Sendable {
+    /// `home` is the vault home (its `vault.db`), or the URL of a shared store that already holds a vault.
     case alreadyInitialised(home: String)
     case invalidName(String, why: String)
     case invalidSecret(why: String)
@@ -36,7 +36,10 @@ extension VaultError: CustomStringConvertible {
     public var description: String {
         switch self {
         case .alreadyInitialised(let home):
-            return "a vault already exists at \(home)/vault.db; nothing was changed"
+            if home.hasPrefix("postgres") {
+                return "the store \(home) already holds a vault; nothing was changed. A second host needs no `init`: give it a copy of the keyring and its policy, and point --store at the same database"
+            }
+            return "a vault already exists at \(home.hasSuffix(".db") ? home : home + "/vault.db"); nothing was changed"
         case .invalidName(let name, let why):
             return "invalid name \"\(name)\": \(why)"
         case .invalidSecret(let why):
@@ -75,7 +78,7 @@ extension StoreError {
         case .notInitialised: return 4
         case .notFound: return 3
         case .alreadyExists, .inUse: return 2
-        case .busy, .diskFull, .damaged, .io: return 1
+        case .busy, .diskFull, .damaged, .io, .unavailable, .locked: return 1
         }
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import VaultCrypto
-import VaultStore
+
 
 /// One token to store: what `put`, `import` and a sealed restore hand to ``Vault/put(_:replace:)``.
 public struct ImportEntry: Sendable {

@@ -1,6 +1,6 @@
 import Foundation
 import VaultCrypto
-import VaultStore
+
 
 /// Master-key rotation, re-sealing and retirement.
 ///
@@ -99,7 +99,7 @@ extension Vault {
         var appsDone = false
         while let after = cursor {
             // Unchecked: the only key written is `current`, which exists; per-row FK checks tripled the cost.
-            let moved: Int = try store.writeUnchecked { tx in
+            let moved: Int = try store.writeBulk { tx in
                 var batch: [PendingSeal]
                 if !appsDone {
                     batch = try tx.pendingAppSeals(notUnder: current)

@@ -1,6 +1,6 @@
 import Foundation
 import VaultCrypto
-import VaultStore
+
 
 /// What binds a token's metadata to its sealed value.
 ///

@@ -1,6 +1,6 @@
 import Foundation
 import VaultCrypto
-import VaultStore
+
 
 /// The sealed export (`tokenvault export --sealed`), an encrypted backup that any vault can restore
 /// with the passphrase it was made with:

@@ -1,7 +1,6 @@
 import Foundation
 import Synchronization
 import VaultCrypto
-import VaultStore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,42 +38,65 @@ public final class Vault: Sendable {
 
     public let home: VaultHome
     public let keyring: Keyring
-    let store: VaultStore
+    /// This host's name in a shared store (its audit checkpoint and shipped records); see ``defaultHostID``.
+    public let hostID: String
+    let store: any VaultStorage
     let passphrase: PassphraseProvider?
     private let dataKeys = Mutex<[Int64: SecureKey]>([:])
     /// Data keys wrapped before metadata was authenticated (context `data-key`, not `data-key-v2`):
     /// the tokens they seal may lack a metadata MAC (see ``MetadataMAC``).
     let legacyDataKeys = Mutex<Set<Int64>>([])
 
-    private init(home: VaultHome, store: VaultStore, passphrase: PassphraseProvider?) {
+    private init(home: VaultHome, store: any VaultStorage, passphrase: PassphraseProvider?, hostID: String) {
         self.home = home
         self.keyring = Keyring(directory: home.keysDirectory)
         self.store = store
         self.passphrase = passphrase
+        self.hostID = hostID
     }
+
+    deinit { store.close() }
+
+    /// The host's name unless `--host-id` gives another: its hostname (`local` if it has none).
+    public static var defaultHostID: String {
+        var name = [UInt8](repeating: 0, count: 256)
+        guard gethostname(&name, name.count - 1) == 0 else { return AuditCheckpointRecord.localHost }
+        let host = String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+        return host.isEmpty ? AuditCheckpointRecord.localHost : host
+    }
+
+    /// The store, as messages name it (a path, or a URL without its password).
+    public var storeLocation: String { store.location }
 
     // MARK: - lifecycle
 
     /// Creates a vault: the home (0700), the keyring (0700), a new master key, `vault.db` (0600) and a
     /// first data key wrapped under the master key. With `passphrase`, the master key is derived from it
     /// (Argon2id) and only the salt and limits are written to the keyring.
+    ///
+    /// `openStore` opens (creating if need be) the store the vault goes in, once the home exists; a store
+    /// that already holds a vault is refused.
     public static func create(
-        home: VaultHome, passphrase: SecretBytes? = nil, strength: PassphraseKDF.Strength = .moderate
+        home: VaultHome, passphrase: SecretBytes? = nil, strength: PassphraseKDF.Strength = .moderate,
+        hostID: String = Vault.defaultHostID, openStore: (VaultHome) throws -> any VaultStorage
     ) throws -> Vault {
         if mkdir(home.root, 0o700) != 0 && errno != EEXIST {
             throw VaultError.io(path: home.root, why: "cannot create the vault home: \(String(cString: strerror(errno)))")
         }
-        if access(home.databasePath, F_OK) == 0 { throw VaultError.alreadyInitialised(home: home.root) }
         // An existing home keeps no loose mode: the vault's files are its owner's alone.
         var st = stat()
         if stat(home.root, &st) == 0, st.st_mode & 0o077 != 0 { _ = chmod(home.root, 0o700) }
         try checkHomeIsPrivate(home)
+        let store = try openStore(home)
+        if try store.read({ try $0.meta("format") }) != nil {
+            store.close()
+            throw VaultError.alreadyInitialised(home: store.location == home.databasePath ? home.root : store.location)
+        }
         let keyring = Keyring(directory: home.keysDirectory)
         let (masterId, masterKey) = try passphrase.map { try keyring.createPassphraseKey(passphrase: $0, strength: strength) }
             ?? keyring.createRandomKey()
-        let store = try VaultStore(path: home.databasePath, create: true)
         let cached = passphrase.map { p in { @Sendable (_: String) in SecretBytes(copying: p.withUnsafeBytes { Array($0) }) } }
-        let vault = Vault(home: home, store: store, passphrase: cached)
+        let vault = Vault(home: home, store: store, passphrase: cached, hostID: hostID)
         try vault.addDataKey(under: masterId, masterKey: masterKey)
         try store.write { tx in
             try tx.setMeta("format", "1")
@@ -83,14 +105,20 @@ public final class Vault: Sendable {
         return vault
     }
 
-    /// Opens an existing vault. Keys are unlocked on first use, so `list` and `show` work without them.
-    public static func open(home: VaultHome, passphrase: PassphraseProvider? = nil) throws -> Vault {
+    /// Opens an existing vault in `store`. Keys are unlocked on first use, so `list` and `show` work
+    /// without them.
+    public static func open(home: VaultHome, passphrase: PassphraseProvider? = nil, hostID: String = Vault.defaultHostID,
+                            store: any VaultStorage) throws -> Vault {
         var st = stat()
         if stat(home.root, &st) == 0, st.st_mode & 0o002 != 0 {
+            store.close()
             throw VaultError.insecurePermissions(path: home.root, mode: st.st_mode & 0o7777, fix: "chmod 700 \(home.root)")
         }
-        let store = try VaultStore(path: home.databasePath, create: false)
-        return Vault(home: home, store: store, passphrase: passphrase)
+        guard try store.read({ try $0.meta("format") }) != nil else {
+            store.close()
+            throw StoreError.notInitialised(path: store.location)
+        }
+        return Vault(home: home, store: store, passphrase: passphrase, hostID: hostID)
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
@@ -140,7 +168,7 @@ public final class Vault: Sendable {
     }
 
     /// Data key `id` inside a transaction (the store is not re-entrant, so no nested read).
-    func dataKey(id: Int64, in tx: StoreTransaction) throws -> SecureKey {
+    func dataKey(id: Int64, in tx: any StorageTransaction) throws -> SecureKey {
         if let key = dataKeys.withLock({ $0[id] }) { return key }
         guard let record = try tx.dataKey(id: id) else { throw VaultError.integrity(what: "data key", name: String(id)) }
         let key = try unwrap(record)
@@ -173,7 +201,7 @@ public final class Vault: Sendable {
         let fresh = SecureKey.random()
         let id: Int64 = try store.write { tx in
             if let existing = try tx.auditKey() { return existing.id! }  // another process won the race
-            guard let current = try tx.currentDataKey() else { throw VaultError.integrity(what: "vault", name: home.databasePath) }
+            guard let current = try tx.currentDataKey() else { throw VaultError.integrity(what: "vault", name: store.location) }
             let master = try keyring.load(id: current.masterKeyId, passphrase: passphrase)
             var record = try tx.insertDataKey(DataKeyRecord(
                 masterKeyId: current.masterKeyId, wrapped: Data(), createdAt: Self.now(), isCurrent: false, purpose: "audit"))
@@ -190,16 +218,17 @@ public final class Vault: Sendable {
         return try dataKey(id: record.id!)
     }
 
-    /// The audit checkpoint kept in `vault.db`.
+    /// This host's audit checkpoint, kept in the store.
     public func auditCheckpoint() throws -> AuditCheckpointRecord? {
-        try store.read { try $0.auditCheckpoint() }
+        try store.read { try $0.auditCheckpoint(host: hostID) }
     }
 
-    /// Moves the checkpoint forward (never back: several processes append to one log).
+    /// Moves this host's checkpoint forward (never back: several processes append to one log).
     public func advanceAuditCheckpoint(seq: Int64, hash: [UInt8], mac: [UInt8]) throws {
         try store.write { tx in
-            if let existing = try tx.auditCheckpoint(), existing.seq >= seq { return }
-            try tx.saveAuditCheckpoint(AuditCheckpointRecord(seq: seq, hash: hexString(hash), mac: hexString(mac), updatedAt: Self.now()))
+            if let existing = try tx.auditCheckpoint(host: hostID), existing.seq >= seq { return }
+            try tx.saveAuditCheckpoint(AuditCheckpointRecord(host: hostID, seq: seq, hash: hexString(hash), mac: hexString(mac),
+                                                             updatedAt: Self.now()))
         }
     }
 
@@ -216,9 +245,9 @@ public final class Vault: Sendable {
     }
 
     /// The current data key and its id.
-    func currentDataKey(_ tx: StoreTransaction) throws -> (id: Int64, key: SecureKey) {
+    func currentDataKey(_ tx: any StorageTransaction) throws -> (id: Int64, key: SecureKey) {
         guard let id = try tx.currentDataKey()?.id else {
-            throw VaultError.integrity(what: "vault", name: home.databasePath)
+            throw VaultError.integrity(what: "vault", name: store.location)
         }
         return (id, try dataKey(id: id, in: tx))
     }
@@ -285,7 +314,7 @@ public final class Vault: Sendable {
     }
 
     /// Opens a token. A changed or moved sealed value gives ``VaultError/integrity(what:name:)``.
-    public func get(name: String, reader: TokenReaders.HeldReader? = nil) throws -> OpenedToken {
+    public func get(name: String, reader: (any HeldTokenReader)? = nil) throws -> OpenedToken {
         let found: TokenRecord?
         if let reader { found = try reader.token(named: name) } else { found = try store.token(named: name) }
         guard let record = found else {
@@ -299,9 +328,9 @@ public final class Vault: Sendable {
         return OpenedToken(record: record, secret: secret)
     }
 
-    /// A reader for one thread that holds a read transaction across a burst of `get`s (see
-    /// ``TokenReaders/makeHeldReader()``): the daemon keeps one per event loop.
-    public func makeHeldReader() -> TokenReaders.HeldReader {
+    /// A reader for one thread that may remember rows across a burst of `get`s (see ``HeldTokenReader``):
+    /// the daemon keeps one per event loop.
+    public func makeHeldReader() -> any HeldTokenReader {
         store.makeHeldReader()
     }
 
@@ -341,7 +370,7 @@ public final class Vault: Sendable {
     /// record as `change` makes it — computed here, never re-read — is written with its new MAC. So an
     /// edit made behind the vault's back is refused, never blessed by a later re-seal, check or extend,
     /// and a trigger that edits the row as it is written only makes the next read fail.
-    public func updateToken(named name: String, in tx: StoreTransaction, _ change: (inout TokenRecord) throws -> Void) throws {
+    func updateToken(named name: String, in tx: any StorageTransaction, _ change: (inout TokenRecord) throws -> Void) throws {
         guard var record = try tx.token(named: name) else { throw StoreError.notFound(what: "token", name: name) }
         try checkMetadata(record, key: try dataKey(id: record.dataKeyId, in: tx))
         try change(&record)
@@ -395,9 +424,21 @@ public final class Vault: Sendable {
         }
     }
 
-    /// Runs `body` in one store transaction (for modules that keep their own records, like notifications).
-    public func withStore<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
-        try store.write(body)
+    /// Runs `body` in one write transaction, for a module that keeps state of its own beside the tokens
+    /// (the Meta lifecycle): its token changes and its own state commit together, or not at all.
+    public func change<T>(_ body: (VaultChange) throws -> T) throws -> T {
+        try store.write { try body(VaultChange(vault: self, tx: $0)) }
+    }
+
+    /// Like ``change(_:)`` on a read-only snapshot.
+    public func inspect<T>(_ body: (VaultChange) throws -> T) throws -> T {
+        try store.read { try body(VaultChange(vault: self, tx: $0)) }
+    }
+
+    /// Runs `body` holding the store's key-rotation lock (every process on every host that uses the store).
+    public func withRotationLock<T>(wait: Bool, _ body: () throws -> T) throws -> T {
+        let holder = "`tokenvault` pid \(getpid()) on host \(hostID)"
+        return try store.withRotationLock(holder: holder, wait: wait, body)
     }
 
     // MARK: - apps
@@ -461,5 +502,30 @@ public final class Vault: Sendable {
         } catch is CryptoError {
             throw VaultError.integrity(what: "app secret of", name: name)
         }
+    }
+}
+
+/// One transaction on the vault's store, for a module with state of its own (see ``Vault/change(_:)``).
+public struct VaultChange {
+    let vault: Vault
+    let tx: any StorageTransaction
+
+    /// Changes a stored token, checked and MAC'd as ``Vault/updateToken(named:in:_:)`` does.
+    public func updateToken(named name: String, _ change: (inout TokenRecord) throws -> Void) throws {
+        try vault.updateToken(named: name, in: tx, change)
+    }
+
+    /// A token's row as this transaction sees it (not opened).
+    public func token(named name: String) throws -> TokenRecord? {
+        try tx.token(named: name)
+    }
+
+    /// A module's own state in this transaction: `State` is the protocol that module owns, which every
+    /// backend's transaction implements.
+    public func state<State>(_ type: State.Type) throws -> State {
+        guard let state = tx as? State else {
+            throw StoreError.io(path: vault.store.location, detail: "this store keeps no \(State.self)")
+        }
+        return state
     }
 }

@@ -1,7 +1,6 @@
 import NIOCore
 import VaultWire
 import VaultCore
-import VaultStore
 
 /// One event loop's SQLite reader, holding one read transaction for all the lookups of a loop tick and
 /// released by a task that runs once the tick's reads are handled. A burst of reads then takes SQLite's
@@ -9,7 +8,7 @@ import VaultStore
 /// write committed before its tick began. Used only on its own event loop.
 public final class LoopReads: @unchecked Sendable {
     private let loop: any EventLoop
-    private let reader: TokenReaders.HeldReader
+    private let reader: any HeldTokenReader
     private var releaseScheduled = false
 
     public init(loop: any EventLoop, vault: Vault) {
@@ -18,7 +17,7 @@ public final class LoopReads: @unchecked Sendable {
     }
 
     /// The reader, its release scheduled for the end of this tick.
-    func forThisTick() -> TokenReaders.HeldReader {
+    func forThisTick() -> any HeldTokenReader {
         loop.preconditionInEventLoop()
         if !releaseScheduled {
             releaseScheduled = true

@@ -4,7 +4,6 @@ import Synchronization
 import VaultCore
 import VaultCrypto
 import VaultPolicy
-import VaultStore
 import VaultWire
 
 /// Answers protocol requests: policy, then store and crypto, then audit, then the reply.
@@ -125,7 +124,7 @@ public final class RequestProcessor: Sendable {
         }
     }
 
-    private func get(name: String, proof: Request.Proof?, request: Request, caller: Caller, reader: TokenReaders.HeldReader?,
+    private func get(name: String, proof: Request.Proof?, request: Request, caller: Caller, reader: (any HeldTokenReader)?,
                      reply: @escaping @Sendable (Reply) -> Void) {
         let policy = self.policy
         var event = AuditEvent(action: proof == nil ? "get" : "get+proof", channel: .socket, actor: actor(caller),

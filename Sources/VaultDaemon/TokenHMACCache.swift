@@ -2,7 +2,6 @@ import Foundation
 import Synchronization
 import VaultCore
 import VaultCrypto
-import VaultStore
 
 /// The audit log's `token_hmac` of each token's current sealed value, so a token read a thousand times
 /// is hashed once: HMAC-SHA256 of a 200-byte token costs more than the SQLite read it follows.

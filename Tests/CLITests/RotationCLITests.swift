@@ -4,6 +4,7 @@ import TestSupport
 import Testing
 import TokenVaultClient
 import VaultCore
+import VaultStores
 #if canImport(Glibc)
 import Glibc
 #endif

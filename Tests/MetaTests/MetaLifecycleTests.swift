@@ -6,7 +6,7 @@ import Testing
 import VaultAudit
 import VaultCore
 import VaultCrypto
-import VaultStore
+import VaultStores
 @testable import MetaLifecycle
 #if canImport(Glibc)
 import Glibc
@@ -202,7 +202,7 @@ struct MetaLifecycleTests {
         #expect(first.changed && first.state == "invalid:190/460")
         var (sent, failed) = await service.deliverDueNotifications()
         #expect(sent == 0 && failed == 1)
-        let owed = try f.vault.withStore { try $0.notification(token: "acme/ads") }
+        let owed = try service.notificationState(token: "acme/ads")
         #expect(owed?.pending == true && owed?.attempts == 1 && owed?.lastError?.contains("smtp down") == true)
         #expect(f.audit.actions.contains("notification_failed:failed"))
 

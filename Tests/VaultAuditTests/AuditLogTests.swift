@@ -4,7 +4,7 @@ import TestSupport
 import Testing
 import VaultCore
 import VaultCrypto
-import VaultStore
+import VaultStores
 @testable import VaultAudit
 #if canImport(Glibc)
 import Glibc

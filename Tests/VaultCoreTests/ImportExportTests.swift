@@ -3,7 +3,7 @@ import TestSupport
 import Testing
 import VaultCore
 import VaultCrypto
-import VaultStore
+import VaultStores
 
 @Suite("Import and sealed export")
 struct ImportExportTests {

@@ -3,7 +3,7 @@ import TestSupport
 import Testing
 import VaultCore
 import VaultCrypto
-import VaultStore
+import VaultStores
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -2,6 +2,7 @@ import Foundation
 import TestSupport
 import GRDB
 import VaultCore
+import VaultStores
 import VaultCrypto
 #if canImport(Glibc)
 import Glibc

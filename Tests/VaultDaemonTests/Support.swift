@@ -5,6 +5,7 @@ import ServiceLifecycle
 import Synchronization
 import VaultAudit
 import VaultCore
+import VaultStores
 import VaultCrypto
 import VaultPolicy
 @testable import VaultDaemon

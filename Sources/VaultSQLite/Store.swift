@@ -1,52 +1,19 @@
 import CStoreShims
 import Foundation
 import GRDB
+import VaultCore
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Errors from the store, each saying what to do about it.
-public enum StoreError: Error, Equatable, Sendable {
-    case notInitialised(path: String)
-    case alreadyExists(what: String, name: String)
-    case notFound(what: String, name: String)
-    case inUse(what: String, name: String, by: String)
-    case busy(path: String)
-    case diskFull(path: String)
-    case damaged(path: String, detail: String)
-    case io(path: String, detail: String)
-}
-
-extension StoreError: CustomStringConvertible {
-    public var description: String {
-        switch self {
-        case .notInitialised(let path):
-            return "no vault at \(path): run `tokenvault init` first, or point --home / $TOKENVAULT_HOME at an existing vault"
-        case .alreadyExists(let what, let name):
-            return "\(what) \(name) already exists (use --force to replace it)"
-        case .notFound(let what, let name):
-            return "no \(what) named \(name) (`tokenvault list` shows what is stored)"
-        case .inUse(let what, let name, let by):
-            return "\(what) \(name) is still used by \(by)"
-        case .busy(let path):
-            return "the vault at \(path) is locked by another process; try again"
-        case .diskFull(let path):
-            return "the disk holding \(path) is full: nothing was changed; free space and try again"
-        case .damaged(let path, let detail):
-            return "\(path) is damaged or not a TokenVault database (\(detail)); restore it from a backup"
-        case .io(let path, let detail):
-            return "cannot use \(path): \(detail)"
-        }
-    }
-}
-
 /// Process-wide SQLite settings, made once before the first connection opens (see `CStoreShims.h`).
 let sqliteConfigured: Void = { _ = tv_sqlite_disable_memstatus() }()
 
-/// The vault's SQLite database (`vault.db`): WAL, `synchronous=FULL`, migrations applied on open.
-/// It stores only sealed bytes and metadata; it never sees a key or a plaintext token.
-public final class VaultStore: Sendable {
+/// The vault's SQLite database (`vault.db`, the embedded default): WAL, `synchronous=FULL`, migrations
+/// applied on open. It stores only sealed bytes and metadata; it never sees a key or a plaintext token.
+public final class SQLiteStore: VaultStorage {
     public let path: String
+    public var location: String { path }
     private let pool: DatabasePool
     /// Dedicated connections for the hot read of one token.
     private let readers: TokenReaders
@@ -84,9 +51,9 @@ public final class VaultStore: Sendable {
     }
 
     /// Runs `body` in one write transaction: everything in it lands, or nothing does.
-    public func write<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
+    public func write<T>(_ body: (any StorageTransaction) throws -> T) throws -> T {
         do {
-            return try pool.write { db in try body(StoreTransaction(db: db)) }
+            return try pool.write { db in try body(SQLiteTransaction(db: db)) }
         } catch {
             throw Self.translate(error, path: path)
         }
@@ -94,7 +61,7 @@ public final class VaultStore: Sendable {
 
     /// A write transaction without foreign-key enforcement, for bulk re-sealing: the caller guarantees
     /// the keys it writes exist (checking them per row triples the cost of a re-seal).
-    public func writeUnchecked<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
+    public func writeBulk<T>(_ body: (any StorageTransaction) throws -> T) throws -> T {
         do {
             return try pool.writeWithoutTransaction { db in
                 // Bulk work: no per-row foreign-key checks, and a page cache of 16 MiB for its duration only
@@ -103,7 +70,7 @@ public final class VaultStore: Sendable {
                 defer { try? db.execute(sql: "PRAGMA foreign_keys = ON; PRAGMA cache_size = -2000") }
                 var result: T?
                 try db.inTransaction {
-                    result = try body(StoreTransaction(db: db))
+                    result = try body(SQLiteTransaction(db: db))
                     return .commit
                 }
                 return result!
@@ -119,13 +86,13 @@ public final class VaultStore: Sendable {
     }
 
     /// A reader for one thread that can hold a read transaction across a burst of lookups.
-    public func makeHeldReader() -> TokenReaders.HeldReader {
+    public func makeHeldReader() -> any HeldTokenReader {
         readers.makeHeldReader()
     }
 
     /// One app's id, sealed secret and data key, on the fast read path.
-    public func appSeal(named name: String) throws -> (appId: String, sealed: Data, dataKeyId: Int64)? {
-        try readers.app(named: name)
+    public func appSeal(named name: String) throws -> AppSeal? {
+        try readers.app(named: name).map { AppSeal(appId: $0.appId, sealed: $0.sealed, dataKeyId: $0.dataKeyId) }
     }
 
     /// Every token name, sorted, on the fast read path.
@@ -134,12 +101,30 @@ public final class VaultStore: Sendable {
     }
 
     /// Runs `body` on a read-only snapshot.
-    public func read<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
+    public func read<T>(_ body: (any StorageTransaction) throws -> T) throws -> T {
         do {
-            return try pool.read { db in try body(StoreTransaction(db: db)) }
+            return try pool.read { db in try body(SQLiteTransaction(db: db)) }
         } catch {
             throw Self.translate(error, path: path)
         }
+    }
+
+    /// Runs `body` inside the database's own write lock (`BEGIN IMMEDIATE` on a connection of its own), so
+    /// every process on this host that uses the file is excluded for its duration. The lock has no holder's
+    /// name on SQLite; a second caller that will not wait is told the path.
+    public func withRotationLock<T>(holder: String, wait: Bool, _ body: () throws -> T) throws -> T {
+        let lockPath = path + ".rotation-lock"
+        let fd = Glibc.open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw StoreError.io(path: lockPath, detail: String(cString: strerror(errno))) }
+        defer { Glibc.close(fd) }
+        if flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 {
+            let held = (try? String(contentsOfFile: lockPath, encoding: .utf8)).flatMap { $0.isEmpty ? nil : $0 } ?? "another process"
+            throw StoreError.locked(what: "the key rotation lock of \(path)", holder: held)
+        }
+        _ = ftruncate(fd, 0)
+        _ = holder.withCString { Glibc.write(fd, $0, strlen($0)) }
+        defer { _ = ftruncate(fd, 0) }
+        return try body()
     }
 
     /// Maps SQLite failures to errors that say what to do. Store errors pass through unchanged.
@@ -157,7 +142,7 @@ public final class VaultStore: Sendable {
 }
 
 /// The operations of one transaction. SQL stays behind these methods.
-public struct StoreTransaction {
+public struct SQLiteTransaction: StorageTransaction {
     let db: Database
 
     // MARK: vault metadata
@@ -264,49 +249,37 @@ public struct StoreTransaction {
     }
 }
 
-extension StoreTransaction {
+extension SQLiteTransaction {
     public func updateDataKey(_ record: DataKeyRecord) throws {
         try record.update(db)
     }
 }
 
-extension StoreTransaction {
+extension SQLiteTransaction {
     /// The audit log's key (wrapped), if one was made.
     public func auditKey() throws -> DataKeyRecord? {
         try DataKeyRecord.filter(Column("purpose") == "audit").fetchOne(db)
     }
 
-    public func auditCheckpoint() throws -> AuditCheckpointRecord? {
-        try AuditCheckpointRecord.fetchOne(db, key: 1)
+    /// A SQLite store serves one host: its single checkpoint row is that host's, whatever it is called.
+    public func auditCheckpoint(host: String) throws -> AuditCheckpointRecord? {
+        try Row.fetchOne(db, sql: "SELECT seq, hash, mac, updated_at FROM audit_checkpoint WHERE id = 1")
+            .map { AuditCheckpointRecord(row: $0, host: host) }
+    }
+
+    public func auditCheckpoints() throws -> [AuditCheckpointRecord] {
+        try auditCheckpoint(host: AuditCheckpointRecord.localHost).map { [$0] } ?? []
     }
 
     public func saveAuditCheckpoint(_ record: AuditCheckpointRecord) throws {
-        try record.save(db)
+        try db.execute(sql: "INSERT OR REPLACE INTO audit_checkpoint(id, seq, hash, mac, updated_at) VALUES (1, ?, ?, ?, ?)",
+                       arguments: [record.seq, record.hash, record.mac, record.updatedAt])
     }
 }
 
 // MARK: - key rotation
 
-/// A sealed value waiting to be re-sealed under the current data key.
-public struct PendingSeal: Sendable {
-    public enum Kind: Sendable { case token, app }
-    public let kind: Kind
-    public let name: String
-    public let sealed: Data
-    public let dataKeyId: Int64
-    /// A token's whole row, so its metadata can be checked and MAC'd again under the new key.
-    public let record: TokenRecord?
-
-    init(kind: Kind, name: String, sealed: Data, dataKeyId: Int64, record: TokenRecord? = nil) {
-        self.kind = kind
-        self.name = name
-        self.sealed = sealed
-        self.dataKeyId = dataKeyId
-        self.record = record
-    }
-}
-
-extension StoreTransaction {
+extension SQLiteTransaction {
     /// Every app secret not sealed under data key `current` (apps are few).
     public func pendingAppSeals(notUnder current: Int64) throws -> [PendingSeal] {
         try Row.fetchAll(db, sql: "SELECT name, sealed_secret, data_key_id FROM apps WHERE data_key_id <> ?", arguments: [current])
@@ -339,7 +312,7 @@ extension StoreTransaction {
     }
 
     /// Replaces one sealed value, and for a token the metadata MAC that binds it (metadata untouched).
-    public func reseal(_ kind: PendingSeal.Kind, name: String, sealed: Data, dataKeyId: Int64, metaMAC: Data? = nil) throws {
+    public func reseal(_ kind: PendingSeal.Kind, name: String, sealed: Data, dataKeyId: Int64, metaMAC: Data?) throws {
         if kind == .token {
             try db.cachedStatement(sql: "UPDATE tokens SET sealed = ?, data_key_id = ?, meta_mac = ? WHERE name = ?")
                 .execute(arguments: [sealed, dataKeyId, metaMAC, name])
@@ -369,31 +342,5 @@ extension StoreTransaction {
             out[row["id"]] = row["n"]
         }
         return out
-    }
-}
-
-// MARK: - token checks and notifications
-
-extension StoreTransaction {
-    public func notification(token: String) throws -> NotificationRecord? {
-        try NotificationRecord.fetchOne(db, key: token)
-    }
-
-    public func saveNotification(_ record: NotificationRecord) throws {
-        try record.save(db)
-    }
-
-    /// Notifications owed whose next attempt is due.
-    public func dueNotifications(now: Int64) throws -> [NotificationRecord] {
-        try NotificationRecord.filter(Column("pending") == true && (Column("next_attempt_at") == nil || Column("next_attempt_at") <= now))
-            .order(Column("token")).fetchAll(db)
-    }
-}
-
-extension StoreTransaction {
-    /// Tokens with an app (the ones Meta can check): name, last check and expiries only.
-    public func checkCandidates() throws -> [(name: String, checkedAt: Int64?, expiresAt: Int64?, dataAccessExpiresAt: Int64?)] {
-        try Row.fetchAll(db, sql: "SELECT name, checked_at, expires_at, data_access_expires_at FROM tokens WHERE app IS NOT NULL ORDER BY name")
-            .map { ($0[0], $0[1], $0[2], $0[3]) }
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDBSQLite
 import Synchronization
+import VaultCore
 
 /// The daemon's read path: plain SQLite connections, each with its `SELECT … WHERE name = ?` prepared
 /// once, handed out from a small free list so each event-loop thread reuses one.
@@ -51,7 +52,7 @@ public final class TokenReaders: Sendable {
     /// the database is unchanged: each burst begins by reading SQLite's `data_version`, which moves on every
     /// commit by any connection or process, and a moved version drops every remembered row. A hot token is
     /// then one dictionary lookup instead of a statement step and fifteen column reads.
-    public final class HeldReader: @unchecked Sendable {
+    public final class HeldReader: HeldTokenReader, @unchecked Sendable {
         /// The most rows remembered; past it the memory starts afresh.
         public static let maxRemembered = 4_096
 
