@@ -43,6 +43,7 @@ struct Init: ParsableCommand {
         let location = try vault.storeLocation()
         let host = try vault.hostID()
         let created = try reporting { try Vault.create(home: home, passphrase: secret, strength: kdf, hostID: host, store: location) }
+        vault.recordHostID(host, for: location)
         let key = try reporting { try created.keyring.entries().last?.id ?? "?" }
         // The first record: from here on the vault has an audit key, a checkpoint and an anchor, so a log
         // deleted later is caught by `audit verify` (a vault never audited has none of them).

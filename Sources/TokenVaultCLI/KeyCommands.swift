@@ -12,9 +12,39 @@ struct KeyCommand: ParsableCommand {
         discussion: """
             Routine rotation:        tokenvault key rotate
             After a suspected leak:  tokenvault key rotate --reseal && tokenvault key retire OLD-ID
-            A running daemon picks up the new key without a restart. See Docs/OPERATIONS.md.
+            Several hosts, one store: tokenvault key new, copy keys/NEW-ID to every host, then
+                                      tokenvault key rotate --to NEW-ID [--reseal]
+            A running daemon picks up the new key without a restart. See Docs/OPERATIONS.md and Docs/SCALING.md.
             """,
-        subcommands: [ListKeys.self, Rotate.self, Retire.self])
+        subcommands: [ListKeys.self, New.self, Rotate.self, Retire.self])
+
+    struct New: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make a master key file that nothing uses yet (copy it to every host, then `key rotate --to ID`).")
+
+        @OptionGroup var vault: VaultOptions
+        @Flag(help: "Derive the key from a passphrase (from --new-passphrase-file or the terminal).") var passphrase = false
+        @Option(help: ArgumentHelp("The new key's passphrase.", valueName: "file")) var newPassphraseFile: String?
+        @Option(help: "Argon2id strength for --passphrase.") var kdf: PassphraseKDF.Strength = .moderate
+
+        func run() throws {
+            let v = try vault.openVault()
+            let audit = try CLIAudit(v)
+            defer { audit.close() }
+            var secret: SecretBytes?
+            if passphrase {
+                secret = try newPassphraseFile.map { try SecretInput.readFile($0, what: "passphrase") }
+                    ?? SecretInput.prompt("New master key passphrase: ")
+            }
+            let id = try audit.admin("key_new") { commit in
+                let id = try v.createMasterKey(passphrase: secret, strength: kdf)
+                try commit()
+                return id
+            }
+            print(id)
+            printErr("made master key \(id) in \(v.keyring.directory); nothing uses it yet. Copy \(v.keyring.path(id)) to every host's keyring, then run `tokenvault key rotate --to \(id)`")
+        }
+    }
 
     struct ListKeys: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "list", abstract: "Show master keys and what each still protects.")
@@ -57,11 +87,20 @@ struct KeyCommand: ParsableCommand {
         @Option(help: ArgumentHelp("The new key's passphrase.", valueName: "file")) var newPassphraseFile: String?
         @Option(help: "Argon2id strength for --passphrase.") var kdf: PassphraseKDF.Strength = .moderate
         @Option(help: "Tokens re-sealed per transaction.") var batch = 2000
+        @Option(help: ArgumentHelp("Re-wrap under this key, already in the keyring (made by `key new` and copied to every host), instead of a new one.",
+                                   valueName: "id"))
+        var to: String?
+        @Flag(help: "If another host (or process) is rotating, wait for it instead of stopping.") var wait = false
 
         func run() throws {
             let v = try vault.openVault()
             let audit = try CLIAudit(v)
             defer { audit.close() }
+            // One rotation at a time across every host that shares the store.
+            try reporting { try v.withRotationLock(wait: wait) { try rotate(v, audit) } }
+        }
+
+        private func rotate(_ v: Vault, _ audit: CLIAudit) throws {
             let started = Date()
             var newKey: String?
             if reseal, try reporting({ try v.pendingReseal() }) > 0 {
@@ -72,7 +111,9 @@ struct KeyCommand: ParsableCommand {
                     secret = try newPassphraseFile.map { try SecretInput.readFile($0, what: "passphrase") }
                         ?? SecretInput.prompt("New master key passphrase: ")
                 }
-                newKey = try audit.admin("key_rotate") { commit in try v.rotateMasterKey(passphrase: secret, strength: kdf, beforeCommit: commit) }
+                newKey = try audit.admin("key_rotate", reason: to.map { "to master key \($0)" }) { commit in
+                    try v.rotateMasterKey(passphrase: secret, strength: kdf, existing: to, beforeCommit: commit)
+                }
                 printErr("new master key \(newKey!); all data keys re-wrapped under it")
                 if reseal { try reporting { _ = try v.beginReseal() } }
             }

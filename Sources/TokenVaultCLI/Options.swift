@@ -3,6 +3,9 @@ import Foundation
 import VaultCore
 import VaultCrypto
 import VaultStores
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Where the vault is: shared by every command.
 struct VaultOptions: ParsableArguments {
@@ -70,20 +73,44 @@ struct VaultOptions: ParsableArguments {
         }
     }
 
+    /// This host's name in a shared store: `--host-id`, else `host_id` in tokenvault.toml, else the name the
+    /// home recorded (`<home>/host-id`, written on first use of a shared store), else the hostname. A home's
+    /// audit chain is one host's, so a name that differs from the recorded one is refused.
     func hostID() throws -> String {
         let configured = try settings().hostID
-        let id = hostId ?? configured ?? Vault.defaultHostID
-        guard !id.isEmpty, id.utf8.count <= 64, id.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7f && $0 != 0x22 && $0 != 0x5c }) else {
-            throw CLIFailure(message: "error: --host-id \"\(id)\" must be 1 to 64 printable ASCII characters, no spaces or quotes", code: 2)
+        let recordedPath = vaultHome.root + "/host-id"
+        let recorded = (try? String(contentsOfFile: recordedPath, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        let id = hostId ?? configured ?? recorded ?? Vault.defaultHostID
+        guard !id.isEmpty, id.utf8.count <= 64,
+              id.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x41...0x5a).contains($0) || (0x61...0x7a).contains($0) || $0 == 0x2d || $0 == 0x2e || $0 == 0x5f }) else {
+            throw CLIFailure(message: "error: host id \"\(id)\" must be 1 to 64 letters, digits, '.', '-' or '_'", code: 2)
+        }
+        if let recorded, !recorded.isEmpty, recorded != id {
+            throw CLIFailure(message: "error: this home is host \"\(recorded)\" in its store (\(recordedPath)), not \"\(id)\"; "
+                + "a home's audit chain belongs to one host: drop --host-id, or use a home of its own for \"\(id)\"", code: 2)
         }
         return id
+    }
+
+    /// Records this host's name in the home on first use of a shared store (see ``hostID()``).
+    func recordHostID(_ id: String, for location: StoreLocation) {
+        guard location.isShared else { return }
+        let path = vaultHome.root + "/host-id"
+        guard access(path, F_OK) != 0, access(vaultHome.root, W_OK) == 0 else { return }
+        let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { return }
+        let line = Array((id + "\n").utf8)
+        _ = line.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
     }
 
     /// Opens the vault; `listen` (the daemon) keeps a shared store's rows fresh through its change feed.
     func openVault(listen: Bool = false) throws -> Vault {
         let location = try storeLocation()
         let host = try hostID()
-        return try reporting { try Vault.open(home: vaultHome, passphrase: passphraseProvider, hostID: host, store: location, listen: listen) }
+        let vault = try reporting { try Vault.open(home: vaultHome, passphrase: passphraseProvider, hostID: host, store: location, listen: listen) }
+        recordHostID(host, for: location)
+        return vault
     }
 
     private func trimSlash(_ s: String) -> String {

@@ -42,17 +42,26 @@ extension Vault {
         }
     }
 
-    /// Makes a new master key and re-wraps every data key (and the audit key) under it in one transaction.
-    /// Returns the new key's id. The old key file stays until `retireMasterKey`.
+    /// Makes a new master key — or, with `existing`, takes a key already in the keyring (one an admin has
+    /// copied to every host of a shared store first) — and re-wraps every data key (and the audit key) under
+    /// it in one transaction. Returns the key's id. The old key file stays until `retireMasterKey`.
     @discardableResult
     public func rotateMasterKey(passphrase newPassphrase: SecretBytes? = nil, strength: PassphraseKDF.Strength = .moderate,
-                                beforeCommit: () throws -> Void = {}) throws -> String {
+                                existing: String? = nil, beforeCommit: () throws -> Void = {}) throws -> String {
         // Unwrap everything first: a data key we cannot open must stop the rotation before anything changes.
         let records = try store.read { try $0.dataKeys() }
         var unwrapped: [Int64: SecureKey] = [:]
         for r in records { unwrapped[r.id!] = try dataKey(id: r.id!) }
-        let (newId, newKey) = try newPassphrase.map { try keyring.createPassphraseKey(passphrase: $0, strength: strength) }
-            ?? keyring.createRandomKey()
+        let (newId, newKey): (String, SecureKey)
+        if let existing {
+            guard try keyring.entry(id: existing) != nil else {
+                throw VaultError.missingMasterKey(id: existing, keyring: keyring.directory)
+            }
+            (newId, newKey) = (existing, try keyring.load(id: existing, passphrase: passphrase))
+        } else {
+            (newId, newKey) = try newPassphrase.map { try keyring.createPassphraseKey(passphrase: $0, strength: strength) }
+                ?? keyring.createRandomKey()
+        }
         try store.write { tx in
             for var record in try tx.dataKeys() {
                 let id = record.id!
@@ -162,6 +171,12 @@ extension Vault {
             throw VaultError.integrity(what: bad.kind == .token ? "token or its metadata" : "app secret of", name: bad.name)
         }
         return slots.values.map { $0! }
+    }
+
+    /// Makes a master key file that nothing uses yet, for an admin to copy to every host of a shared store
+    /// before `key rotate --to ID` puts it to use. Returns its id.
+    public func createMasterKey(passphrase newPassphrase: SecretBytes? = nil, strength: PassphraseKDF.Strength = .moderate) throws -> String {
+        try (newPassphrase.map { try keyring.createPassphraseKey(passphrase: $0, strength: strength) } ?? keyring.createRandomKey()).id
     }
 
     /// Removes a master key from the keyring (overwriting a key file first). Refused while any data key

@@ -25,9 +25,13 @@ public struct Keyring: Sendable {
     }
 
     public let directory: String
+    /// The audit anchor's file name: `audit.anchor`, or `audit-HOST.anchor` for a host of a shared store
+    /// (every host's keyring is a copy of one, and each host's chain has an anchor of its own).
+    public let anchorName: String
 
-    public init(directory: String) {
+    public init(directory: String, anchorName: String = "audit.anchor") {
         self.directory = directory
+        self.anchorName = anchorName
     }
 
     public static func isKeyId(_ s: String) -> Bool {
@@ -160,7 +164,7 @@ public struct Keyring: Sendable {
 
     // MARK: - files
 
-    func path(_ name: String) -> String { directory + "/" + name }
+    public func path(_ name: String) -> String { directory + "/" + name }
 
     /// Opens a key file and refuses it when it is a symlink, not a regular file (a FIFO must not hang the
     /// command: `O_NONBLOCK`), owned by another user, or readable by other users.
@@ -215,7 +219,7 @@ public struct Keyring: Sendable {
 
     /// `audit.anchor`: the audit log's freshness anchor, kept here because whoever can rewrite the vault
     /// home but holds no key cannot write the keyring (see VaultAudit's `AuditAnchor`).
-    public var anchorPath: String { path("audit.anchor") }
+    public var anchorPath: String { path(anchorName) }
 
     /// The anchor's bytes, or nil when there is none. A file that fails the key-file checks is an error.
     public func readAnchor() throws -> [UInt8]? {
@@ -232,7 +236,7 @@ public struct Keyring: Sendable {
     /// and atomically (a temp file of this process's own, fsync, rename, fsync of the directory).
     public func updateAnchor(_ next: (_ current: [UInt8]?) throws -> [UInt8]?) throws {
         try checkDirectory()
-        let lockPath = path(".audit.anchor.lock")
+        let lockPath = path(".\(anchorName).lock")
         let lock = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard lock >= 0 else { throw VaultError.io(path: lockPath, why: "cannot open: \(String(cString: strerror(errno)))") }
         defer { close(lock) }
@@ -240,7 +244,7 @@ public struct Keyring: Sendable {
             guard errno == EINTR else { throw VaultError.io(path: lockPath, why: "cannot lock: \(String(cString: strerror(errno)))") }
         }
         guard let bytes = try next(try readAnchor()) else { return }
-        try writeAtomically(name: "audit.anchor", tempName: ".audit.anchor.\(getpid()).\(hexString(randomBytes(4))).tmp") { fd, tmp in
+        try writeAtomically(name: anchorName, tempName: ".\(anchorName).\(getpid()).\(hexString(randomBytes(4))).tmp") { fd, tmp in
             try writeAll(fd, bytes, path: tmp)
         }
     }

@@ -49,7 +49,7 @@ public final class Vault: Sendable {
 
     private init(home: VaultHome, store: any VaultStorage, passphrase: PassphraseProvider?, hostID: String) {
         self.home = home
-        self.keyring = Keyring(directory: home.keysDirectory)
+        self.keyring = Keyring(directory: home.keysDirectory, anchorName: store.isShared ? "audit-\(hostID).anchor" : "audit.anchor")
         self.store = store
         self.passphrase = passphrase
         self.hostID = hostID

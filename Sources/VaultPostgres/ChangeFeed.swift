@@ -75,7 +75,7 @@ final class ChangeFeed: Sendable {
         do {
             _ = try connections.query("LISTEN tokenvault_changes", on: connection)
         } catch {
-            connection.close().whenComplete { _ in }
+            Connections.discard(connection)
             throw error
         }
         let loop = connection.eventLoop
@@ -95,7 +95,7 @@ final class ChangeFeed: Sendable {
         }
         guard kept else {
             heartbeat.cancel()
-            connection.close().whenComplete { _ in }
+            Connections.discard(connection)
             return
         }
         connection.closeFuture.whenComplete { [weak self] _ in self?.lost(connection) }
@@ -106,7 +106,7 @@ final class ChangeFeed: Sendable {
     private func beat(_ connection: PostgresConnection) {
         let silent = state.withLock { NIODeadline.now() - $0.lastHeard > Self.silenceLimit }
         if silent {
-            connection.close().whenComplete { _ in }
+            Connections.discard(connection)
             return
         }
         connection.query("SELECT 1", logger: Connections.logger).whenSuccess { [weak self] _ in

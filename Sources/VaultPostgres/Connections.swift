@@ -86,7 +86,12 @@ final class Connections: Sendable {
             }
             if kept { return }
         }
-        connection.close().whenComplete { _ in }
+        Connections.discard(connection)
+    }
+
+    /// Closes a connection without waiting; it is kept alive until it is closed (postgres-nio requires it).
+    static func discard(_ connection: PostgresConnection) {
+        connection.close().whenComplete { _ in withExtendedLifetime(connection) {} }
     }
 
     func close() {
@@ -126,7 +131,7 @@ final class Connections: Sendable {
         do {
             return try wait(connection.query(query, logger: Self.logger), what: "querying")
         } catch let e as StoreError {
-            if case .unavailable = e { connection.close().whenComplete { _ in } }  // a late answer must not land on a reused connection
+            if case .unavailable = e { Connections.discard(connection) }  // a late answer must not land on a reused connection
             throw e
         }
     }

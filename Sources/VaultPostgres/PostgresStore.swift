@@ -12,6 +12,7 @@ import VaultCore
 public final class PostgresStore: VaultStorage {
     public let postgres: PostgresLocation
     public var location: String { postgres.description }
+    public var isShared: Bool { true }
     let connections: Connections
     let feed: ChangeFeed
 
@@ -106,7 +107,7 @@ public final class PostgresStore: VaultStorage {
 
     public func withRotationLock<T>(holder: String, wait: Bool, _ body: () throws -> T) throws -> T {
         let connection = try connections.connect()
-        defer { connection.close().whenComplete { _ in } }
+        defer { Connections.discard(connection) }
         if wait {
             _ = try connections.query("SELECT pg_advisory_lock(\(Self.rotationLockKey))", on: connection)
         } else {
@@ -142,11 +143,10 @@ public final class PostgresStore: VaultStorage {
             CREATE TABLE IF NOT EXISTS tokenvault_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())
             """, on: connection)
         let applied = Set(try connections.query("SELECT name FROM tokenvault_migrations", on: connection).map { try $0.decode(String.self) })
-        for (name, sql) in Schema.migrations where !applied.contains(name) {
+        for (name, statements) in Schema.migrations where !applied.contains(name) {
             _ = try connections.query("BEGIN", on: connection)
             do {
-                // A migration is several statements: the simple-query protocol runs them as one string.
-                _ = try connections.wait(connection.simpleQuery(sql), what: "migrating (\(name))")
+                for sql in statements { _ = try connections.query(PostgresQuery(unsafeSQL: sql), on: connection) }
                 _ = try connections.query("INSERT INTO tokenvault_migrations(name) VALUES (\(name))", on: connection)
                 _ = try connections.query("COMMIT", on: connection)
             } catch {

@@ -3,24 +3,33 @@
 /// under an advisory lock, so hosts that start together migrate once. Names are `COLLATE "C"`: byte order,
 /// as SQLite sorts them, whatever the database's locale.
 enum Schema {
-    static let migrations: [(name: String, sql: String)] = [
-        ("v1: vault tables", """
-            CREATE TABLE vault_meta (key text COLLATE "C" PRIMARY KEY, value text NOT NULL);
+    static let migrations: [(name: String, statements: [String])] = [
+        ("v1: vault tables", [
+            """
+            CREATE TABLE vault_meta (key text COLLATE "C" PRIMARY KEY, value text NOT NULL)
+            """,
+            """
             CREATE TABLE data_keys (
               id bigserial PRIMARY KEY,
               master_key_id text NOT NULL,
               wrapped bytea NOT NULL,
               created_at bigint NOT NULL,
               is_current boolean NOT NULL DEFAULT false,
-              purpose text NOT NULL DEFAULT 'tokens' CHECK (purpose IN ('tokens','audit')));
-            CREATE UNIQUE INDEX data_keys_one_current ON data_keys(is_current) WHERE is_current;
+              purpose text NOT NULL DEFAULT 'tokens' CHECK (purpose IN ('tokens','audit')))
+            """,
+            """
+            CREATE UNIQUE INDEX data_keys_one_current ON data_keys(is_current) WHERE is_current
+            """,
+            """
             CREATE TABLE apps (
               name text COLLATE "C" PRIMARY KEY,
               app_id text NOT NULL,
               sealed_secret bytea NOT NULL,
               data_key_id bigint NOT NULL REFERENCES data_keys(id) ON DELETE RESTRICT,
               created_at bigint NOT NULL,
-              updated_at bigint NOT NULL);
+              updated_at bigint NOT NULL)
+            """,
+            """
             CREATE TABLE tokens (
               name text COLLATE "C" PRIMARY KEY,
               kind text NOT NULL CHECK (kind IN ('user','system_user','page','app','other')),
@@ -37,15 +46,23 @@ enum Schema {
               last_error text,
               created_at bigint NOT NULL,
               updated_at bigint NOT NULL,
-              meta_mac bytea);
-            CREATE INDEX tokens_with_app ON tokens(app, name) WHERE app IS NOT NULL;
-            CREATE INDEX tokens_on_data_key ON tokens(data_key_id);
+              meta_mac bytea)
+            """,
+            """
+            CREATE INDEX tokens_with_app ON tokens(app, name) WHERE app IS NOT NULL
+            """,
+            """
+            CREATE INDEX tokens_on_data_key ON tokens(data_key_id)
+            """,
+            """
             CREATE TABLE audit_checkpoints (
               host text COLLATE "C" PRIMARY KEY,
               seq bigint NOT NULL,
               hash text NOT NULL,
               mac text NOT NULL,
-              updated_at bigint NOT NULL);
+              updated_at bigint NOT NULL)
+            """,
+            """
             CREATE TABLE notifications (
               token text COLLATE "C" PRIMARY KEY,
               state text NOT NULL,
@@ -55,11 +72,13 @@ enum Schema {
               next_attempt_at bigint,
               delivered_at bigint,
               last_error text,
-              updated_at bigint NOT NULL);
-            """),
-        ("v2: change notifications", """
-            -- Every commit that changes a token or a data key tells each listening daemon which one, so the
-            -- rows it remembers never outlive the row in the database (NOTIFY is delivered at commit).
+              updated_at bigint NOT NULL)
+            """,
+        ]),
+        ("v2: change notifications", [
+            // Every commit that changes a token or a data key tells each listening daemon which one, so the
+            // rows it remembers never outlive the row in the database (NOTIFY is delivered at commit).
+            """
             CREATE FUNCTION tokenvault_token_changed() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
               IF TG_OP = 'DELETE' THEN PERFORM pg_notify('tokenvault_changes', 't:' || OLD.name);
@@ -67,17 +86,28 @@ enum Schema {
                 IF TG_OP = 'UPDATE' AND OLD.name <> NEW.name THEN PERFORM pg_notify('tokenvault_changes', 't:' || OLD.name); END IF;
               END IF;
               RETURN NULL;
-            END $$;
+            END $$
+            """,
+            """
             CREATE TRIGGER tokens_changed AFTER INSERT OR UPDATE OR DELETE ON tokens
-              FOR EACH ROW EXECUTE FUNCTION tokenvault_token_changed();
+              FOR EACH ROW EXECUTE FUNCTION tokenvault_token_changed()
+            """,
+            """
             CREATE FUNCTION tokenvault_keys_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN PERFORM pg_notify('tokenvault_changes', 'k:'); RETURN NULL; END $$;
+            BEGIN PERFORM pg_notify('tokenvault_changes', 'k:'); RETURN NULL; END $$
+            """,
+            """
             CREATE TRIGGER data_keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON data_keys
-              FOR EACH STATEMENT EXECUTE FUNCTION tokenvault_keys_changed();
+              FOR EACH STATEMENT EXECUTE FUNCTION tokenvault_keys_changed()
+            """,
+            """
             CREATE FUNCTION tokenvault_all_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN PERFORM pg_notify('tokenvault_changes', '*'); RETURN NULL; END $$;
+            BEGIN PERFORM pg_notify('tokenvault_changes', '*'); RETURN NULL; END $$
+            """,
+            """
             CREATE TRIGGER tokens_truncated AFTER TRUNCATE ON tokens
-              FOR EACH STATEMENT EXECUTE FUNCTION tokenvault_all_changed();
-            """),
+              FOR EACH STATEMENT EXECUTE FUNCTION tokenvault_all_changed()
+            """,
+        ]),
     ]
 }

@@ -15,6 +15,9 @@ public protocol VaultStorage: AnyObject, Sendable {
     /// The store as messages name it: a path, or a URL without its password.
     var location: String { get }
 
+    /// Whether several hosts share the store (each host then has a checkpoint and an anchor of its own).
+    var isShared: Bool { get }
+
     /// Runs `body` in one write transaction: everything in it lands, or nothing does. Transactions of
     /// one store never nest.
     func write<T>(_ body: (any StorageTransaction) throws -> T) throws -> T
@@ -50,6 +53,7 @@ public protocol VaultStorage: AnyObject, Sendable {
 
 extension VaultStorage {
     public func close() {}
+    public var isShared: Bool { false }
 }
 
 /// A reader that one thread alone uses (the daemon keeps one per event loop). It may remember the rows it
