@@ -3,7 +3,7 @@ SWIFT     ?= swift
 HOME_DIR  ?= .tokenvault
 KEYS_DIR  ?= Keys
 BIN       := .build/debug/tokenvault
-APT_DEPS  := libsodium-dev libsqlite3-dev pkg-config
+APT_DEPS  := libsodium-dev libsqlite3-dev pkg-config postgresql
 
 .PHONY: run test build deps clean bench fuzz test-asan test-tsan soak
 
@@ -32,9 +32,10 @@ run: build
 	@exec $(BIN) serve --home $(HOME_DIR) --keys $(KEYS_DIR)
 
 # Serial: many tests block on sockets and child processes, and on 2 cores parallel tests can starve
-# Swift's cooperative thread pool that the in-process daemons need.
+# Swift's cooperative thread pool that the in-process daemons need. The store tests run against SQLite and
+# against a private PostgreSQL cluster started for the run (scripts/with-postgres.sh; stopped at the end).
 test: deps
-	$(SWIFT) test --disable-xctest --no-parallel
+	scripts/with-postgres.sh $(SWIFT) test --disable-xctest --no-parallel
 
 # Release build, the measuring instruments from ../shared/loadgen (built into .build-bench, never copied
 # in), then scripts/bench.sh, which writes Docs/BENCHMARKS.md.
@@ -69,10 +70,10 @@ fuzz: deps
 # The whole suite under AddressSanitizer and ThreadSanitizer, each in a build folder of its own.
 # (Leak checks off: the CLI child processes the tests run exit without freeing what Swift still holds.)
 test-asan: deps
-	ASAN_OPTIONS="detect_leaks=0 $(ASAN_OPTIONS)" $(SWIFT) test --disable-xctest --no-parallel --sanitize=address --scratch-path .build-asan
+	ASAN_OPTIONS="detect_leaks=0 $(ASAN_OPTIONS)" scripts/with-postgres.sh $(SWIFT) test --disable-xctest --no-parallel --sanitize=address --scratch-path .build-asan
 
 test-tsan: deps
-	TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" $(SWIFT) test --disable-xctest --no-parallel --sanitize=thread --scratch-path .build-tsan
+	TSAN_OPTIONS="halt_on_error=1 $(TSAN_OPTIONS)" scripts/with-postgres.sh $(SWIFT) test --disable-xctest --no-parallel --sanitize=thread --scratch-path .build-tsan
 
 # A bounded 10-minute soak (SOAK_SECONDS): 64 clients, a put every second; memory, descriptors and p99
 # must stay flat. Appends its figures to Docs/BENCHMARKS.md.

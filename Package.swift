@@ -45,7 +45,7 @@ let package = Package(
         // The embedded default store: SQLite through GRDB. The only module that speaks SQLite.
         .target(
             name: "VaultSQLite",
-            dependencies: ["VaultCore", "MetaLifecycle", "CStoreShims", .product(name: "GRDB", package: "GRDB.swift"),
+            dependencies: ["VaultCore", "MetaLifecycle", "VaultAudit", "CStoreShims", .product(name: "GRDB", package: "GRDB.swift"),
                            .product(name: "GRDBSQLite", package: "GRDB.swift")],
             swiftSettings: strict),
 
@@ -53,7 +53,7 @@ let package = Package(
         .target(
             name: "VaultPostgres",
             dependencies: [
-                "VaultCore", "MetaLifecycle",
+                "VaultCore", "MetaLifecycle", "VaultAudit",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -134,6 +134,12 @@ let package = Package(
         .testTarget(
             name: "VaultCoreTests",
             dependencies: ["VaultCore", "VaultCrypto", "VaultStores", "VaultSQLite", "TestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: strict),
+        // One behavioural suite for every store backend (SQLite, and PostgreSQL on the run's own cluster).
+        .testTarget(
+            name: "VaultStoreTests",
+            dependencies: ["VaultCore", "VaultCrypto", "VaultStores", "VaultPostgres", "MetaLifecycle", "TestSupport",
+                           .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         .testTarget(name: "VaultWireTests", dependencies: ["VaultWire", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         .testTarget(name: "VaultPolicyTests", dependencies: ["VaultPolicy"], swiftSettings: strict),

@@ -15,7 +15,7 @@ struct AuditCommand: ParsableCommand {
               tokenvault audit query --token acme/ads --since 30d
               tokenvault audit query --token acme/ads --outcome denied --json | jq .
             """,
-        subcommands: [Verify.self, Query.self, Tail.self, Hash.self, PublicKey.self, Report.self])
+        subcommands: [Verify.self, Query.self, Tail.self, Hash.self, PublicKey.self, Report.self, Ship.self])
 
     struct Filters: ParsableArguments {
         @Option(help: "Only this token (a trailing * matches a prefix).") var token: String?
@@ -59,16 +59,21 @@ struct AuditCommand: ParsableCommand {
             discussion: """
                 With the keyring: checks MACs and vault.db's checkpoint too (catches a cut-off tail).
                 Without it: tokenvault audit verify --pubkey audit.pub --dir /copy/of/audit   (chain and signatures only).
+                Every host of a shared store, from the database alone: tokenvault audit verify --all-hosts
                 Exit 0 when the log is intact, 6 at the first bad record.
                 """)
 
         @OptionGroup var vault: VaultOptions
+        @OptionGroup var scope: HostScope
         @Option(help: ArgumentHelp("Verify with this exported public key only (no keyring needed).", valueName: "file")) var pubkey: String?
         @Option(help: ArgumentHelp("The audit directory (default: <home>/audit).", valueName: "dir")) var dir: String?
 
         func run() throws {
             let report: AuditVerifier.Report
             let started = Date()
+            if pubkey == nil, dir == nil, scope.readsStore(vault) {
+                return try AuditCommand.verifyStoreCopies(try vault.openVault(), scope: scope)
+            }
             if let pubkey {
                 guard let text = try? String(contentsOfFile: pubkey, encoding: .utf8),
                       let key = decodeHex(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
@@ -117,11 +122,19 @@ struct AuditCommand: ParsableCommand {
 
         @OptionGroup var vault: VaultOptions
         @OptionGroup var filters: Filters
-        @Flag(help: "Print the matching records as JSON Lines, exactly as stored.") var json = false
+        @OptionGroup var scope: HostScope
+        @Flag(help: "Print the matching records as JSON Lines, exactly as stored (with --all-hosts, a host field first).") var json = false
         @Option(help: "At most this many records (the newest).") var limit: Int?
 
         func run() throws {
             let f = try filters.filter()
+            if scope.readsStore(vault) {
+                var rows = try AuditCommand.storeRecords(try vault.openVault(), scope: scope, filter: f)
+                if let limit, rows.count > limit { rows = Array(rows.suffix(limit)) }
+                if json { for r in rows { print(AuditCommand.withHost(r.host, r.line)) } }
+                else if rows.isEmpty { printErr("no matching records") } else { print(AuditCommand.hostTable(rows)) }
+                return
+            }
             var rows: [(AuditEntry, Substring)] = []
             AuditQuery.scan(directory: vault.vaultHome.auditDirectory, filter: f) { e, line in rows.append((e, line)) }
             if let limit, rows.count > limit { rows = Array(rows.suffix(limit)) }
@@ -204,11 +217,13 @@ struct AuditCommand: ParsableCommand {
 
         @OptionGroup var vault: VaultOptions
         @OptionGroup var filters: Filters
+        @OptionGroup var scope: HostScope
         @Option(help: ArgumentHelp("Where to write the page.", valueName: "file")) var html: String
 
         func run() throws {
             let v = try vault.openVault()
             let keys = AuditKeys(auditKey: try reporting { try v.auditKey() })
+            if scope.readsStore(vault) { return try storeReport(v, keys: keys) }
             let verification = AuditVerifier.verify(directory: v.home.auditDirectory, keys: keys, publicKey: nil,
                                                     checkpoint: try reporting { try v.auditCheckpoint() },
                                                     anchor: try reporting { try v.keyring.readAnchor() }, requireCheckpoint: true)
@@ -218,6 +233,30 @@ struct AuditCommand: ParsableCommand {
                 throw CLIFailure(message: "error: cannot write \(html): \(error)", code: 1)
             }
             printErr("wrote \(html): \(entries.count) records, verification \(verification.ok ? "OK" : "FAILED")")
+        }
+
+        /// Every host's copy: one page, the verdict the first host that fails (or all OK).
+        private func storeReport(_ v: Vault, keys: AuditKeys) throws {
+            let checkpoints = try reporting { try v.auditCheckpoints() }
+            let filter = try filters.filter()
+            var combined = AuditVerifier.Report()
+            var entries: [AuditEntry] = []
+            _ = try withStoreCopies(v, hosts: try scope.hosts(v)) { host, dir, last in
+                let cp = checkpoints.first { $0.host == host }.flatMap { $0.seq <= last ? $0 : nil }
+                let r = AuditVerifier.verify(directory: dir, keys: keys, publicKey: nil, checkpoint: cp)
+                combined.records += r.records
+                combined.lastSeq = max(combined.lastSeq, r.lastSeq)
+                if combined.problem == nil, let p = r.problem {
+                    combined.problem = AuditVerifier.Problem(file: "host \(host)", line: p.line, seq: p.seq, message: p.message)
+                }
+                AuditQuery.scan(directory: dir, filter: filter) { e, _ in entries.append(e) }
+            }
+            entries.sort { $0.time < $1.time }
+            let page = AuditReport.html(entries: entries, verification: combined, generated: Date())
+            do { try page.write(toFile: html, atomically: true, encoding: .utf8) } catch {
+                throw CLIFailure(message: "error: cannot write \(html): \(error)", code: 1)
+            }
+            printErr("wrote \(html): \(entries.count) records of every host, verification \(combined.ok ? "OK" : "FAILED")")
         }
     }
 }

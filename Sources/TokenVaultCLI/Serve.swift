@@ -93,9 +93,11 @@ struct Serve: AsyncParsableCommand {
         let server = VaultServer(configuration: config, processor: processor, logger: logger)
         let reloader = PolicyReloader(path: policyPath, processor: processor, audit: audit, logger: logger)
         logger.info("policy loaded", metadata: ["file": "\(policyPath)", "rules": "\(initialPolicy.rules.count)"])
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: reloader), .init(service: rechecker)]
+        if v.storeIsShared { services.append(.init(service: AuditShipping(shipper: AuditShipper(vault: v), logger: logger))) }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server), .init(service: reloader), .init(service: rechecker)],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         do {
@@ -144,6 +146,29 @@ struct PolicyReloader: Service {
                                         reason: "\(error)"), secret: nil) { _ in }
             }
         }
+    }
+}
+
+/// Ships this host's audit records to the shared store every second (best effort: a record is durable
+/// locally before any disclosure; the copy follows with bounded lag, and resumes after an outage).
+struct AuditShipping: Service {
+    let shipper: AuditShipper
+    let logger: Logger
+
+    func run() async throws {
+        var failing = false
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                while try shipper.shipOnce() > 0 {}
+                if failing { logger.info("audit shipping resumed") }
+                failing = false
+            } catch {
+                if !failing { logger.warning("audit records not shipped to the store; retrying every second", metadata: ["error": "\(error)"]) }
+                failing = true
+            }
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
+        }
+        _ = try? shipper.shipOnce()  // what the last second added, at a clean stop
     }
 }
 

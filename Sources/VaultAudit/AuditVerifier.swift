@@ -16,6 +16,13 @@ public enum AuditVerifier {
         public let seq: Int64?
         public let message: String
 
+        public init(file: String, line: Int, seq: Int64?, message: String) {
+            self.file = file
+            self.line = line
+            self.seq = seq
+            self.message = message
+        }
+
         public var description: String {
             "\(file):\(line)\(seq.map { " (seq \($0))" } ?? ""): \(message)"
         }
@@ -36,6 +43,8 @@ public enum AuditVerifier {
         public var problem: Problem?
 
         public var ok: Bool { problem == nil }
+
+        public init() {}
     }
 
     /// Parses every line on every core; nil for a line that is not a record.

@@ -78,7 +78,7 @@ extension StoreError {
         case .notInitialised: return 4
         case .notFound: return 3
         case .alreadyExists, .inUse: return 2
-        case .busy, .diskFull, .damaged, .io, .unavailable, .locked: return 1
+        case .busy, .diskFull, .damaged, .io, .unavailable, .locked, .rejected: return 1
         }
     }
 }

@@ -68,6 +68,9 @@ public final class Vault: Sendable {
     /// The store, as messages name it (a path, or a URL without its password).
     public var storeLocation: String { store.location }
 
+    /// Whether several hosts share the store (then each ships its audit records to it).
+    public var storeIsShared: Bool { store.isShared }
+
     // MARK: - lifecycle
 
     /// Creates a vault: the home (0700), the keyring (0700), a new master key, `vault.db` (0600) and a
@@ -221,6 +224,11 @@ public final class Vault: Sendable {
     /// This host's audit checkpoint, kept in the store.
     public func auditCheckpoint() throws -> AuditCheckpointRecord? {
         try store.read { try $0.auditCheckpoint(host: hostID) }
+    }
+
+    /// Every host's checkpoint (a SQLite store has one).
+    public func auditCheckpoints() throws -> [AuditCheckpointRecord] {
+        try store.read { try $0.auditCheckpoints() }
     }
 
     /// Moves this host's checkpoint forward (never back: several processes append to one log).

@@ -1,3 +1,4 @@
+import Dispatch
 import Foundation
 import NIOCore
 import PostgresNIO
@@ -64,7 +65,7 @@ final class ChangeFeed: Sendable {
             return (s.listener, s.heartbeat)
         }
         heartbeat?.cancel()
-        if let listener { _ = try? connections.wait(listener.close(), what: "closing the listener") }
+        if let listener { Connections.discard(listener) }
     }
 
     private func listen() throws {
@@ -128,11 +129,13 @@ final class ChangeFeed: Sendable {
         if retry { reconnect(after: .milliseconds(100)) }
     }
 
+    /// Tries again after `delay` (doubling to 2 s), off the connections' loop: connecting blocks, and the
+    /// loop is what a connection needs to make progress.
     private func reconnect(after delay: TimeAmount) {
-        connections.group.next().scheduleTask(in: delay) { [weak self] in
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(delay.nanoseconds))) { [weak self] in
             guard let self, !self.state.withLock({ $0.stopped }) else { return }
             do { try self.listen() } catch { self.reconnect(after: min(delay * 2, .seconds(2))) }
-        }.futureResult.whenFailure { _ in }
+        }
     }
 
     /// A notification: `t:NAME` drops one row, `*` drops them all; anything else (a data key) needs nothing,

@@ -97,8 +97,12 @@ final class Connections: Sendable {
     func close() {
         guard !closed.exchange(true, ordering: .relaxed) else { return }
         let all = free.withLock { list -> [PostgresConnection] in defer { list.removeAll() }; return list }
-        for c in all { _ = try? wait(c.close(), what: "closing") }
-        try? group.syncShutdownGracefully()
+        // Never block on the connections' own loop (a close from a callback there would wait on itself).
+        let onLoop = group.next().inEventLoop
+        for c in all {
+            if onLoop { Self.discard(c) } else { _ = try? wait(c.close(), what: "closing") }
+        }
+        group.shutdownGracefully(queue: .global()) { _ in }
     }
 
     // MARK: - blocking
@@ -111,6 +115,11 @@ final class Connections: Sendable {
     /// Blocks until `future` completes or `timeout` passes. Not `EventLoopFuture.wait()`: that refuses to
     /// run on any event loop, and the daemon calls in from its own.
     func wait<T>(_ future: EventLoopFuture<T>, what: String) throws -> T {
+        // On the connections' own loop a wait would wait on itself: a bug, refused loudly rather than hung.
+        guard !future.eventLoop.inEventLoop else {
+            assertionFailure("a blocking store call on the store's own event loop")
+            throw StoreError.unavailable(store: location.description, detail: "a blocking call was made on the store's own event loop")
+        }
         let slot = Slot<T>()
         future.whenComplete { result in
             slot.result = result
@@ -152,6 +161,7 @@ final class Connections: Sendable {
             case "57P01", "57P02", "57P03", "08000", "08003", "08006": return StoreError.unavailable(store: location.description, detail: message)
             case "28P01", "28000":
                 return StoreError.io(path: location.description, detail: "the server refused the login (\(message)); check the user and the password file")
+            case let s where s.hasPrefix("23"): return StoreError.rejected(store: location.description, detail: message)
             case "3D000": return StoreError.io(path: location.description, detail: "\(message); create it with `createdb` first")
             default: return StoreError.io(path: location.description, detail: "\(message) (SQLSTATE \(state))")
             }

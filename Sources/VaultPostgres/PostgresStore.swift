@@ -35,6 +35,8 @@ public final class PostgresStore: VaultStorage {
         connections.close()
     }
 
+    deinit { close() }
+
     // MARK: transactions
 
     public func write<T>(_ body: (any StorageTransaction) throws -> T) throws -> T {

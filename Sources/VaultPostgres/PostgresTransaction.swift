@@ -1,5 +1,6 @@
 import Foundation
 import MetaLifecycle
+import VaultAudit
 import PostgresNIO
 import VaultCore
 
@@ -303,5 +304,34 @@ extension PostgresTransaction: LifecycleStateTransaction {
             let (name, checked, expires, dataAccess) = try row.decode((String, Int64?, Int64?, Int64?).self)
             return CheckCandidate(name: name, checkedAt: checked, expiresAt: expires, dataAccessExpiresAt: dataAccess)
         }
+    }
+}
+
+// MARK: - the audit copy
+
+extension PostgresTransaction: AuditCopyTransaction {
+    public func lastCopiedSeq(host: String) throws -> Int64 {
+        try run("SELECT COALESCE(max(seq), 0)::bigint FROM audit_records WHERE host = \(host)").first?.decode(Int64.self) ?? 0
+    }
+
+    public func insertAuditRecords(host: String, _ records: [AuditCopyRecord]) throws {
+        guard !records.isEmpty else { return }
+        // One statement a batch: arrays of seqs and lines, unnested.
+        let seqs = records.map(\.seq), lines = records.map(\.line)
+        try run("""
+            INSERT INTO audit_records(host, seq, line) SELECT \(host), s, l FROM unnest(\(seqs)::bigint[], \(lines)::text[]) AS r(s, l)
+            ON CONFLICT (host, seq) DO NOTHING
+            """)
+    }
+
+    public func auditRecords(host: String, after seq: Int64, limit: Int) throws -> [AuditCopyRecord] {
+        try run("SELECT seq, line FROM audit_records WHERE host = \(host) AND seq > \(seq) ORDER BY seq LIMIT \(limit)").map { row in
+            let (seq, line) = try row.decode((Int64, String).self)
+            return AuditCopyRecord(seq: seq, line: line)
+        }
+    }
+
+    public func auditHosts() throws -> [String] {
+        try run("SELECT DISTINCT host FROM audit_records ORDER BY host").map { try $0.decode(String.self) }
     }
 }

@@ -109,5 +109,15 @@ enum Schema {
               FOR EACH STATEMENT EXECUTE FUNCTION tokenvault_all_changed()
             """,
         ]),
+        ("v3: shipped audit records", [
+            // Every host's chain, copied after it is durable locally: (host, seq) once each, the line as written.
+            """
+            CREATE TABLE audit_records (
+              host text COLLATE "C" NOT NULL,
+              seq bigint NOT NULL,
+              line text NOT NULL,
+              PRIMARY KEY (host, seq))
+            """,
+        ]),
     ]
 }

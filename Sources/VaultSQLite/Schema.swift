@@ -87,6 +87,16 @@ enum Schema {
             // Binds a token's metadata (kind, app, scopes, expiry, validity...) to its sealed value; see Vault.
             try db.alter(table: "tokens") { t in t.add(column: "meta_mac", .blob) }
         }
+        migrator.registerMigration("v7: shipped audit records") { db in
+            // The store's copy of each host's chain (filled by a migration from a shared store, or by
+            // `audit ship`): (host, seq) once each, the line exactly as the host's log holds it.
+            try db.create(table: "audit_records", options: .withoutRowID) { t in
+                t.column("host", .text).notNull()
+                t.column("seq", .integer).notNull()
+                t.column("line", .text).notNull()
+                t.primaryKey(["host", "seq"])
+            }
+        }
         return migrator
     }
 }

@@ -133,6 +133,7 @@ public final class SQLiteStore: VaultStorage {
         switch e.resultCode {
         case .SQLITE_BUSY, .SQLITE_LOCKED: return StoreError.busy(path: path)
         case .SQLITE_FULL: return StoreError.diskFull(path: path)
+        case .SQLITE_CONSTRAINT: return StoreError.rejected(store: path, detail: e.message ?? "constraint failed")
         case .SQLITE_CORRUPT, .SQLITE_NOTADB: return StoreError.damaged(path: path, detail: e.message ?? "\(e.resultCode)")
         case .SQLITE_CANTOPEN, .SQLITE_IOERR, .SQLITE_READONLY, .SQLITE_PERM, .SQLITE_AUTH:
             return StoreError.io(path: path, detail: e.message ?? "\(e.resultCode)")

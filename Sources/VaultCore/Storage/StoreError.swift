@@ -10,6 +10,8 @@ public enum StoreError: Error, Equatable, Sendable {
     case io(path: String, detail: String)
     /// A shared store that cannot be reached now (the database is down, or the network to it).
     case unavailable(store: String, detail: String)
+    /// The store's own rules refused a change (a reference to a row that is not there); nothing changed.
+    case rejected(store: String, detail: String)
     /// A lock another process (maybe on another host) holds, and the caller chose not to wait.
     case locked(what: String, holder: String)
 }
@@ -35,6 +37,8 @@ extension StoreError: CustomStringConvertible {
             return "cannot use \(path): \(detail)"
         case .unavailable(let store, let detail):
             return "the store \(store) is unavailable (\(detail)); nothing was changed, try again when it is back"
+        case .rejected(let store, let detail):
+            return "the store \(store) refused the change (\(detail)); nothing was changed"
         case .locked(let what, let holder):
             return "\(what) is held by \(holder); wait for it to finish, or run again with --wait"
         }
