@@ -62,8 +62,8 @@ let package = Package(
             ],
             swiftSettings: strict),
 
-        // `--store URL`: which backend, and opening it. The CLI's one door to the stores.
-        .target(name: "VaultStores", dependencies: ["VaultCore", "VaultCrypto", "VaultSQLite", "VaultPostgres"], swiftSettings: strict),
+        // `--store URL`: which backend, and opening it; `migrate` between them. The CLI's one door to the stores.
+        .target(name: "VaultStores", dependencies: ["VaultCore", "VaultCrypto", "VaultSQLite", "VaultPostgres", "MetaLifecycle", "VaultAudit"], swiftSettings: strict),
 
         // The audit log: chained, signed JSON Lines made durable by group commit; verification and reports.
         .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto", "VaultWire"], swiftSettings: strict),
@@ -138,7 +138,7 @@ let package = Package(
         // One behavioural suite for every store backend (SQLite, and PostgreSQL on the run's own cluster).
         .testTarget(
             name: "VaultStoreTests",
-            dependencies: ["VaultCore", "VaultCrypto", "VaultStores", "VaultPostgres", "MetaLifecycle", "TestSupport",
+            dependencies: ["VaultCore", "VaultCrypto", "VaultStores", "VaultPostgres", "MetaLifecycle", "VaultAudit", "TestSupport",
                            .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         .testTarget(name: "VaultWireTests", dependencies: ["VaultWire", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),

@@ -167,3 +167,21 @@ public enum AuditStoreCopy {
         try vault.auditCheckpoints().first { $0.host == host }
     }
 }
+
+/// This host's local log, record by record (complete lines only), for copying it elsewhere.
+public enum AuditLocalLog {
+    public static func records(in directory: String, _ body: (AuditCopyRecord) throws -> Void) throws {
+        for segment in AuditSegments.list(directory) {
+            guard let data = FileManager.default.contents(atPath: AuditSegments.path(directory, segment)) else { continue }
+            let bytes = [UInt8](data)
+            var position = 0
+            while position < bytes.count, let nl = bytes[position...].firstIndex(of: 0x0a) {
+                let line = bytes[position..<nl]
+                position = nl + 1
+                if let parsed = AuditRecordFormat.parse(line) {
+                    try body(AuditCopyRecord(seq: parsed.seq, line: String(decoding: line, as: UTF8.self)))
+                }
+            }
+        }
+    }
+}

@@ -258,6 +258,14 @@ public struct PostgresTransaction: StorageTransaction {
     }
 }
 
+extension PostgresTransaction {
+    public func removeEverything() throws {
+        for table in ["tokens", "apps", "data_keys", "notifications", "audit_checkpoints", "audit_records", "vault_meta"] {
+            try run(PostgresQuery(unsafeSQL: "DELETE FROM \(table)"))
+        }
+    }
+}
+
 // MARK: - the Meta lifecycle's state
 
 extension PostgresTransaction: LifecycleStateTransaction {

@@ -222,4 +222,24 @@ struct SharedStoreCLITests {
         let shape = try PostgresServer.psql(db, "SELECT count(*) = count(DISTINCT seq) AND max(seq) = count(*) FROM audit_records WHERE host = 'host-b'")
         #expect(shape == "t", "seqs 1…n, each once")
     }
+
+    /// A single-host SQLite vault moves to the shared store with one command, and the copy is proved.
+    @Test func migrateMovesASQLiteVaultInAndRefusesAnOccupiedTarget() throws {
+        let home = dir.path + "/solo"
+        let solo = CLI(home: home)
+        try Self.ok(solo.run(["init"]))
+        try Self.ok(solo.run(["put", "acme/solo", "--kind", "user"], stdin: "EAAB-solo"))
+        try Self.ok(solo.run(["get", "acme/solo"]))
+        let target = try PostgresServer.freshDatabase()
+        let moved = try solo.run(["migrate", "--to", target])
+        #expect(moved.status == 0, "\(moved.all)")
+        #expect(moved.stdout.contains("copied 1 tokens") && moved.stdout.contains("verified:"), "\(moved.stdout)")
+        // The copy serves, and its chain verifies, from the shared store.
+        #expect(try solo.run(["get", "acme/solo", "--store", target]).stdout == "EAAB-solo")
+        let verify = try solo.run(["audit", "verify", "--store", target])
+        #expect(verify.status == 0 && verify.stdout.contains(": OK"), "\(verify.all)")
+        let again = try solo.run(["migrate", "--to", target])
+        #expect(again.status == 2 && again.stderr.contains("--force"), "\(again.all)")
+        #expect(try solo.run(["migrate", "--to", target, "--force"]).status == 0)
+    }
 }

@@ -127,4 +127,9 @@ public protocol StorageTransaction {
     func pendingSealCount(notUnder current: Int64) throws -> Int
     /// Replaces one sealed value, and for a token the metadata MAC that binds it (metadata untouched).
     func reseal(_ kind: PendingSeal.Kind, name: String, sealed: Data, dataKeyId: Int64, metaMAC: Data?) throws
+
+    // copying a vault (`tokenvault migrate --force`)
+    /// Deletes everything the store holds: tokens, apps, data keys, checkpoints, metadata, and the state
+    /// other modules keep in it. Only a migration that was told to replace its target calls it.
+    func removeEverything() throws
 }
