@@ -132,6 +132,28 @@ if vs:
     p(f"| `audit verify`, 1,000,000 records ({len(vs)} runs: {each} s) | "
       f"median {mid:.2f} s = {vs[0]['records'] / mid:,.0f} records/s | ≥ 1,000,000 records/s |")
 p("")
+shared = {w: [r["result"]["rps"] for r in by("shared-" + w)] for w in ("sqlite", "a", "b")}
+if shared["sqlite"]:
+    base = median(shared["sqlite"])
+    p("## Shared store: two daemons on one PostgreSQL (`scripts/bench-shared.sh`, same run)\n")
+    p("Two homes (host A, host B) on one PostgreSQL 15 database on a Unix socket of this machine, and the "
+      "SQLite-backed daemon beside them; `tvload` at 32 clients alternates between the three (medians of "
+      f"{len(shared['sqlite'])} runs each; all three daemons are up throughout, one is loaded at a time).\n")
+    p("| daemon | req/s (median) | range | vs. SQLite daemon | target |")
+    p("| --- | ---: | ---: | ---: | --- |")
+    for w, label in (("sqlite", "SQLite (`vault.db`)"), ("a", "PostgreSQL, host A"), ("b", "PostgreSQL, host B")):
+        xs = shared[w]
+        p(f"| {label} | {median(xs):,.0f} | {min(xs):,.0f}–{max(xs):,.0f} | {median(xs) / base:.2f}× | {'–' if w == 'sqlite' else '≥ 0.9×'} |")
+    prop = one("shared-propagation").get("result", {})
+    mig = one("migrate")
+    p("")
+    p(f"A change through host A (`tokenvault put --force`, then `rm`, {prop.get('changes', 0)} changes), "
+      "timed from the command's return to the first read on host B's socket that serves it: "
+      f"**p50 {prop.get('p50_ms', 0):.1f} ms, p99 {prop.get('p99_ms', 0):.1f} ms, max {prop.get('max_ms', 0):.1f} ms** (target p99 ≤ 100 ms).\n")
+    p(f"`tokenvault migrate` of a SQLite vault with {mig.get('tokens', 0):,} tokens and {mig.get('audit_records', 0):,} audit "
+      f"records into PostgreSQL, copy and verification (every sealed value opened from the target): "
+      f"**{mig.get('seconds', 0):.1f} s** (target < 60 s).\n")
+
 p("""## What holds the daemon back (profile)
 
 Instruments: `perf record -F 1999 --call-graph dwarf -p <daemon>` during `tvload --clients 32`; CPU per request

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import VaultCore
 
 /// In the daemon: re-checks Meta tokens on an interval (default daily), sooner when near expiry, and
 /// delivers notifications that are due (including retries of failed ones).
@@ -25,8 +26,17 @@ public struct Rechecker: Service {
         }
     }
 
-    /// One pass: check what is due, then deliver what is owed.
+    /// One pass: check what is due, then deliver what is owed. Only one daemon of all that share the store
+    /// sweeps at a time (a lease): with several hosts, a token is checked and a notification sent once,
+    /// not once per host. A daemon that finds the lease held skips this pass.
     public func runOnce() async {
+        let lease: (any StoreLease)?
+        do { lease = try service.vault.tryLease("meta-sweep") } catch {
+            logger.warning("Meta re-check skipped: the store cannot be reached", metadata: ["error": "\(error)"])
+            return
+        }
+        guard let lease else { return }
+        defer { lease.release() }
         let due = (try? service.dueForCheck(interval: interval)) ?? []
         for name in due {
             if Task.isShuttingDownGracefully { return }

@@ -443,6 +443,11 @@ public final class Vault: Sendable {
         try store.read { try body(VaultChange(vault: self, tx: $0)) }
     }
 
+    /// Takes the lease `name` if no other process that shares the store holds it (see ``VaultStorage/tryLease(_:holder:)``).
+    public func tryLease(_ name: String) throws -> (any StoreLease)? {
+        try store.tryLease(name, holder: "`tokenvault` pid \(getpid()) on host \(hostID)")
+    }
+
     /// Runs `body` holding the store's key-rotation lock (every process on every host that uses the store).
     public func withRotationLock<T>(wait: Bool, _ body: () throws -> T) throws -> T {
         let holder = "`tokenvault` pid \(getpid()) on host \(hostID)"

@@ -129,6 +129,55 @@ public final class PostgresStore: VaultStorage {
         return try body()
     }
 
+    // MARK: leases
+
+    /// A lease: a session advisory lock on a connection of its own, ended by `release()` or by the session.
+    final class AdvisoryLease: StoreLease, @unchecked Sendable {
+        let connection: PostgresConnection
+        let connections: Connections
+        let key: Int64
+        private let released = NSLock()
+        private var done = false
+
+        init(connection: PostgresConnection, connections: Connections, key: Int64) {
+            self.connection = connection
+            self.connections = connections
+            self.key = key
+        }
+
+        func release() {
+            let first: Bool = released.withLock { defer { done = true }; return !done }
+            guard first else { return }
+            _ = try? connections.query("SELECT pg_advisory_unlock(\(key))", on: connection)
+            Connections.discard(connection)
+        }
+
+        deinit { release() }
+    }
+
+    /// The advisory-lock key of a lease name (FNV-1a, 64 bits; the rotation and migration locks are fixed).
+    static func leaseKey(_ name: String) -> Int64 {
+        var h: UInt64 = 0xcbf29ce484222325
+        for b in ("tokenvault-lease:" + name).utf8 { h = (h ^ UInt64(b)) &* 0x100000001b3 }
+        return Int64(bitPattern: h)
+    }
+
+    public func tryLease(_ name: String, holder: String) throws -> (any StoreLease)? {
+        let key = Self.leaseKey(name)
+        let connection = try connections.connect()
+        do {
+            let got = try connections.query("SELECT pg_try_advisory_lock(\(key))", on: connection).first?.decode(Bool.self) ?? false
+            guard got else {
+                Connections.discard(connection)
+                return nil
+            }
+        } catch {
+            Connections.discard(connection)
+            throw error
+        }
+        return AdvisoryLease(connection: connection, connections: connections, key: key)
+    }
+
     // MARK: migrations
 
     static let migrationLockKey: Int64 = 0x746F6B76_6D6967  // "tokvmig"

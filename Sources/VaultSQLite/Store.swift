@@ -142,6 +142,37 @@ public final class SQLiteStore: VaultStorage {
     }
 }
 
+/// A lease on one host: an exclusive `flock` on `<vault.db>.NAME-lease`, released with its descriptor.
+final class FileLease: StoreLease, @unchecked Sendable {
+    private var fd: Int32
+    private let lock = NSLock()
+
+    init(fd: Int32) { self.fd = fd }
+
+    func release() {
+        lock.withLock {
+            guard fd >= 0 else { return }
+            Glibc.close(fd)
+            fd = -1
+        }
+    }
+
+    deinit { release() }
+}
+
+extension SQLiteStore {
+    public func tryLease(_ name: String, holder: String) throws -> (any StoreLease)? {
+        let path = self.path + ".\(name)-lease"
+        let fd = Glibc.open(path, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw StoreError.io(path: path, detail: String(cString: strerror(errno))) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            Glibc.close(fd)
+            return nil
+        }
+        return FileLease(fd: fd)
+    }
+}
+
 /// The operations of one transaction. SQL stays behind these methods.
 public struct SQLiteTransaction: StorageTransaction {
     let db: Database

@@ -249,6 +249,19 @@ struct StoreBehaviourTests {
         #expect(ran)
     }
 
+    /// One sweeper among all the processes (and hosts) that share a store.
+    @Test(arguments: Backend.all) func aLeaseIsHeldByOneProcessAtATime(_ backend: Backend) throws {
+        let f = try StoreFixture(backend)
+        let a = try f.open(), b = try f.open()
+        let held = try #require(try a.tryLease("meta-sweep", holder: "a"))
+        #expect(try b.tryLease("meta-sweep", holder: "b") == nil)
+        #expect(try b.tryLease("other-duty", holder: "b") != nil, "leases are by name")
+        held.release()
+        let next = try #require(try b.tryLease("meta-sweep", holder: "b"))
+        #expect(try a.tryLease("meta-sweep", holder: "a") == nil)
+        next.release()
+    }
+
     // MARK: - through the vault
 
     @Test(arguments: Backend.all) func aVaultWorksTheSameOnEveryBackend(_ backend: Backend) throws {

@@ -47,8 +47,18 @@ public protocol VaultStorage: AnyObject, Sendable {
     /// lock throws ``StoreError/locked(what:holder:)`` at once.
     func withRotationLock<T>(holder: String, wait: Bool, _ body: () throws -> T) throws -> T
 
+    /// Takes the lock `name` without waiting, for work that one process of all that share the store must do
+    /// at a time (the Meta re-check sweep): a lease to release, or nil while another process — on any host
+    /// of a shared store — holds it. A crashed holder's lease ends with its process (or its session).
+    func tryLease(_ name: String, holder: String) throws -> (any StoreLease)?
+
     /// Closes connections and stops background work; later calls fail.
     func close()
+}
+
+/// A lock held until ``release()`` (see ``VaultStorage/tryLease(_:holder:)``).
+public protocol StoreLease: AnyObject, Sendable {
+    func release()
 }
 
 extension VaultStorage {
