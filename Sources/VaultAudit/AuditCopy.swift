@@ -8,15 +8,51 @@ import Glibc
 /// The store's copy of every host's audit chain, behind an API this module owns (each store backend's
 /// transaction implements it). Each host's chain stays local and durable before disclosure; the copy is
 /// shipped after, so `audit query`, `report` and `verify` can cover every host from the store alone.
+///
+/// The copy is kept in chunks: consecutive records of one host, as its log holds them, one row a chunk
+/// (a daemon ships one chunk a second, so the database does one insert a second, not one a record).
 public protocol AuditCopyTransaction {
+    /// Serialises copies of `host` until the transaction ends (shippers of one host take turns).
+    func lockAuditCopy(host: String) throws
     /// The highest seq of `host` the store holds (0 when none).
     func lastCopiedSeq(host: String) throws -> Int64
-    /// Adds records of `host`, in seq order; a (host, seq) the store already holds is left as it is.
-    func insertAuditRecords(host: String, _ records: [AuditCopyRecord]) throws
-    /// Up to `limit` records of `host` after `seq`, in seq order.
-    func auditRecords(host: String, after seq: Int64, limit: Int) throws -> [AuditCopyRecord]
+    /// Stores a chunk of `host` (the caller has locked the host and trimmed it to follow the last seq).
+    func insertAuditChunk(host: String, _ chunk: AuditCopyChunk) throws
+    /// Chunks of `host` holding records after `seq`, in order, until about `limit` records.
+    func auditChunks(host: String, after seq: Int64, limit: Int) throws -> [AuditCopyChunk]
     /// Every host with records in the store, sorted.
     func auditHosts() throws -> [String]
+}
+
+/// Consecutive records of one host: `firstSeq` … `firstSeq + count - 1`, each line as the host's log holds
+/// it, each ending in a newline.
+public struct AuditCopyChunk: Sendable, Equatable {
+    public let firstSeq: Int64
+    public let count: Int
+    public let lines: String
+
+    public init(firstSeq: Int64, count: Int, lines: String) {
+        self.firstSeq = firstSeq
+        self.count = count
+        self.lines = lines
+    }
+
+    public var lastSeq: Int64 { firstSeq + Int64(count) - 1 }
+
+    /// The records, one by one.
+    public var records: [AuditCopyRecord] {
+        lines.split(separator: "\n", omittingEmptySubsequences: true).enumerated().map {
+            AuditCopyRecord(seq: firstSeq + Int64($0.offset), line: String($0.element))
+        }
+    }
+
+    /// Records as chunks of at most `size`.
+    public static func chunks(_ records: [AuditCopyRecord], size: Int = 5_000) -> [AuditCopyChunk] {
+        stride(from: 0, to: records.count, by: size).map { start in
+            let part = records[start..<min(start + size, records.count)]
+            return AuditCopyChunk(firstSeq: part.first!.seq, count: part.count, lines: part.map { $0.line + "\n" }.joined())
+        }
+    }
 }
 
 /// One record as shipped: its seq and its line exactly as the host's log holds it (no newline).
@@ -58,64 +94,80 @@ public final class AuditShipper: Sendable {
         self.directory = directory ?? vault.home.auditDirectory
     }
 
-    /// Ships what the store lacks, up to `maxRecords`; returns how many records were shipped.
+    /// Ships what the store lacks, up to `maxRecords`, as one chunk per transaction; returns how many
+    /// records were shipped.
     @discardableResult
-    public func shipOnce(maxRecords: Int = 20_000, batch: Int = 1_000) throws -> Int {
+    public func shipOnce(maxRecords: Int = 20_000) throws -> Int {
         let host = vault.hostID
-        var shipped = try vault.readAuditCopy { try $0.lastCopiedSeq(host: host) }
-        var pending: [AuditCopyRecord] = []
-        var total = 0
-        func flush() throws {
-            guard !pending.isEmpty else { return }
-            let records = pending
-            try vault.auditCopy { try $0.insertAuditRecords(host: host, records) }
-            total += records.count
-            pending.removeAll(keepingCapacity: true)
-        }
-        try scan(after: shipped) { record, segment, offset in
-            guard record.seq == shipped + 1 else {
-                throw Gap(description: "the local audit log jumps from seq \(shipped) to \(record.seq): records are missing; run `tokenvault audit verify`")
+        let shipped = try vault.readAuditCopy { try $0.lastCopiedSeq(host: host) }
+        guard let (chunk, segment, offset) = try nextChunk(after: shipped, max: maxRecords) else { return 0 }
+        try vault.auditCopy { tx in
+            try tx.lockAuditCopy(host: host)
+            // Another shipper of this host may have gone first: keep only what follows the store's end.
+            let last = try tx.lastCopiedSeq(host: host)
+            guard last < chunk.lastSeq else { return }
+            guard last >= chunk.firstSeq - 1 else {
+                throw Gap(description: "the store's copy of host \(host) ends at seq \(last), this log's next record is \(chunk.firstSeq)")
             }
-            shipped = record.seq
-            pending.append(record)
-            cursor.withLock { $0 = (segment, offset, record.seq) }
-            if pending.count >= batch { try flush() }
-            return total + pending.count < maxRecords
+            let drop = Int(last - (chunk.firstSeq - 1))
+            let kept = drop == 0 ? chunk
+                : AuditCopyChunk(firstSeq: last + 1, count: chunk.count - drop,
+                                 lines: chunk.lines.split(separator: "\n").dropFirst(drop).map { $0 + "\n" }.joined())
+            try tx.insertAuditChunk(host: host, kept)
         }
-        try flush()
-        return total
+        cursor.withLock { $0 = (segment, offset, chunk.lastSeq) }
+        return chunk.count
     }
 
-    /// Calls `body` with each complete record after `seq`, its segment and the offset just past its line.
-    private func scan(after seq: Int64, _ body: (AuditCopyRecord, Int, Int) throws -> Bool) throws {
-        var start = cursor.withLock { c -> (segment: Int, offset: Int)? in
+    /// The records after `seq` as one chunk (complete lines only, from one segment), and where it ends.
+    /// Only the first and last line are parsed: seqs run on within a segment (the verifier checks each one).
+    private func nextChunk(after seq: Int64, max: Int) throws -> (AuditCopyChunk, Int, Int)? {
+        let start = cursor.withLock { c -> (segment: Int, offset: Int)? in
             guard let c, c.seq == seq else { return nil }
             return (c.segment, c.offset)
         }
         for segment in AuditSegments.list(directory) {
             if let s = start, segment < s.segment { continue }
-            guard let data = FileManager.default.contents(atPath: AuditSegments.path(directory, segment)) else { continue }
+            let base = start.flatMap { $0.segment == segment ? $0.offset : nil } ?? 0
+            guard let handle = FileHandle(forReadingAtPath: AuditSegments.path(directory, segment)) else { continue }
+            defer { try? handle.close() }
+            // Only the part after the cursor is read: a busy segment grows by megabytes a second.
+            guard (try? handle.seek(toOffset: UInt64(base))) != nil, let data = try? handle.readToEnd() else { continue }
             let bytes = [UInt8](data)
-            var position = 0
-            if let s = start, s.segment == segment { position = min(s.offset, bytes.count) }
-            start = nil
-            while position < bytes.count {
+            var lineStarts: [Int] = []
+            var position = 0, end = 0, firstSeq: Int64?
+            while position < bytes.count, lineStarts.count < max {
                 guard let nl = bytes[position...].firstIndex(of: 0x0a) else { break }  // a partial last line waits
-                let line = bytes[position..<nl]
+                if firstSeq == nil {
+                    // Skip what the store already holds (a log read from its start).
+                    guard let parsed = AuditRecordFormat.parse(bytes[position..<nl]) else { position = nl + 1; continue }
+                    if parsed.seq <= seq { position = nl + 1; continue }
+                    guard parsed.seq == seq + 1 else {
+                        throw Gap(description: "the local audit log jumps from seq \(seq) to \(parsed.seq): records are missing; run `tokenvault audit verify`")
+                    }
+                    firstSeq = parsed.seq
+                }
+                lineStarts.append(position)
                 position = nl + 1
-                guard let parsed = AuditRecordFormat.parse(line), parsed.seq > seq else { continue }
-                let record = AuditCopyRecord(seq: parsed.seq, line: String(decoding: line, as: UTF8.self))
-                guard try body(record, segment, position) else { return }
+                end = position
             }
+            guard let firstSeq, let lastStart = lineStarts.last else { continue }
+            let lastLine = bytes[lastStart..<(end - 1)]
+            guard let last = AuditRecordFormat.parse(lastLine), last.seq == firstSeq + Int64(lineStarts.count) - 1 else {
+                throw Gap(description: "the local audit log's seqs do not run on in \(AuditSegments.path(directory, segment)); run `tokenvault audit verify`")
+            }
+            let text = String(decoding: bytes[lineStarts[0]..<end], as: UTF8.self)
+            return (AuditCopyChunk(firstSeq: firstSeq, count: lineStarts.count, lines: text), segment, base + end)
         }
+        return nil
     }
 
     /// How many of this host's records the store lacks (the shipping lag).
     public func lag() throws -> Int64 {
         let copied = try vault.readAuditCopy { try $0.lastCopiedSeq(host: vault.hostID) }
-        var last: Int64 = copied
-        try scan(after: copied) { r, _, _ in last = r.seq; return true }
-        return last - copied
+        var local: Int64 = copied
+        try AuditLocalLog.records(in: directory) { local = max(local, $0.seq) }
+        return local - copied
     }
 }
 
@@ -127,13 +179,15 @@ public enum AuditStoreCopy {
     }
 
     /// Calls `body` with each record of `host`, in seq order, fetched `batch` at a time.
-    public static func records(_ vault: Vault, host: String, batch: Int = 5_000, _ body: (AuditCopyRecord) throws -> Void) throws {
+    public static func records(_ vault: Vault, host: String, batch: Int = 20_000, _ body: (AuditCopyRecord) throws -> Void) throws {
         var after: Int64 = 0
         while true {
-            let page = try vault.readAuditCopy { try $0.auditRecords(host: host, after: after, limit: batch) }
-            for r in page { try body(r) }
-            guard let last = page.last, page.count == batch else { return }
-            after = last.seq
+            let page = try vault.readAuditCopy { try $0.auditChunks(host: host, after: after, limit: batch) }
+            for chunk in page {
+                for r in chunk.records where r.seq > after { try body(r) }
+            }
+            guard let last = page.last?.lastSeq, last > after else { return }
+            after = last
         }
     }
 

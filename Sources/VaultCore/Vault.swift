@@ -342,6 +342,14 @@ public final class Vault: Sendable {
         store.makeHeldReader()
     }
 
+    /// Opens every token (seal and metadata checked, then wiped), read in one snapshot: proof that a copy
+    /// of the vault unlocks. Returns how many opened; the first that does not throws.
+    public func openAll() throws -> Int {
+        let records = try store.read { try $0.tokens() }
+        for record in records { _ = try open(record) }
+        return records.count
+    }
+
     /// A token's row without opening it (the daemon's read path, no key needed).
     public func record(named name: String) throws -> TokenRecord? {
         try store.token(named: name)

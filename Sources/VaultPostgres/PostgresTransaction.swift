@@ -143,6 +143,33 @@ public struct PostgresTransaction: StorageTransaction {
         try updateToken(r)
     }
 
+    /// One statement per batch: the rows as one JSON array, expanded by `json_populate_recordset` into the
+    /// table's own row type (bytea columns as `\\x` hex text, which bytea's input reads).
+    public func insertTokens(_ records: [TokenRecord]) throws {
+        let digits = Array("0123456789abcdef".utf8)
+        func hex(_ d: Data?) -> Any {
+            guard let d else { return NSNull() }
+            var out = [UInt8](repeating: 0, count: 2 + d.count * 2)
+            out[0] = UInt8(ascii: "\\"); out[1] = UInt8(ascii: "x")
+            for (i, b) in d.enumerated() { out[2 + 2 * i] = digits[Int(b >> 4)]; out[3 + 2 * i] = digits[Int(b & 15)] }
+            return String(decoding: out, as: UTF8.self)
+        }
+        for start in stride(from: 0, to: records.count, by: 2_000) {
+            let rows: [[String: Any]] = records[start..<min(start + 2_000, records.count)].map { r in
+                ["name": r.name, "kind": r.kind, "app": r.app ?? NSNull(), "sealed": hex(r.sealed), "data_key_id": r.dataKeyId,
+                 "token_type": r.tokenType ?? NSNull(), "scopes": r.scopes, "granular_scopes": r.granularScopes ?? NSNull(),
+                 "expires_at": r.expiresAt ?? NSNull(), "data_access_expires_at": r.dataAccessExpiresAt ?? NSNull(),
+                 "valid": r.valid ?? NSNull(), "checked_at": r.checkedAt ?? NSNull(), "last_error": r.lastError ?? NSNull(),
+                 "created_at": r.createdAt, "updated_at": r.updatedAt, "meta_mac": hex(r.metaMAC)]
+            }
+            let json = String(decoding: try JSONSerialization.data(withJSONObject: rows), as: UTF8.self)
+            try run("""
+                INSERT INTO tokens (\(unescaped: Self.tokenColumns))
+                SELECT \(unescaped: Self.tokenColumns) FROM json_populate_recordset(NULL::tokens, \(json)::json)
+                """)
+        }
+    }
+
     public func updateToken(_ r: TokenRecord) throws {
         let n = try run("""
             UPDATE tokens SET kind = \(r.kind), app = \(r.app), sealed = \(r.sealed), data_key_id = \(r.dataKeyId), token_type = \(r.tokenType),
@@ -260,7 +287,7 @@ public struct PostgresTransaction: StorageTransaction {
 
 extension PostgresTransaction {
     public func removeEverything() throws {
-        for table in ["tokens", "apps", "data_keys", "notifications", "audit_checkpoints", "audit_records", "vault_meta"] {
+        for table in ["tokens", "apps", "data_keys", "notifications", "audit_checkpoints", "audit_chunks", "vault_meta"] {
             try run(PostgresQuery(unsafeSQL: "DELETE FROM \(table)"))
         }
     }
@@ -318,28 +345,35 @@ extension PostgresTransaction: LifecycleStateTransaction {
 // MARK: - the audit copy
 
 extension PostgresTransaction: AuditCopyTransaction {
-    public func lastCopiedSeq(host: String) throws -> Int64 {
-        try run("SELECT COALESCE(max(seq), 0)::bigint FROM audit_records WHERE host = \(host)").first?.decode(Int64.self) ?? 0
+    public func lockAuditCopy(host: String) throws {
+        try run("SELECT pg_advisory_xact_lock(\(PostgresStore.leaseKey("audit-copy:" + host)))")
     }
 
-    public func insertAuditRecords(host: String, _ records: [AuditCopyRecord]) throws {
-        guard !records.isEmpty else { return }
-        // One statement a batch: arrays of seqs and lines, unnested.
-        let seqs = records.map(\.seq), lines = records.map(\.line)
+    public func lastCopiedSeq(host: String) throws -> Int64 {
+        try run("SELECT COALESCE(max(last_seq), 0)::bigint FROM audit_chunks WHERE host = \(host)").first?.decode(Int64.self) ?? 0
+    }
+
+    public func insertAuditChunk(host: String, _ chunk: AuditCopyChunk) throws {
         try run("""
-            INSERT INTO audit_records(host, seq, line) SELECT \(host), s, l FROM unnest(\(seqs)::bigint[], \(lines)::text[]) AS r(s, l)
-            ON CONFLICT (host, seq) DO NOTHING
+            INSERT INTO audit_chunks(host, first_seq, last_seq, lines) VALUES (\(host), \(chunk.firstSeq), \(chunk.lastSeq), \(chunk.lines))
+            ON CONFLICT (host, first_seq) DO NOTHING
             """)
     }
 
-    public func auditRecords(host: String, after seq: Int64, limit: Int) throws -> [AuditCopyRecord] {
-        try run("SELECT seq, line FROM audit_records WHERE host = \(host) AND seq > \(seq) ORDER BY seq LIMIT \(limit)").map { row in
-            let (seq, line) = try row.decode((Int64, String).self)
-            return AuditCopyRecord(seq: seq, line: line)
+    public func auditChunks(host: String, after seq: Int64, limit: Int) throws -> [AuditCopyChunk] {
+        var out: [AuditCopyChunk] = [], total = 0
+        for row in try run("""
+            SELECT first_seq, last_seq, lines FROM audit_chunks WHERE host = \(host) AND last_seq > \(seq) ORDER BY first_seq LIMIT 64
+            """) {
+            let (first, last, lines) = try row.decode((Int64, Int64, String).self)
+            out.append(AuditCopyChunk(firstSeq: first, count: Int(last - first + 1), lines: lines))
+            total += Int(last - first + 1)
+            if total >= limit { break }
         }
+        return out
     }
 
     public func auditHosts() throws -> [String] {
-        try run("SELECT DISTINCT host FROM audit_records ORDER BY host").map { try $0.decode(String.self) }
+        try run("SELECT DISTINCT host FROM audit_chunks ORDER BY host").map { try $0.decode(String.self) }
     }
 }

@@ -110,13 +110,25 @@ enum Schema {
             """,
         ]),
         ("v3: shipped audit records", [
-            // Every host's chain, copied after it is durable locally: (host, seq) once each, the line as written.
+            // Every host's chain, copied after it is durable locally: chunks of consecutive records, the
+            // lines as written, one row per shipped chunk.
             """
-            CREATE TABLE audit_records (
+            CREATE TABLE audit_chunks (
               host text COLLATE "C" NOT NULL,
-              seq bigint NOT NULL,
-              line text NOT NULL,
-              PRIMARY KEY (host, seq))
+              first_seq bigint NOT NULL,
+              last_seq bigint NOT NULL,
+              lines text NOT NULL,
+              PRIMARY KEY (host, first_seq),
+              CHECK (last_seq >= first_seq))
+            """,
+            // A daemon ships megabytes of lines a second: lz4 compresses them at a fraction of pglz's CPU
+            // (measured: pglz cost a third of the reads a 2-core host served). Only where the server has it.
+            """
+            DO $$ BEGIN
+              IF EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)) THEN
+                EXECUTE 'ALTER TABLE audit_chunks ALTER COLUMN lines SET COMPRESSION lz4';
+              END IF;
+            END $$
             """,
         ]),
     ]

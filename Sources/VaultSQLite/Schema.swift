@@ -89,12 +89,13 @@ enum Schema {
         }
         migrator.registerMigration("v7: shipped audit records") { db in
             // The store's copy of each host's chain (filled by a migration from a shared store, or by
-            // `audit ship`): (host, seq) once each, the line exactly as the host's log holds it.
-            try db.create(table: "audit_records", options: .withoutRowID) { t in
+            // `audit ship`): chunks of consecutive records, the lines exactly as the host's log holds them.
+            try db.create(table: "audit_chunks", options: .withoutRowID) { t in
                 t.column("host", .text).notNull()
-                t.column("seq", .integer).notNull()
-                t.column("line", .text).notNull()
-                t.primaryKey(["host", "seq"])
+                t.column("first_seq", .integer).notNull()
+                t.column("last_seq", .integer).notNull()
+                t.column("lines", .text).notNull()
+                t.primaryKey(["host", "first_seq"])
             }
         }
         return migrator

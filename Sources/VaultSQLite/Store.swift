@@ -381,7 +381,7 @@ extension SQLiteTransaction {
     public func removeEverything() throws {
         try db.execute(sql: """
             DELETE FROM tokens; DELETE FROM apps; DELETE FROM data_keys; DELETE FROM notifications;
-            DELETE FROM audit_checkpoint; DELETE FROM audit_records; DELETE FROM vault_meta
+            DELETE FROM audit_checkpoint; DELETE FROM audit_chunks; DELETE FROM vault_meta
             """)
     }
 }

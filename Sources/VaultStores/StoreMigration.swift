@@ -54,10 +54,10 @@ public enum StoreMigration {
             for host in try copies.auditHosts() {
                 var records: [AuditCopyRecord] = [], after: Int64 = 0
                 while true {
-                    let page = try copies.auditRecords(host: host, after: after, limit: 50_000)
-                    records += page
-                    guard let last = page.last, page.count == 50_000 else { break }
-                    after = last.seq
+                    let page = try copies.auditChunks(host: host, after: after, limit: 50_000)
+                    for chunk in page { records += chunk.records.filter { $0.seq > after } }
+                    guard let last = page.last?.lastSeq, last > after else { break }
+                    after = last
                 }
                 audit[host] = records
             }
@@ -82,7 +82,7 @@ public enum StoreMigration {
             // Keys first (ids kept: seals and MACs name them), the current one last so it stays current.
             for key in source.dataKeys.sorted(by: { !$0.isCurrent && $1.isCurrent }) { _ = try tx.insertDataKey(key) }
             for app in source.apps { try tx.saveApp(app, replace: false) }
-            for token in source.tokens { try tx.saveToken(token, replace: false) }
+            try tx.insertTokens(source.tokens)
             let lifecycle = try state(tx, (any LifecycleStateTransaction).self)
             for n in source.notifications { try lifecycle.saveNotification(n) }
             for var cp in source.checkpoints {
@@ -92,9 +92,7 @@ public enum StoreMigration {
             }
             let copies = try state(tx, (any AuditCopyTransaction).self)
             for (host, records) in audit.sorted(by: { $0.key < $1.key }) {
-                for start in stride(from: 0, to: records.count, by: 5_000) {
-                    try copies.insertAuditRecords(host: host, Array(records[start..<min(start + 5_000, records.count)]))
-                }
+                for chunk in AuditCopyChunk.chunks(records) { try copies.insertAuditChunk(host: host, chunk) }
             }
         }
 
@@ -124,11 +122,7 @@ public enum StoreMigration {
     /// Opens every token and app secret from the target (a vault opened on it), so a copy that would not
     /// unlock is found now, not at the first read. Returns how many values opened.
     public static func openEverything(_ copy: Vault) throws -> Int {
-        var opened = 0
-        for name in try copy.names() {
-            _ = try copy.get(name: name)
-            opened += 1
-        }
+        var opened = try copy.openAll()
         for app in try copy.apps() {
             _ = try copy.appSecret(app: app.name)
             opened += 1

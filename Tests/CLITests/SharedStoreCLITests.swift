@@ -192,7 +192,7 @@ struct SharedStoreCLITests {
         #expect(reads.count == 5 && reads.allSatisfy { $0.hasPrefix("{\"host\":\"host-b\",") })
         // Someone edits host B's copy in the database: verify names the host and the record.
         let db = PostgresServer.database(of: url)
-        try PostgresServer.psql(db, "UPDATE audit_records SET line = replace(line, '\"granted\"', '\"denied\"') WHERE host = 'host-b' AND seq = 3")
+        try PostgresServer.psql(db, #"UPDATE audit_chunks SET lines = regexp_replace(lines, '(\{"seq":3,[^\n]*)"granted"', '\1"denied"') WHERE host = 'host-b' AND first_seq <= 3 AND last_seq >= 3"#)
         let tampered = try a.run(["audit", "verify", "--all-hosts"])
         #expect(tampered.status == 6 && tampered.stdout.contains("host-b: FAILED") && tampered.stdout.contains("seq 3"), "\(tampered.all)")
     }
@@ -214,12 +214,15 @@ struct SharedStoreCLITests {
         var copied = 0
         let start = Date()
         while Date().timeIntervalSince(start) < 10 {
-            copied = Int(try PostgresServer.psql(db, "SELECT count(*) FROM audit_records WHERE host = 'host-b'")) ?? 0
+            copied = Int(try PostgresServer.psql(db, "SELECT COALESCE(sum(last_seq - first_seq + 1), 0) FROM audit_chunks WHERE host = 'host-b'")) ?? 0
             if copied >= local { break }
             usleep(100_000)
         }
         #expect(copied >= local, "the copy holds \(copied) of host B's \(local) records")
-        let shape = try PostgresServer.psql(db, "SELECT count(*) = count(DISTINCT seq) AND max(seq) = count(*) FROM audit_records WHERE host = 'host-b'")
+        let shape = try PostgresServer.psql(db, """
+            SELECT bool_and(first_seq = COALESCE(prev, 0) + 1) FROM
+              (SELECT first_seq, lag(last_seq) OVER (ORDER BY first_seq) AS prev FROM audit_chunks WHERE host = 'host-b') s
+            """)
         #expect(shape == "t", "seqs 1…n, each once")
     }
 

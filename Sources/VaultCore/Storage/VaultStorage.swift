@@ -61,6 +61,12 @@ public protocol StoreLease: AnyObject, Sendable {
     func release()
 }
 
+extension StorageTransaction {
+    public func insertTokens(_ records: [TokenRecord]) throws {
+        for r in records { try saveToken(r, replace: false) }
+    }
+}
+
 extension VaultStorage {
     public func close() {}
     public var isShared: Bool { false }
@@ -138,7 +144,9 @@ public protocol StorageTransaction {
     /// Replaces one sealed value, and for a token the metadata MAC that binds it (metadata untouched).
     func reseal(_ kind: PendingSeal.Kind, name: String, sealed: Data, dataKeyId: Int64, metaMAC: Data?) throws
 
-    // copying a vault (`tokenvault migrate --force`)
+    // copying a vault (`tokenvault migrate`)
+    /// Inserts many new tokens (none of them stored yet); a backend may do it in few statements.
+    func insertTokens(_ records: [TokenRecord]) throws
     /// Deletes everything the store holds: tokens, apps, data keys, checkpoints, metadata, and the state
     /// other modules keep in it. Only a migration that was told to replace its target calls it.
     func removeEverything() throws
