@@ -94,7 +94,8 @@ struct Serve: AsyncParsableCommand {
         let reloader = PolicyReloader(path: policyPath, processor: processor, audit: audit, logger: logger)
         logger.info("policy loaded", metadata: ["file": "\(policyPath)", "rules": "\(initialPolicy.rules.count)"])
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: reloader), .init(service: rechecker)]
-        if v.storeIsShared { services.append(.init(service: AuditShipping(shipper: AuditShipper(vault: v), logger: logger))) }
+        let shipper = v.storeIsShared ? AuditShipper(vault: v) : nil
+        if let shipper { services.append(.init(service: AuditShipping(shipper: shipper, logger: logger))) }
         let group = ServiceGroup(
             configuration: .init(
                 services: services,
@@ -105,6 +106,9 @@ struct Serve: AsyncParsableCommand {
         } catch let e as ServeError {
             throw CLIFailure(message: "error: \(e)", code: 1)
         }
+        // A clean stop: the log's last checkpoint, then the records it vouches for, to the shared store.
+        audit.close()
+        if let shipper { while ((try? shipper.shipOnce()) ?? 0) > 0 {} }
     }
 
     private func raiseFileLimit() {
@@ -168,7 +172,7 @@ struct AuditShipping: Service {
             }
             try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(1)) }
         }
-        _ = try? shipper.shipOnce()  // what the last second added, at a clean stop
+        // What the last second added is shipped after the audit log closes (its last checkpoint vouches for it).
     }
 }
 

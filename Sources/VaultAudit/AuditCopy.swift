@@ -46,12 +46,20 @@ public struct AuditCopyChunk: Sendable, Equatable {
         }
     }
 
-    /// Records as chunks of at most `size`.
+    /// Records (in seq order) as chunks of at most `size` consecutive seqs: a jump starts a new chunk.
     public static func chunks(_ records: [AuditCopyRecord], size: Int = 5_000) -> [AuditCopyChunk] {
-        stride(from: 0, to: records.count, by: size).map { start in
-            let part = records[start..<min(start + size, records.count)]
-            return AuditCopyChunk(firstSeq: part.first!.seq, count: part.count, lines: part.map { $0.line + "\n" }.joined())
+        var out: [AuditCopyChunk] = []
+        var run: [AuditCopyRecord] = []
+        func close() {
+            if let first = run.first { out.append(AuditCopyChunk(firstSeq: first.seq, count: run.count, lines: run.map { $0.line + "\n" }.joined())) }
+            run.removeAll(keepingCapacity: true)
         }
+        for r in records {
+            if let last = run.last, r.seq != last.seq + 1 || run.count >= size { close() }
+            run.append(r)
+        }
+        close()
+        return out
     }
 }
 
@@ -95,12 +103,15 @@ public final class AuditShipper: Sendable {
     }
 
     /// Ships what the store lacks, up to `maxRecords`, as one chunk per transaction; returns how many
-    /// records were shipped.
+    /// records were shipped. Only records this host's checkpoint vouches for are shipped: they are durable
+    /// (a line written but not yet synced may still be cut and its seq reused).
     @discardableResult
     public func shipOnce(maxRecords: Int = 20_000) throws -> Int {
         let host = vault.hostID
+        let durable = try vault.auditCheckpoint()?.seq ?? 0
         let shipped = try vault.readAuditCopy { try $0.lastCopiedSeq(host: host) }
-        guard let (chunk, segment, offset) = try nextChunk(after: shipped, max: maxRecords) else { return 0 }
+        guard durable > shipped else { return 0 }
+        guard let (chunk, segment, offset) = try nextChunk(after: shipped, max: min(maxRecords, Int(durable - shipped))) else { return 0 }
         try vault.auditCopy { tx in
             try tx.lockAuditCopy(host: host)
             // Another shipper of this host may have gone first: keep only what follows the store's end.

@@ -20,7 +20,7 @@ final class ChangeFeed: Sendable {
     /// The most rows remembered; past it the memory starts afresh.
     static let maxRemembered = 65_536
     /// The longest the listener may go without answering its heartbeat before it is treated as down.
-    static let silenceLimit: TimeAmount = .seconds(3)
+    static let silenceLimit: TimeAmount = .milliseconds(1500)
 
     struct Entry {
         var record: TokenRecord
@@ -80,7 +80,7 @@ final class ChangeFeed: Sendable {
             throw error
         }
         let loop = connection.eventLoop
-        let heartbeat = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [weak self] _ in
+        let heartbeat = loop.scheduleRepeatedTask(initialDelay: .milliseconds(500), delay: .milliseconds(500)) { [weak self] _ in
             self?.beat(connection)
         }
         let kept = state.withLock { s -> Bool in
@@ -155,8 +155,13 @@ final class ChangeFeed: Sendable {
     // MARK: remembered rows
 
     /// The remembered row of `name` and its serial, or the generation to remember a read under.
+    /// A listener silent past the limit (a half-open connection, a hung server) counts as down here too,
+    /// whether or not its heartbeat has fired yet.
     func lookup(_ name: String) -> (entry: Entry?, generation: UInt64, live: Bool) {
-        state.withLock { s in (s.rows[name], s.generation, s.live) }
+        state.withLock { s in
+            let live = s.live && NIODeadline.now() - s.lastHeard <= Self.silenceLimit
+            return (live ? s.rows[name] : nil, s.generation, live)
+        }
     }
 
     /// Remembers `record` if nothing changed since `generation` was taken. Returns its serial.

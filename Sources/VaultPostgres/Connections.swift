@@ -73,7 +73,13 @@ final class Connections: Sendable {
     func connect() throws -> PostgresConnection {
         let id = nextID.wrappingAdd(1, ordering: .relaxed).oldValue
         let future = PostgresConnection.connect(on: group.next(), configuration: configuration, id: id, logger: Self.logger)
-        return try wait(future, what: "connecting")
+        do {
+            return try wait(future, what: "connecting")
+        } catch {
+            // A connection that arrives after we gave up on it is closed, never left open.
+            future.whenSuccess { Self.discard($0) }
+            throw error
+        }
     }
 
     /// Returns a connection to the free list (kept only when it is healthy and no transaction is open).

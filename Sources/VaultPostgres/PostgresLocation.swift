@@ -103,16 +103,33 @@ public struct PostgresLocation: Sendable, Equatable {
         return location
     }
 
+    /// `localhost`, `::1`, or an IPv4 address in 127.0.0.0/8 (parsed: `127.evil.example` is a name, not loopback).
     static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+        if host == "localhost" || host == "::1" || host == "[::1]" { return true }
+        let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 4, parts[0] == "127" else { return false }
+        return parts.allSatisfy { p in !p.isEmpty && p.count <= 3 && p.allSatisfy(\.isASCII) && p.allSatisfy(\.isNumber) && Int(p)! <= 255 }
     }
 
-    /// The URL with anything after `user:` up to `@` replaced, for messages about a URL that holds a password.
+    /// The URL as a message may show it: a password in the user part (up to the authority's last `@`)
+    /// and every query value are masked, since any of them may be a password.
     public static func redacted(_ text: String) -> String {
-        guard let at = text.firstIndex(of: "@"), let scheme = text.range(of: "://"), scheme.upperBound < at else { return text }
-        let userinfo = text[scheme.upperBound..<at]
-        guard let colon = userinfo.firstIndex(of: ":") else { return text }
-        return String(text[..<colon]) + ":***" + String(text[at...])
+        guard let scheme = text.range(of: "://") else { return text.contains("@") || text.contains("?") ? "(a store URL)" : text }
+        let rest = text[scheme.upperBound...]
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        var authority = String(rest[..<authorityEnd])
+        if let at = authority.lastIndex(of: "@"), let colon = authority[..<at].firstIndex(of: ":") {
+            authority = String(authority[..<colon]) + ":***" + String(authority[at...])
+        }
+        var tail = String(rest[authorityEnd...])
+        if let q = tail.firstIndex(of: "?") {
+            let query = tail[tail.index(after: q)...].split(separator: "&").map { item -> String in
+                guard let eq = item.firstIndex(of: "=") else { return String(item) }
+                return String(item[..<eq]) + "=***"
+            }
+            tail = String(tail[..<q]) + "?" + query.joined(separator: "&")
+        }
+        return String(text[..<scheme.upperBound]) + authority + tail
     }
 
     // MARK: - the password

@@ -110,16 +110,17 @@ public final class PostgresStore: VaultStorage {
     public func withRotationLock<T>(holder: String, wait: Bool, _ body: () throws -> T) throws -> T {
         let connection = try connections.connect()
         defer { Connections.discard(connection) }
-        if wait {
-            _ = try connections.query("SELECT pg_advisory_lock(\(Self.rotationLockKey))", on: connection)
-        } else {
+        // Polled, not `pg_advisory_lock`: a wait longer than the query timeout would read as an outage.
+        var told = false
+        while true {
             let got = try connections.query("SELECT pg_try_advisory_lock(\(Self.rotationLockKey))", on: connection)
                 .first?.decode(Bool.self) ?? false
-            if !got {
-                let who = try? connections.query("SELECT value FROM vault_meta WHERE key = 'rotation_lock_holder'", on: connection)
-                    .first?.decode(String.self)
-                throw StoreError.locked(what: "the key rotation lock of \(location)", holder: who ?? "another host")
-            }
+            if got { break }
+            let who = try? connections.query("SELECT value FROM vault_meta WHERE key = 'rotation_lock_holder'", on: connection)
+                .first?.decode(String.self)
+            guard wait else { throw StoreError.locked(what: "the key rotation lock of \(location)", holder: who ?? "another host") }
+            if !told { FileHandle.standardError.write(Data("waiting for the key rotation lock, held by \(who ?? "another host")\n".utf8)); told = true }
+            usleep(250_000)
         }
         _ = try connections.query("""
             INSERT INTO vault_meta(key, value) VALUES ('rotation_lock_holder', \(holder))

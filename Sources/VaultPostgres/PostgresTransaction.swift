@@ -25,6 +25,10 @@ public struct PostgresTransaction: StorageTransaction {
         try run("SELECT value FROM vault_meta WHERE key = \(key)").first?.decode(String.self)
     }
 
+    public func removeMeta(_ key: String) throws {
+        try run("DELETE FROM vault_meta WHERE key = \(key)")
+    }
+
     public func setMeta(_ key: String, _ value: String) throws {
         try run("INSERT INTO vault_meta(key, value) VALUES (\(key), \(value)) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value")
     }
@@ -250,14 +254,16 @@ public struct PostgresTransaction: StorageTransaction {
     // MARK: re-sealing
 
     public func pendingAppSeals(notUnder current: Int64) throws -> [PendingSeal] {
-        try run("SELECT name, sealed_secret, data_key_id FROM apps WHERE data_key_id <> \(current)").map { row in
+        // Locked until the batch commits: a write by another host meanwhile waits, so the re-seal never puts
+        // back an older value or a MAC over older metadata.
+        try run("SELECT name, sealed_secret, data_key_id FROM apps WHERE data_key_id <> \(current)\(unescaped: lock)").map { row in
             let (name, sealed, keyId) = try row.decode((String, Data, Int64).self)
             return PendingSeal(kind: .app, name: name, sealed: sealed, dataKeyId: keyId)
         }
     }
 
     public func pendingTokenSeals(notUnder current: Int64, after: String, limit: Int) throws -> ([PendingSeal], String?) {
-        let rows = try run("SELECT \(unescaped: Self.tokenColumns) FROM tokens WHERE name > \(after) ORDER BY name LIMIT \(limit)")
+        let rows = try run("SELECT \(unescaped: Self.tokenColumns) FROM tokens WHERE name > \(after) ORDER BY name LIMIT \(limit)\(unescaped: lock)")
         var out: [PendingSeal] = []
         var last: String?
         for row in rows {

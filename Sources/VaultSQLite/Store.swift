@@ -183,6 +183,10 @@ public struct SQLiteTransaction: StorageTransaction {
         try String.fetchOne(db, sql: "SELECT value FROM vault_meta WHERE key = ?", arguments: [key])
     }
 
+    public func removeMeta(_ key: String) throws {
+        try db.execute(sql: "DELETE FROM vault_meta WHERE key = ?", arguments: [key])
+    }
+
     public func setMeta(_ key: String, _ value: String) throws {
         try db.execute(sql: "INSERT OR REPLACE INTO vault_meta(key, value) VALUES (?, ?)", arguments: [key, value])
     }

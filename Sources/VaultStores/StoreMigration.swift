@@ -38,6 +38,14 @@ public enum StoreMigration {
         }
         let destination = try target.open(create: true)
         defer { destination.close() }
+        // The same store by another name (localhost vs 127.0.0.1, a relative path) would be wiped by --force:
+        // a marker written to the source must not be visible in the target.
+        let marker = "migrate-probe-" + String(UInt64.random(in: 0...UInt64.max), radix: 16)
+        try vault.change { change in try change.state((any StorageTransaction).self).setMeta(marker, "1") }
+        defer { _ = try? vault.change { change in try change.state((any StorageTransaction).self).removeMeta(marker) } }
+        if try destination.read({ try $0.meta(marker) }) != nil {
+            throw Refused(description: "\(target) is the vault's own store under another name; name another with --to")
+        }
         let occupied = try destination.read { tx in try tx.meta("format") != nil || !(try tx.tokens().isEmpty) || !(try tx.dataKeys().isEmpty) }
         if occupied && !force {
             throw Refused(description: "\(target) already holds a vault; nothing was copied. Run again with --force to replace what it holds")
@@ -86,8 +94,9 @@ public enum StoreMigration {
             let lifecycle = try state(tx, (any LifecycleStateTransaction).self)
             for n in source.notifications { try lifecycle.saveNotification(n) }
             for var cp in source.checkpoints {
-                // A single-host store's checkpoint is this host's.
+                // A single-host store's checkpoint is this host's; a single-host target keeps only this host's.
                 if cp.host == AuditCheckpointRecord.localHost { cp.host = vault.hostID }
+                if !destination.isShared && cp.host != vault.hostID { continue }
                 try tx.saveAuditCheckpoint(cp)
             }
             let copies = try state(tx, (any AuditCopyTransaction).self)

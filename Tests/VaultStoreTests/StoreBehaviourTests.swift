@@ -1,5 +1,6 @@
 import Foundation
 import MetaLifecycle
+import VaultAudit
 import TestSupport
 import Testing
 import VaultCore
@@ -260,6 +261,13 @@ struct StoreBehaviourTests {
         let next = try #require(try b.tryLease("meta-sweep", holder: "b"))
         #expect(try a.tryLease("meta-sweep", holder: "a") == nil)
         next.release()
+    }
+
+    @Test func auditChunksNeverSpanAJumpInSeqs() {
+        let records = [1, 2, 3, 7, 8].map { AuditCopyRecord(seq: Int64($0), line: "{\"seq\":\($0)}") }
+        let chunks = AuditCopyChunk.chunks(records, size: 2)
+        #expect(chunks.map(\.firstSeq) == [1, 3, 7])
+        #expect(chunks.flatMap(\.records) == records)
     }
 
     // MARK: - through the vault

@@ -48,8 +48,10 @@ struct StoreLocationTests {
         let message = problem("postgres://vault:hunter2@db.internal/tv")
         #expect(message.contains("--store-password-file") && !message.contains("hunter2"))
         let query = problem("postgres:///tv?host=/run/postgresql&user=vault&password=hunter2")
-        #expect(query.contains("password") && query.contains("--store-password-file"))
+        #expect(query.contains("password") && query.contains("--store-password-file") && !query.contains("hunter2"))
         #expect(!problem("mysql://root:hunter2@x/db").contains("hunter2"))
+        #expect(!problem("postgres://u:hun@ter2@db.internal/tv").contains("ter2"), "masked up to the authority's last @")
+        #expect(!problem("postgres://u@db.internal/tv?sslmode=prefer&sslrootcert=/x&secret=hunter2").contains("hunter2"))
     }
 
     @Test func weakTLSAndUnknownParametersAreRefused() {
@@ -57,6 +59,7 @@ struct StoreLocationTests {
         #expect(problem("postgres://vault@db.internal/tv?sslmode=prefer").contains("verify-full"))
         #expect(problem("postgres://vault@db.internal/tv?sslmode=disable").contains("in the clear"))
         #expect(problem("postgres://vault@127.0.0.1/tv?sslmode=disable").isEmpty, "loopback may go without TLS")
+        #expect(problem("postgres://vault@127.evil.example/tv?sslmode=disable").contains("in the clear"), "a name is not loopback")
         #expect(problem("postgres://vault@db.internal/tv?connect_timeout=3").contains("unknown parameter connect_timeout"))
         #expect(problem("postgres://db.internal/tv").contains("no user"))
         #expect(problem("postgres://vault@db.internal/").contains("no database"))

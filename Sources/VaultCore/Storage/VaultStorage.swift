@@ -94,6 +94,7 @@ public protocol StorageTransaction {
     // vault metadata
     func meta(_ key: String) throws -> String?
     func setMeta(_ key: String, _ value: String) throws
+    func removeMeta(_ key: String) throws
 
     // data keys
     func currentDataKey() throws -> DataKeyRecord?
