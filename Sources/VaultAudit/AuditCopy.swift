@@ -172,14 +172,6 @@ public final class AuditShipper: Sendable {
         }
         return nil
     }
-
-    /// How many of this host's records the store lacks (the shipping lag).
-    public func lag() throws -> Int64 {
-        let copied = try vault.readAuditCopy { try $0.lastCopiedSeq(host: vault.hostID) }
-        var local: Int64 = copied
-        try AuditLocalLog.records(in: directory) { local = max(local, $0.seq) }
-        return local - copied
-    }
 }
 
 /// Reading the store's copies: every host's records, for query, report and verify.
@@ -225,11 +217,6 @@ public enum AuditStoreCopy {
         }
         handle.write(buffer)
         return last
-    }
-
-    /// `host`'s checkpoint in the store.
-    public static func checkpoint(_ vault: Vault, host: String) throws -> AuditCheckpointRecord? {
-        try vault.auditCheckpoints().first { $0.host == host }
     }
 }
 

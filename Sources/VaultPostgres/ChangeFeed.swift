@@ -46,9 +46,6 @@ final class ChangeFeed: Sendable {
         self.connections = connections
     }
 
-    /// Whether reads may be remembered now (the listener is up). For tests and `status`.
-    var isLive: Bool { state.withLock { $0.live } }
-
     // MARK: listening
 
     /// Connects the listener; a failure here is the caller's (the daemon does not start without it).
