@@ -451,15 +451,17 @@ public final class Vault: Sendable {
         try store.read { try body(VaultChange(vault: self, tx: $0)) }
     }
 
+    /// Who holds a lock this process takes, as another host is told.
+    private var lockHolder: String { "`tokenvault` pid \(getpid()) on host \(hostID)" }
+
     /// Takes the lease `name` if no other process that shares the store holds it (see ``VaultStorage/tryLease(_:holder:)``).
     public func tryLease(_ name: String) throws -> (any StoreLease)? {
-        try store.tryLease(name, holder: "`tokenvault` pid \(getpid()) on host \(hostID)")
+        try store.tryLease(name, holder: lockHolder)
     }
 
     /// Runs `body` holding the store's key-rotation lock (every process on every host that uses the store).
     public func withRotationLock<T>(wait: Bool, _ body: () throws -> T) throws -> T {
-        let holder = "`tokenvault` pid \(getpid()) on host \(hostID)"
-        return try store.withRotationLock(holder: holder, wait: wait, body)
+        try store.withRotationLock(holder: lockHolder, wait: wait, body)
     }
 
     // MARK: - apps

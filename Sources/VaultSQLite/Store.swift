@@ -109,13 +109,12 @@ public final class SQLiteStore: VaultStorage {
         }
     }
 
-    /// Runs `body` inside the database's own write lock (`BEGIN IMMEDIATE` on a connection of its own), so
-    /// every process on this host that uses the file is excluded for its duration. The lock has no holder's
-    /// name on SQLite; a second caller that will not wait is told the path.
+    /// Runs `body` holding an exclusive `flock` on `<vault.db>.rotation-lock`, so every process on this host
+    /// that uses the file is excluded for its duration. The holder's name is written into the file for a
+    /// second caller that will not wait.
     public func withRotationLock<T>(holder: String, wait: Bool, _ body: () throws -> T) throws -> T {
         let lockPath = path + ".rotation-lock"
-        let fd = Glibc.open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw StoreError.io(path: lockPath, detail: String(cString: strerror(errno))) }
+        let fd = try openLockFile(lockPath)
         defer { Glibc.close(fd) }
         if flock(fd, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0 {
             let held = (try? String(contentsOfFile: lockPath, encoding: .utf8)).flatMap { $0.isEmpty ? nil : $0 } ?? "another process"
@@ -161,10 +160,15 @@ final class FileLease: StoreLease, @unchecked Sendable {
 }
 
 extension SQLiteStore {
+    /// A lock file beside `vault.db` (0600, never through a symlink), for `flock`.
+    func openLockFile(_ lockPath: String) throws -> Int32 {
+        let fd = Glibc.open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else { throw StoreError.io(path: lockPath, detail: String(cString: strerror(errno))) }
+        return fd
+    }
+
     public func tryLease(_ name: String, holder: String) throws -> (any StoreLease)? {
-        let path = self.path + ".\(name)-lease"
-        let fd = Glibc.open(path, O_CREAT | O_RDWR | O_CLOEXEC | O_NOFOLLOW, 0o600)
-        guard fd >= 0 else { throw StoreError.io(path: path, detail: String(cString: strerror(errno))) }
+        let fd = try openLockFile(path + ".\(name)-lease")
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
             Glibc.close(fd)
             return nil
