@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make bench`: the daemon under load, the floors beside it (raw echo, fdatasync, tvfloor), the CLI cold
-# start, a 100,000-token re-seal, idle memory, `audit verify` of 1,000,000 records, and the shared store
+# start, a 100,000-token re-seal, idle memory, a million tokens read in random order beside tvfloor, `audit verify` of 1,000,000 records, and the shared store
 # (scripts/bench-shared.sh: two daemons on one PostgreSQL, change propagation, migrate); then writes
 # Docs/BENCHMARKS.md. Release build and ../shared/loadgen instruments are built by the Makefile first.
 #   env: BENCH_DIR (default /tmp/tokenvault-bench), DURATION (measured seconds per run, default 2),
@@ -106,6 +106,27 @@ wait_sock "$D/big/tokenvault.sock"
 sleep 1
 rec "{\"bench\":\"idle-rss\",\"kb\":$(awk '/VmRSS/ {print $2}' /proc/$BPID/status)}"
 kill -TERM $BPID; wait $BPID || true
+
+echo "== 1,000,000 tokens read in random order: the daemon and tvfloor with the same million (at ${SECONDS} s)"
+export TOKENVAULT_HOME=$D/million
+"$T" init >/dev/null
+python3 -c "
+import secrets
+with open('$D/million.jsonl','w') as f:
+    for i in range(1000000): f.write('{\"name\":\"tok-%06d\",\"token\":\"EAAB%s\"}\n' % (i, secrets.token_urlsafe(150)))"
+"$T" import --format jsonl "$D/million.jsonl" 2>/dev/null; rm -f "$D/million.jsonl"
+printf '[[allow]]\nuid = %s\ntokens = ["*"]\n' "$(id -u)" > "$D/million/policy.toml"
+"$L/tvfloor" init "$D/million-floor.db" 1000000 >/dev/null
+"$L/tvfloor" names "$D/million-floor.db" | shuf > "$D/million-names.txt"
+"$T" serve 2>>"$D/serve.log" & MPID=$!
+"$L/tvfloor" serve --db "$D/million-floor.db" --socket "$D/million-floor.sock" --audit "$D/million-floor-audit.log" 2>/dev/null & FPID=$!
+wait_sock "$D/million/tokenvault.sock"; wait_sock "$D/million-floor.sock"; sleep 0.3
+for rep in $(seq "$REPS_HI"); do
+  rec "{\"bench\":\"million-daemon\",\"rep\":$rep,\"result\":$("$L/tvload" --socket "$D/million/tokenvault.sock" --clients 32 --duration "$LDUR_HI" --warmup 0.5 --names-file "$D/million-names.txt")}"
+  rec "{\"bench\":\"million-floor\",\"rep\":$rep,\"result\":$("$L/tvload" --socket "$D/million-floor.sock" --clients 32 --duration "$LDUR_HI" --warmup 0.5 --names-file "$D/million-names.txt")}"
+done
+kill -TERM $MPID $FPID; wait $MPID $FPID || true
+rm -rf "$D/million" "$D/million-floor.db"*
 
 echo "== audit verify of 1,000,000 records (at ${SECONDS} s)"
 export TOKENVAULT_HOME=$D/audit

@@ -19,28 +19,46 @@ import VaultCrypto
 enum MetadataMAC {
     static func message(_ r: TokenRecord) -> [UInt8] {
         var out = Array("tokenvault-token-metadata-v1\0".utf8)
-        out.reserveCapacity(out.count + r.sealed.count + r.scopes.utf8.count + 160)
-        func field<S: Sequence>(_ bytes: S?) where S.Element == UInt8 {
-            guard let bytes else { out.append(0); return }
-            let value = Array(bytes)
+        out.reserveCapacity(out.count + r.sealed.count + r.scopes.utf8.count + r.name.utf8.count + 160)
+        // Written straight into one buffer: this runs on every read of a row not yet checked (a vault of a
+        // million tokens read in no order checks nearly every read), so no field gets an array of its own.
+        func header(_ count: Int) {
+            let n = UInt32(count)
             out.append(1)
-            let n = UInt32(value.count)
             out.append(contentsOf: [UInt8(n >> 24), UInt8((n >> 16) & 0xff), UInt8((n >> 8) & 0xff), UInt8(n & 0xff)])
-            out.append(contentsOf: value)
         }
-        func number(_ v: Int64?) { field(v.map { Array(String($0).utf8) }) }
-        field(r.name.utf8)
-        field(r.kind.utf8)
-        field(r.app?.utf8)
-        field(r.tokenType?.utf8)
-        field(r.scopes.utf8)
-        field(r.granularScopes?.utf8)
+        func field(_ text: String?) {
+            guard var text else { out.append(0); return }
+            text.withUTF8 { bytes in
+                header(bytes.count)
+                out.append(contentsOf: bytes)
+            }
+        }
+        func number(_ v: Int64?) {
+            guard let v else { out.append(0); return }
+            var digits: [UInt8] = []  // decimal text, least significant digit first
+            var rest = v.magnitude
+            repeat {
+                digits.append(UInt8(ascii: "0") + UInt8(rest % 10))
+                rest /= 10
+            } while rest > 0
+            if v < 0 { digits.append(UInt8(ascii: "-")) }
+            header(digits.count)
+            out.append(contentsOf: digits.reversed())
+        }
+        field(r.name)
+        field(r.kind)
+        field(r.app)
+        field(r.tokenType)
+        field(r.scopes)
+        field(r.granularScopes)
         number(r.expiresAt)
         number(r.dataAccessExpiresAt)
         number(r.valid.map { $0 ? 1 : 0 })
         number(r.checkedAt)
-        field(r.lastError?.utf8)
-        field(r.sealed)
+        field(r.lastError)
+        header(r.sealed.count)
+        out.append(contentsOf: r.sealed)
         return out
     }
 

@@ -170,8 +170,9 @@ public final class TokenReaders: Sendable {
             sqlite3_busy_timeout(db, 5000)
             // Reads of a large vault (a million tokens, read in no order) go through the OS's page cache
             // by memory map instead of a read() into SQLite's own cache per page: read-only, so a torn
-            // write cannot reach the file through it.
-            sqlite3_exec(db, "PRAGMA mmap_size = 268435456", nil, nil, nil)
+            // write cannot reach the file through it. Up to 2 GiB (SQLite's own ceiling on Linux): a
+            // million tokens make a file of about 370 MB, and pages past the map's end are read() again.
+            sqlite3_exec(db, "PRAGMA mmap_size = 2147418112", nil, nil, nil)
             let sql = "SELECT \(TokenRecord.columns) FROM tokens WHERE name = ?"
             guard sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil) == SQLITE_OK else {
                 let message = String(cString: sqlite3_errmsg(db))

@@ -34,3 +34,20 @@ LINE = b'{"seq":1,"time":"2026-11-29T10:35:22.123456Z","channel":"socket","actio
 h = hashlib.blake2b(bytes(32) + LINE, digest_size=32).digest()
 print("audit-v2-hash", h.hex())
 print("audit-v2-mac ", hashlib.blake2b(h, key=KEY, digest_size=32).digest().hex())
+
+
+def metadata_message(fields, sealed: bytes) -> str:
+    """MetadataMAC's canonical message v1: each field absent (0) or 1 || u32be length || bytes."""
+    out = b"tokenvault-token-metadata-v1\0"
+    for f in list(fields) + [sealed]:
+        if f is None:
+            out += b"\0"
+        else:
+            b = f if isinstance(f, bytes) else str(f).encode()
+            out += b"\x01" + len(b).to_bytes(4, "big") + b
+    return out.hex()
+
+
+# name, kind, app, token_type, scopes, granular_scopes, expires_at, data_access_expires_at, valid, checked_at, last_error
+print("metadata", metadata_message(["acme/ads", "user", "acme", None, '["ads_read"]', None, 1767225600, None, 1, 0, "é"],
+                                   bytes([1, 2, 3])))
