@@ -106,6 +106,9 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // Living under systemd: sockets it passes (LISTEN_FDS), and readiness it is told of (sd_notify).
+        .target(name: "VaultSystemd", swiftSettings: strict),
+
         // A client for Swift services: `try await TokenVaultClient(socketPath:).get("acme/ads")`.
         .target(
             name: "TokenVaultClient",
@@ -117,7 +120,7 @@ let package = Package(
             name: "TokenVaultCLI",
             dependencies: [
                 "VaultCore", "VaultCrypto", "VaultStores", "VaultPolicy", "VaultDaemon", "VaultAudit", "TokenVaultClient",
-                "CSystemShims", "MetaGraph", "MetaLifecycle", "VaultBench",
+                "CSystemShims", "MetaGraph", "MetaLifecycle", "VaultBench", "VaultSystemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),
@@ -161,6 +164,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict),
+        .testTarget(name: "VaultSystemdTests", dependencies: ["VaultSystemd", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "CLITests", dependencies: ["TokenVaultCLI", "VaultCore", "VaultStores", "TokenVaultClient", "TestSupport"], swiftSettings: strict),
     ]
 )

@@ -14,7 +14,8 @@ import Glibc
 struct GraphOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Graph API base URL (default: $TOKENVAULT_GRAPH_URL, else https://graph.facebook.com).", valueName: "url"))
     var graphURL: String?
-    @Option(help: "Graph API version.") var graphVersion = GraphConfiguration.defaultVersion
+    @Option(help: ArgumentHelp("Graph API version (default: \(GraphConfiguration.defaultVersion)).", valueName: "version"))
+    var graphVersion: String?
     @Option(help: ArgumentHelp("Where the login dialog lives (default: https://www.facebook.com).", valueName: "url"))
     var dialogURL: String?
 
@@ -25,7 +26,7 @@ struct GraphOptions: ParsableArguments {
             c.baseURL = url
         }
         if let d = dialogURL, let url = URL(string: d) { c.dialogURL = url }
-        c.version = graphVersion
+        c.version = graphVersion ?? GraphConfiguration.defaultVersion
         do { return try GraphClient(configuration: c) } catch { throw CLIFailure(message: "error: \(error)", code: 2) }
     }
 }

@@ -11,6 +11,7 @@ import VaultAudit
 import VaultCore
 import VaultDaemon
 import VaultPolicy
+import VaultSystemd
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,40 +26,40 @@ struct Serve: AsyncParsableCommand {
             """)
 
     @OptionGroup var vault: VaultOptions
-    @Option(help: ArgumentHelp("The socket (default: <home>/tokenvault.sock).", valueName: "path")) var socket: String?
-    @Option(help: ArgumentHelp("The policy file (default: <home>/policy.toml).", valueName: "file")) var policy: String?
-    @Option(help: ArgumentHelp("Give the socket this group (name or gid), so members can connect.", valueName: "group"))
-    var socketGroup: String?
-    @Option(help: "Close connections idle this many seconds.") var idleTimeout = 60
-    @Option(help: "Refuse connections beyond this many.") var maxConnections = 4096
-    @Option(help: "Refuse a uid's connections beyond this many, so one caller cannot lock the others out.")
-    var maxConnectionsPerUid = 1024
-    @Option(help: "Event-loop threads (default: one per core but one, left to the audit flusher).") var threads: Int?
-    @Option(help: "trace, debug, info, notice, warning, error or critical.") var logLevel = "info"
+    @OptionGroup var options: ServeOptions
     @OptionGroup var graph: GraphOptions
-    @Option(help: ArgumentHelp("Run this when a Meta token needs an admin (JSON on stdin); also notify_command in <home>/tokenvault.toml.",
-                               valueName: "command"))
-    var notifyCommand: String?
-    @Option(help: "Seconds between Meta re-checks of each token (default 86400; sooner near expiry).") var checkInterval: Int?
-    @Option(help: "Notify this many days before a token or its data access expires (default 7).") var warnDays: Int?
     @Flag(help: .hidden) var noGroupCommit = false  // one fdatasync per read, for `make bench` only
 
     func run() async throws {
         raiseFileLimit()
+        // Settings first, so a bad file or flag starts nothing: flags, then the environment, then
+        // <home>/tokenvault.toml, then the defaults (`tokenvault config show` prints the result).
+        let settings = try ServeSettings.resolve(vault: vault, serve: options, graph: graph)
         var logger = Logger(label: "tokenvault")
-        logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
+        let level = settings.string("log_level") ?? "info"
+        guard let logLevel = Logger.Level(rawValue: level) else {
+            throw CLIFailure(message: "error: --log-level must be one of trace, debug, info, notice, warning, error, critical", code: 64)
+        }
+        logger.logLevel = logLevel
+        let activation: SocketActivation
+        do { activation = try SocketActivation.take() } catch { throw CLIFailure(message: "error: \(error)", code: 2) }
+        let systemd = ServiceNotifier(environment: ProcessInfo.processInfo.environment)
 
         let v = try vault.openVault(listen: true)
         try reporting { try Vault.checkHomeIsPrivate(v.home) }
         try reporting { try v.unlock() }
-        let policyPath = policy ?? v.home.policyPath
+        let policyPath = settings.string("policy") ?? v.home.policyPath
         let initialPolicy: Policy
         do { initialPolicy = try Policy.load(path: policyPath) } catch let e as PolicyError {
             throw CLIFailure(message: "error: \(e); the daemon was not started", code: 2)
         }
+        if initialPolicy.rules.isEmpty {
+            logger.warning("the policy grants nothing: every read will be refused", metadata: ["file": "\(policyPath)"])
+        }
         let audit: AuditLog
         var auditOptions = AuditLog.Options()
         if noGroupCommit { auditOptions.maxBatch = 1 }
+        if let size = settings.int("audit.segment_size") { auditOptions.segmentBytes = size }
         do { audit = try AuditLog.open(for: v, options: auditOptions) } catch {
             throw CLIFailure(message: "error: the audit log cannot be opened: \(error); the daemon was not started", code: 7)
         }
@@ -68,32 +69,52 @@ struct Serve: AsyncParsableCommand {
             logger.info("audit log closed", metadata: ["records": "\(c.records)", "flushes": "\(c.batches)"])
         }
 
-        var config = VaultServer.Configuration(socketPath: socket ?? v.home.socketPath)
-        config.idleTimeout = .seconds(Int64(idleTimeout))
-        config.maxConnections = maxConnections
-        config.maxConnectionsPerUID = maxConnectionsPerUid
-        if let threads { config.threads = threads }
-        if let socketGroup {
+        var config = VaultServer.Configuration(socketPath: settings.string("socket") ?? v.home.socketPath)
+        do {
+            if let passed = try activation.listener(named: "tokenvault") {
+                config.listeningDescriptor = passed.descriptor
+                config.socketPath = SocketActivation.boundPath(passed.descriptor) ?? "fd \(passed.descriptor) from systemd"
+                if options.socket != nil { logger.warning("--socket ignored: systemd passed the socket", metadata: ["socket": "\(config.socketPath)"]) }
+            }
+        } catch { throw CLIFailure(message: "error: \(error)", code: 2) }
+        for unused in activation.sockets where unused.descriptor != config.listeningDescriptor {
+            logger.warning("a socket systemd passed is not one serve uses; closing it", metadata: ["name": "\(unused.name)"])
+            close(unused.descriptor)
+        }
+        func number(_ key: String, flag: String, at least: Int = 1) throws -> Int? {
+            guard let text = settings.string(key) else { return nil }
+            guard let n = Int(text), n >= least else {
+                throw CLIFailure(message: "error: \(flag) must be a whole number of at least \(least), not \"\(text)\" (from \(settings.source(key)))", code: 64)
+            }
+            return n
+        }
+        config.idleTimeout = .seconds(Int64(try number("idle_timeout", flag: "--idle-timeout") ?? 60))
+        config.maxConnections = try number("max_connections", flag: "--max-connections") ?? 4096
+        config.maxConnectionsPerUID = try number("max_connections_per_uid", flag: "--max-connections-per-uid") ?? 1024
+        if let threads = try number("threads", flag: "--threads") { config.threads = threads }
+        if let socketGroup = settings.string("socket_group") {
             guard let gid = UInt32(socketGroup) ?? Accounts.gid(ofGroup: socketGroup) else {
-                throw CLIFailure(message: "error: no such group \(socketGroup)", code: 2)
+                throw CLIFailure(message: "error: no such group \(socketGroup) (from \(settings.source("socket_group")))", code: 2)
             }
             config.socketGroup = gid
         }
-        let settings = try vault.settings()
         var graphOptions = graph
-        if graphOptions.graphURL == nil { graphOptions.graphURL = settings.graphURL }
-        if let version = settings.graphVersion, graph.graphVersion == GraphConfiguration.defaultVersion { graphOptions.graphVersion = version }
+        graphOptions.graphURL = settings.string("graph_url")
+        graphOptions.graphVersion = settings.string("graph_version")
         let meta = MetaTokenService(
             vault: v, graph: try graphOptions.client(), audit: audit,
             actor: CLIAudit.actor, channel: .daemon,
-            notifier: (notifyCommand ?? settings.notifyCommand).map { Notifier(command: $0) },
-            warnDays: warnDays ?? settings.warnDays ?? 7)
-        let rechecker = Rechecker(service: meta, interval: Int64(checkInterval ?? settings.checkInterval ?? 86_400), logger: logger)
+            notifier: settings.string("notify_command").map { Notifier(command: $0) },
+            warnDays: try number("warn_days", flag: "--warn-days", at: 0) ?? 7)
+        let rechecker = Rechecker(service: meta, interval: Int64(try number("check_interval", flag: "--check-interval") ?? 86_400), logger: logger)
         let processor = RequestProcessor(vault: v, policy: initialPolicy, audit: audit, logger: logger)
         let server = VaultServer(configuration: config, processor: processor, logger: logger)
-        let reloader = PolicyReloader(path: policyPath, processor: processor, audit: audit, logger: logger)
+        let reloader = PolicyReloader(path: policyPath, processor: processor, audit: audit, systemd: systemd, logger: logger)
         logger.info("policy loaded", metadata: ["file": "\(policyPath)", "rules": "\(initialPolicy.rules.count)"])
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server), .init(service: reloader), .init(service: rechecker)]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: server), .init(service: reloader), .init(service: rechecker),
+            .init(service: SystemdReadiness(server: server, systemd: systemd, rules: initialPolicy.rules.count)),
+        ]
         let shipper = v.storeIsShared ? AuditShipper(vault: v) : nil
         if let shipper { services.append(.init(service: AuditShipping(shipper: shipper, logger: logger))) }
         let group = ServiceGroup(
@@ -127,10 +148,13 @@ struct PolicyReloader: Service {
     let path: String
     let processor: RequestProcessor
     let audit: AuditLog
+    let systemd: ServiceNotifier
     let logger: Logger
 
     func run() async throws {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
+            systemd.reloading()
+            defer { systemd.ready(status: "serving; policy reloaded") }
             // SIGHUP also re-opens the audit segment, for external log rotation.
             audit.reopen()
             do {
@@ -150,6 +174,24 @@ struct PolicyReloader: Service {
                                         reason: "\(error)"), secret: nil) { _ in }
             }
         }
+    }
+}
+
+/// Tells systemd (`Type=notify`) when the socket serves, and when the daemon begins to stop.
+struct SystemdReadiness: Service {
+    let server: VaultServer
+    let systemd: ServiceNotifier
+    let rules: Int
+
+    func run() async throws {
+        // Returning would end the service group: without systemd this only waits for the stop.
+        let managed = systemd.address != nil
+        if managed {
+            try await server.waitUntilServing()
+            systemd.ready(status: "serving on \(server.configuration.socketPath); \(rules) policy rules")
+        }
+        try? await gracefulShutdown()
+        if managed { systemd.stopping() }
     }
 }
 

@@ -33,6 +33,9 @@ public final class VaultServer: Service, Sendable {
         /// Event-loop threads: one per core but one, which the audit flusher keeps busy under load. On
         /// two cores one loop served as many reads as two, with a third of the p99 (Docs/BENCHMARKS.md).
         public var threads = max(1, System.coreCount - 1)
+        /// A listening socket the service manager bound (socket activation): served as it is, and left in
+        /// place at shutdown, since its owner made it. `socketPath` then only names it in logs.
+        public var listeningDescriptor: CInt?
 
         public init(socketPath: String) {
             self.socketPath = socketPath
@@ -118,7 +121,6 @@ public final class VaultServer: Service, Sendable {
 
     private func bind(group: EventLoopGroup) async throws -> Channel {
         let config = configuration
-        let placement = try SocketPath.prepare(config.socketPath)
         let processor = self.processor
         let connections = self.connections
         let logger = self.logger
@@ -128,32 +130,37 @@ public final class VaultServer: Service, Sendable {
             reads[ObjectIdentifier(loop)] = LoopReads(loop: loop, vault: processor.vault)
         }
         let loopReads = reads
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .childChannelOption(.autoRead, value: true)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelInitializer { channel in
+                PeerCredentials.of(channel: channel).flatMapThrowing { cred in
+                    guard connections.admit(channel, uid: cred.uid, limit: config.maxConnections,
+                                            perUID: config.maxConnectionsPerUID) else {
+                        connections.noteRefused(uid: cred.uid, config: config, logger: logger)
+                        channel.close(promise: nil)
+                        return
+                    }
+                    let caller = Caller.resolve(uid: cred.uid, gid: cred.gid, pid: cred.pid)
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionHandler(processor: processor, caller: caller, maxInFlight: config.maxInFlight,
+                                          reads: loopReads[ObjectIdentifier(channel.eventLoop)], idleTimeout: config.idleTimeout))
+                }.flatMapErrorThrowing { error in
+                    logger.warning("could not identify a connecting peer; closing it", metadata: ["error": "\(error)"])
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
+        if let descriptor = config.listeningDescriptor {
+            // Socket activation: systemd bound the socket and set its owner and mode (the socket unit's
+            // SocketUser/SocketGroup/SocketMode); nothing is published or removed here.
+            return try await bootstrap.withBoundSocket(descriptor).get()
+        }
+        let placement = try SocketPath.prepare(config.socketPath)
         let channel: Channel
         do {
-            channel = try await ServerBootstrap(group: group)
-                .serverChannelOption(.backlog, value: 1024)
-                .childChannelOption(.autoRead, value: true)
-                .childChannelOption(.maxMessagesPerRead, value: 16)
-                .childChannelInitializer { channel in
-                    PeerCredentials.of(channel: channel).flatMapThrowing { cred in
-                        guard connections.admit(channel, uid: cred.uid, limit: config.maxConnections,
-                                                perUID: config.maxConnectionsPerUID) else {
-                            connections.noteRefused(uid: cred.uid, config: config, logger: logger)
-                            channel.close(promise: nil)
-                            return
-                        }
-                        let caller = Caller.resolve(uid: cred.uid, gid: cred.gid, pid: cred.pid)
-                        try channel.pipeline.syncOperations.addHandler(
-                            ConnectionHandler(processor: processor, caller: caller, maxInFlight: config.maxInFlight,
-                                              reads: loopReads[ObjectIdentifier(channel.eventLoop)], idleTimeout: config.idleTimeout))
-                    }.flatMapErrorThrowing { error in
-                        logger.warning("could not identify a connecting peer; closing it", metadata: ["error": "\(error)"])
-                        channel.close(promise: nil)
-                        throw error
-                    }
-                }
-                .bind(unixDomainSocketPath: placement.stagingPath, cleanupExistingSocketFile: false)
-                .get()
+            channel = try await bootstrap.bind(unixDomainSocketPath: placement.stagingPath, cleanupExistingSocketFile: false).get()
         } catch {
             SocketPath.abandon(placement)
             throw error

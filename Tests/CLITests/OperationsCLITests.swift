@@ -1,0 +1,172 @@
+import Foundation
+import TestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `serve` as systemd runs it (socket activation, `Type=notify`), and its settings from `tokenvault.toml`.
+@Suite("serve under systemd, and its config file")
+struct OperationsCLITests {
+    let dir = TempDir()
+    var home: String { dir.path + "/vault" }
+    var cli: CLI { CLI(home: home) }
+
+    init() throws {
+        let cli = CLI(home: dir.path + "/vault")
+        for (args, stdin) in [(["init"], nil), (["put", "acme/ads"], "EAAB-activated-7731")] as [([String], String?)] {
+            let r = try cli.run(args, stdin: stdin)
+            precondition(r.status == 0, r.all)
+        }
+        try "[[allow]]\nuid = \(getuid())\ntokens = [\"acme/*\"]\n".write(toFile: home + "/policy.toml", atomically: true, encoding: .utf8)
+    }
+
+    /// A listening Unix socket bound at `path`, as a socket unit's ListenStream= makes it.
+    func listeningSocket(_ path: String) -> CInt {
+        let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0)
+        var sa = sockaddr_un()
+        sa.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &sa.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
+        let bound = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        precondition(bound == 0 && listen(fd, 64) == 0)
+        return fd
+    }
+
+    /// Starts `serve` the way systemd does: the socket as fd 3, LISTEN_PID naming the daemon itself (the shell
+    /// sets it to its own pid, then execs), LISTEN_FDS and LISTEN_FDNAMES.
+    func spawnActivated(listening: CInt, extraEnv: [String: String]) -> pid_t {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, listening, 3)
+        posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+        let argv = ["/bin/sh", "-c", "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=tokenvault exec \"$0\" serve", CLI.binary]
+        var env = testEnvironment(home: home, extraEnv)
+        env.removeValue(forKey: "LISTEN_PID")
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in cArgs + cEnv { free(p) } }
+        var pid: pid_t = 0
+        precondition(posix_spawn(&pid, "/bin/sh", &actions, nil, cArgs, cEnv) == 0)
+        return pid
+    }
+
+    func waitExit(_ pid: pid_t) -> Int32 {
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        return (status >> 8) & 0xff
+    }
+
+    @Test func socketActivationAndReadinessReachSystemd() throws {
+        let socketPath = dir.path + "/activated.sock"
+        let listening = listeningSocket(socketPath)
+        defer { close(listening) }
+        let notify = NotifySocket(path: dir.path + "/notify")
+        let pid = spawnActivated(listening: listening, extraEnv: ["NOTIFY_SOCKET": notify.path])
+        var stopped = false
+        defer { if !stopped { kill(pid, SIGKILL); _ = waitExit(pid) } }
+
+        let ready = notify.receive(timeout: 20)
+        #expect(ready?.hasPrefix("READY=1\nSTATUS=serving on \(socketPath)") == true, "got \(ready ?? "nothing")")
+        // The daemon serves on the socket it was handed and made none of its own.
+        #expect(try cli.run(["get", "acme/ads", "--socket", socketPath]).stdout == "EAAB-activated-7731")
+        #expect(access(home + "/tokenvault.sock", F_OK) != 0)
+
+        kill(pid, SIGHUP)
+        #expect(notify.receive(timeout: 10)?.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") == true)
+        #expect(notify.receive(timeout: 10)?.hasPrefix("READY=1") == true)
+
+        kill(pid, SIGTERM)
+        #expect(notify.receive(timeout: 10)?.hasPrefix("STOPPING=1") == true)
+        #expect(waitExit(pid) == 0)
+        stopped = true
+        // systemd made the socket and removes it (RemoveOnStop=): the daemon leaves it alone.
+        var st = stat()
+        #expect(lstat(socketPath, &st) == 0)
+    }
+
+    @Test func aPassedDescriptorThatIsNoListeningSocketIsRefused() throws {
+        let datagram = socket(AF_UNIX, CInt(SOCK_DGRAM.rawValue), 0)
+        defer { close(datagram) }
+        let pid = spawnActivated(listening: datagram, extraEnv: [:])
+        #expect(waitExit(pid) == 2)
+    }
+
+    @Test func theConfigFileSetsServeAndFlagsOverrideIt() throws {
+        let configured = dir.path + "/from-config.sock"
+        try """
+            # serve settings
+            socket = "\(configured)"
+            idle_timeout = 30
+            log_level = "warning"
+
+            [audit]
+            segment_size = 2097152
+            """.write(toFile: home + "/tokenvault.toml", atomically: true, encoding: .utf8)
+        let shown = try cli.run(["config", "show"])
+        #expect(shown.status == 0, "\(shown.all)")
+        let lines = shown.stdout.split(separator: "\n").map(String.init)
+        func row(_ key: String) -> String { lines.first { $0.hasPrefix(key + " ") } ?? "" }
+        #expect(row("socket").contains(configured) && row("socket").hasSuffix("tokenvault.toml:2"))
+        #expect(row("idle_timeout").contains("30") && row("idle_timeout").hasSuffix("tokenvault.toml:3"))
+        #expect(row("audit.segment_size").contains("2097152") && row("audit.segment_size").hasSuffix("tokenvault.toml:7"))
+        #expect(row("max_connections").contains("4096") && row("max_connections").hasSuffix("default"))
+        let overridden = try cli.run(["config", "show", "--idle-timeout", "5", "--json"])
+        #expect(overridden.stdout.contains(#"{"key":"idle_timeout","source":"flag --idle-timeout","value":"5"}"#), "\(overridden.stdout)")
+
+        // serve uses the file's socket.
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.binary)
+        p.arguments = ["serve"]
+        p.environment = testEnvironment(home: home)
+        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try p.run()
+        defer { kill(p.processIdentifier, SIGTERM); p.waitUntilExit() }
+        for _ in 0..<200 where access(configured, F_OK) != 0 { usleep(50_000) }
+        #expect(try cli.run(["get", "acme/ads", "--socket", configured]).stdout == "EAAB-activated-7731")
+    }
+
+    @Test func aBadSettingNamesTheFileAndLineAndStartsNothing() throws {
+        let cases: [(String, String)] = [
+            ("socket = \"/tmp/x.sock\"\nidle-timeout = 5\n", "tokenvault.toml:2: unknown setting \"idle-timeout\" (did you mean \"idle_timeout\"?)"),
+            ("\n\nmax_connections = \"many\"\n", "tokenvault.toml:3: max_connections must be a whole number"),
+            ("threads = 0\n", "tokenvault.toml:1: threads must be 1 to 256, not 0"),
+            ("log_level = \"loud\"\n", "tokenvault.toml:1: log_level must be one of"),
+            ("policy = \"policy.toml\"\n", "tokenvault.toml:1: policy must be an absolute path"),
+            ("[audit]\nsegment_bytes = 5\n", "tokenvault.toml:2: unknown setting \"audit.segment_bytes\""),
+            ("[metrix]\nlisten = \"x\"\n", "tokenvault.toml:1: unknown section [metrix]"),
+            ("socket = \n", "tokenvault.toml:1:"),
+        ]
+        for (text, message) in cases {
+            try text.write(toFile: home + "/tokenvault.toml", atomically: true, encoding: .utf8)
+            let r = try cli.run(["serve"])
+            #expect(r.status == 2 && r.stderr.contains(message), "\(text): \(r.stderr)")
+            #expect(access(home + "/tokenvault.sock", F_OK) != 0)
+        }
+    }
+}
+
+/// A datagram socket standing in for systemd's `$NOTIFY_SOCKET`.
+final class NotifySocket {
+    let path: String
+    private let fd: CInt
+
+    init(path: String) {
+        self.path = path
+        fd = socket(AF_UNIX, CInt(SOCK_DGRAM.rawValue), 0)
+        var sa = sockaddr_un()
+        sa.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &sa.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
+        _ = withUnsafePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+    }
+
+    deinit { close(fd) }
+
+    func receive(timeout seconds: Int) -> String? {
+        var tv = timeval(tv_sec: seconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = recv(fd, &buffer, buffer.count, 0)
+        return n > 0 ? String(decoding: buffer[..<n], as: UTF8.self) : nil
+    }
+}
