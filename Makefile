@@ -3,9 +3,12 @@ SWIFT     ?= swift
 HOME_DIR  ?= .tokenvault
 KEYS_DIR  ?= Keys
 BIN       := .build/debug/tokenvault
-APT_DEPS  := libsodium-dev libsqlite3-dev pkg-config postgresql
+APT_DEPS  := libsodium-dev libsqlite3-dev pkg-config postgresql libcurl4-openssl-dev
+PREFIX    ?= /usr/local
+DESTDIR   ?=
+STATIC    := .build-static
 
-.PHONY: run test build deps clean bench fuzz test-asan test-tsan soak
+.PHONY: run test build deps clean bench fuzz test-asan test-tsan soak install deb static
 
 # Installs what a fresh Debian machine lacks (as root), or says what to install.
 deps:
@@ -34,8 +37,23 @@ run: build
 # Serial: many tests block on sockets and child processes, and on 2 cores parallel tests can starve
 # Swift's cooperative thread pool that the in-process daemons need. The store tests run against SQLite and
 # against a private PostgreSQL cluster started for the run (scripts/with-postgres.sh; stopped at the end).
+# Then the installed build: `make install` into a temporary DESTDIR and `make deb`, checked by
+# scripts/test-install.sh (no toolchain path in ldd, completions, man page, units, package contents).
 test: deps
 	scripts/with-postgres.sh $(SWIFT) test --disable-xctest --no-parallel
+	scripts/test-install.sh
+
+# The release binary with the Swift runtime linked in (runs on a machine without the toolchain).
+static: deps
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(STATIC)
+
+# `make install PREFIX=/usr/local DESTDIR=/tmp/stage`: binary, completions, man page, systemd units.
+install: static
+	scripts/install.sh $(STATIC)/release/tokenvault "$(DESTDIR)" "$(PREFIX)"
+
+# `make deb`: a Debian package (dpkg-deb) in .build-static/deb/.
+deb: static
+	scripts/deb.sh $(STATIC)/release/tokenvault $(STATIC)/deb
 
 # Release build, the measuring instruments from ../shared/loadgen (built into .build-bench, never copied
 # in), then scripts/bench.sh, which writes Docs/BENCHMARKS.md.
@@ -45,7 +63,7 @@ bench: deps
 	scripts/bench.sh
 
 clean:
-	rm -rf .build
+	rm -rf .build $(STATIC)
 
 # libFuzzer over every parser of untrusted bytes (request lines, policy files, audit lines, import files),
 # FUZZ_SECONDS each, from the seeds in Fuzz/corpus (new inputs go to .build-fuzz/corpus, never the repo).

@@ -31,6 +31,11 @@ struct AuditCommand: ParsableCommand {
             f.token = token
             f.uid = uid
             f.action = action
+            if let outcome {
+                guard AuditOutcome(rawValue: outcome) != nil else {
+                    throw ValidationError("--outcome must be one of \(AuditOutcome.allCases.map(\.rawValue).joined(separator: ", ")), not \"\(outcome)\"")
+                }
+            }
             f.outcome = outcome
             f.tokenHmac = tokenHmac
             if let since {

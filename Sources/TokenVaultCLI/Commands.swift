@@ -298,7 +298,7 @@ struct Import: ParsableCommand {
             case .jsonl: return try v.put(ImportFormat.parseJSONLines(content, kind: kind, app: app), replace: force, beforeCommit: commit)
             case .sealed:
                 let pass = try exportPassphraseFile.map { try SecretInput.readFile($0, what: "passphrase") }
-                    ?? SecretInput.prompt("Export passphrase: ")
+                    ?? SecretInput.prompt("Export passphrase: ", flag: "--export-passphrase-file")
                 return try v.importSealed(content, passphrase: pass, replace: force, beforeCommit: commit)
             }
         }
@@ -353,8 +353,8 @@ struct Export: ParsableCommand {
         if let exportPassphraseFile {
             pass = try SecretInput.readFile(exportPassphraseFile, what: "passphrase")
         } else {
-            pass = try SecretInput.prompt("Export passphrase: ")
-            guard pass.constantTimeEquals(try SecretInput.prompt("Again: ")) else {
+            pass = try SecretInput.prompt("Export passphrase: ", flag: "--export-passphrase-file")
+            guard pass.constantTimeEquals(try SecretInput.prompt("Again: ", flag: "--export-passphrase-file")) else {
                 throw CLIFailure(message: "error: the passphrases differ; nothing was written", code: 2)
             }
         }

@@ -222,8 +222,9 @@ struct Proof: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print an appsecret_proof for a token, so a script never needs the app secret.",
         discussion: """
-            Example: eval "$(tokenvault proof acme/ads --shell)"; curl ".../act_1?access_token=$TOKEN&appsecret_proof=$APPSECRET_PROOF&appsecret_time=$APPSECRET_TIME"
             Prints {"appsecret_proof":…,"appsecret_time":…} (timed, the default) or the legacy proof over the token alone.
+
+            Example: tokenvault proof acme/ads | jq -r '"appsecret_proof=\\(.appsecret_proof)&appsecret_time=\\(.appsecret_time)"'
             """)
 
     @OptionGroup var vault: VaultOptions

@@ -46,10 +46,11 @@ enum SecretInput {
     }
 
     /// Asks on the terminal with echo off. Used when stdin is a terminal, and for passphrases.
-    static func prompt(_ text: String, fd requested: Int32? = nil) throws -> SecretBytes {
+    /// `flag` is the option that gives the same passphrase from a file, named when there is no terminal.
+    static func prompt(_ text: String, fd requested: Int32? = nil, flag: String = "--passphrase-file") throws -> SecretBytes {
         let fd = requested ?? open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else {
-            throw CLIFailure(message: "error: a passphrase is needed and there is no terminal to ask on: use --passphrase-file FILE", code: 5)
+            throw CLIFailure(message: "error: a passphrase is needed and there is no terminal to ask on: use \(flag) FILE", code: 5)
         }
         defer { if requested == nil { close(fd) } }
         FileHandle.standardError.write(Data(text.utf8))

@@ -55,6 +55,11 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private var reopenRequested = false
     private var flusherDone = false
     private var stats = (batches: 0, records: 0)
+    /// The last `flushTimes.count` flushes (write and fdatasync of one batch), in µs, for `status`.
+    private var flushTimes = [UInt32](repeating: 0, count: 1024)
+    private var flushCount = 0
+    /// The last durable seq, as the flusher last published it (read under `mutex`).
+    private var durableSeq: Int64 = 0
 
     // The flusher's own state (and `open`'s, before the flusher starts).
     private var fd: Int32 = -1
@@ -132,6 +137,30 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         return stats
     }
 
+    /// What `tokenvault status` shows of the log.
+    public struct Status: Sendable {
+        /// The last record made durable, and the last one the store's checkpoint vouches for.
+        public let seq: Int64
+        public let checkpointSeq: Int64
+        public let batches: Int
+        public let records: Int
+        /// Percentiles of recent flushes (write and fdatasync of one batch), µs; nil before the first.
+        public let flushP50: Int?
+        public let flushP99: Int?
+        public let flushMax: Int?
+    }
+
+    public var status: Status {
+        pthread_mutex_lock(&mutex)
+        let recent = Array(flushTimes.prefix(min(flushCount, flushTimes.count))).sorted()
+        let s = Status(seq: max(durableSeq, lastSeqAtOpen), checkpointSeq: checkpointedSeq, batches: stats.batches, records: stats.records,
+                       flushP50: recent.isEmpty ? nil : Int(recent[recent.count / 2]),
+                       flushP99: recent.isEmpty ? nil : Int(recent[min(recent.count - 1, recent.count * 99 / 100)]),
+                       flushMax: recent.last.map(Int.init))
+        pthread_mutex_unlock(&mutex)
+        return s
+    }
+
     public func append(_ event: AuditEvent, secret: SecretBytes?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
@@ -191,15 +220,24 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             }
 
             let result: Result<Void, any Error>
+            var started = timespec(), ended = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &started)
             do {
                 try withFileLock { try write(batch) }
                 result = .success(())
             } catch {
                 result = .failure(error)
             }
+            clock_gettime(CLOCK_MONOTONIC, &ended)
+            let micros = (Int(ended.tv_sec) - Int(started.tv_sec)) * 1_000_000 + (Int(ended.tv_nsec) - Int(started.tv_nsec)) / 1_000
             pthread_mutex_lock(&mutex)
             stats.batches += 1
-            if case .success = result { stats.records += batch.count }
+            if case .success = result {
+                stats.records += batch.count
+                durableSeq = lastSeq
+                flushTimes[flushCount % flushTimes.count] = UInt32(clamping: micros)
+                flushCount += 1
+            }
             pthread_mutex_unlock(&mutex)
             for i in batch.indices { batch[i].completion(result) }
             if case .success = result { maybeCheckpoint(force: false) }
@@ -315,7 +353,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         let now = Date().timeIntervalSince1970
         guard force || now - lastCheckpoint >= options.checkpointInterval else { return }
         let (seq, hash, mac) = (lastSeq, lastHash, keys.checkpointMAC(seq: lastSeq, hash: lastHash))
+        pthread_mutex_lock(&mutex)  // read under the lock by the flusher's wait and by `status`
         checkpointedSeq = seq
+        pthread_mutex_unlock(&mutex)
         lastCheckpoint = now
         checkpointQueue.async { try? checkpoint(seq, hash, mac) }
     }

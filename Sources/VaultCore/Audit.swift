@@ -23,7 +23,7 @@ public enum AuditChannel: String, Sendable, Codable {
     case daemon
 }
 
-public enum AuditOutcome: String, Sendable, Codable {
+public enum AuditOutcome: String, Sendable, Codable, CaseIterable {
     /// A read that disclosed a token (or a list of names), or an admin action that succeeded.
     case granted
     case denied

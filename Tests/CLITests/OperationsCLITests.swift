@@ -146,6 +146,41 @@ struct OperationsCLITests {
     }
 }
 
+/// The units in dist/systemd as systemd itself reads them.
+@Suite("dist/systemd units")
+struct SystemdUnitTests {
+    static let dist = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("dist/systemd").path
+    static let analyze = ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    @Test(.enabled(if: analyze != nil, "systemd-analyze is not installed here: the units are not verified"))
+    func systemdAnalyzeVerifyPasses() throws {
+        let dir = TempDir()
+        for unit in ["tokenvault.service", "tokenvault.socket"] {
+            var text = try String(contentsOfFile: Self.dist + "/" + unit, encoding: .utf8)
+            // verify checks that ExecStart's binary exists: point it at the one this run built.
+            text = text.replacingOccurrences(of: "/usr/local/bin/tokenvault", with: CLI.binary)
+            try text.write(toFile: dir.path + "/" + unit, atomically: true, encoding: .utf8)
+        }
+        let r = try runProcess(Self.analyze!, ["verify", "--man=no", dir.path + "/tokenvault.socket", dir.path + "/tokenvault.service"])
+        #expect(r.status == 0 && r.all.isEmpty, "\(r.all)")
+    }
+
+    @Test func theServiceIsHardenedAndInstallable() throws {
+        let service = try String(contentsOfFile: Self.dist + "/tokenvault.service", encoding: .utf8)
+        for directive in ["Type=notify", "ExecReload=/bin/kill -HUP $MAINPID", "StateDirectory=tokenvault", "NoNewPrivileges=yes",
+                          "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "PrivateDevices=yes", "MemoryDenyWriteExecute=yes",
+                          "LockPersonality=yes", "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "SystemCallFilter=@system-service",
+                          "CapabilityBoundingSet=\n", "[Install]\nWantedBy=multi-user.target"] {
+            #expect(service.contains(directive), "tokenvault.service lacks \(directive)")
+        }
+        let dropIn = try String(contentsOfFile: Self.dist + "/credentials.conf", encoding: .utf8)
+        #expect(dropIn.contains("LoadCredential="))
+        let socket = try String(contentsOfFile: Self.dist + "/tokenvault.socket", encoding: .utf8)
+        #expect(socket.contains("FileDescriptorName=tokenvault") && socket.contains("WantedBy=sockets.target"))
+    }
+}
+
 /// A datagram socket standing in for systemd's `$NOTIFY_SOCKET`.
 final class NotifySocket {
     let path: String
@@ -168,5 +203,54 @@ final class NotifySocket {
         var buffer = [UInt8](repeating: 0, count: 4096)
         let n = recv(fd, &buffer, buffer.count, 0)
         return n > 0 ? String(decoding: buffer[..<n], as: UTF8.self) : nil
+    }
+}
+
+/// What a new user ran into (issue "a CLI that never misleads"): each message or help text says what is true.
+@Suite("messages that do not mislead")
+struct HonestMessagesTests {
+    let dir = TempDir()
+    var home: String { dir.path + "/vault" }
+    var cli: CLI { CLI(home: home) }
+
+    init() throws {
+        let r = try CLI(home: dir.path + "/vault").run(["init"])
+        precondition(r.status == 0, r.all)
+    }
+
+    @Test func sealedExportWithoutATerminalNamesItsOwnFlag() throws {
+        // setsid: no controlling terminal, as under cron or CI.
+        let r = try runProcess("/usr/bin/setsid", ["--wait", CLI.binary, "export", "--sealed", "--output", dir.path + "/b.tvx"],
+                               environment: testEnvironment(home: home))
+        #expect(r.status == 5 && r.stderr.contains("use --export-passphrase-file FILE"), "\(r.stderr)")
+        #expect(access(dir.path + "/b.tvx", F_OK) != 0)
+    }
+
+    @Test func proofHelpShowsOnlyFlagsThatExist() throws {
+        let help = try cli.run(["proof", "--help"]).stdout
+        #expect(!help.contains("--shell"))
+        #expect(help.contains("tokenvault proof acme/ads | jq"))
+    }
+
+    @Test func auditQueryRefusesAnOutcomeThatDoesNotExist() throws {
+        let r = try cli.run(["audit", "query", "--outcome", "refused"])
+        #expect(r.status == 64 && r.stderr.contains("--outcome must be one of granted, denied, not_found, rate_limited, failed"), "\(r.stderr)")
+        #expect(try cli.run(["audit", "query", "--outcome", "denied"]).status == 0)
+    }
+
+    @Test func serveWarnsWhenThePolicyGrantsNothing() throws {
+        try "# nobody yet\n".write(toFile: home + "/policy.toml", atomically: true, encoding: .utf8)
+        let log = dir.path + "/serve.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.binary)
+        p.arguments = ["serve"]
+        p.environment = testEnvironment(home: home)
+        p.standardError = FileHandle(forWritingAtPath: log)
+        try p.run()
+        for _ in 0..<200 where access(home + "/tokenvault.sock", F_OK) != 0 { usleep(50_000) }
+        kill(p.processIdentifier, SIGTERM)
+        p.waitUntilExit()
+        #expect(try String(contentsOfFile: log, encoding: .utf8).contains("the policy grants nothing: every read will be refused"))
     }
 }
