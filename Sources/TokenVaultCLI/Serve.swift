@@ -101,12 +101,15 @@ struct Serve: AsyncParsableCommand {
         var graphOptions = graph
         graphOptions.graphURL = settings.string("graph_url")
         graphOptions.graphVersion = settings.string("graph_version")
+        let warnDays = try number("warn_days", flag: "--warn-days", at: 0) ?? 7
         let meta = MetaTokenService(
             vault: v, graph: try graphOptions.client(), audit: audit,
             actor: CLIAudit.actor, channel: .daemon,
             notifier: settings.string("notify_command").map { Notifier(command: $0) },
-            warnDays: try number("warn_days", flag: "--warn-days", at: 0) ?? 7)
-        let rechecker = Rechecker(service: meta, interval: Int64(try number("check_interval", flag: "--check-interval") ?? 86_400), logger: logger)
+            warnDays: warnDays)
+        let checkInterval = try number("check_interval", flag: "--check-interval") ?? 86_400
+        let sweeps = SweepLog()
+        let rechecker = Rechecker(service: meta, interval: Int64(checkInterval), logger: logger, sweeps: sweeps)
         let processor = RequestProcessor(vault: v, policy: initialPolicy, audit: audit, logger: logger)
         let server = VaultServer(configuration: config, processor: processor, logger: logger)
         let reloader = PolicyReloader(path: policyPath, processor: processor, audit: audit, systemd: systemd, logger: logger)
@@ -115,6 +118,10 @@ struct Serve: AsyncParsableCommand {
             .init(service: server), .init(service: reloader), .init(service: rechecker),
             .init(service: SystemdReadiness(server: server, systemd: systemd, rules: initialPolicy.rules.count)),
         ]
+        let status = DaemonStatus(.init(vault: v, processor: processor, server: server, audit: audit, sweeps: sweeps,
+                                        warnDays: warnDays, checkInterval: checkInterval, metrics: nil))
+        services.append(.init(service: AdminServer(socketPath: v.home.root + "/admin.sock", report: status.report,
+                                                   everySecond: status.sample, logger: logger)))
         let shipper = v.storeIsShared ? AuditShipper(vault: v) : nil
         if let shipper { services.append(.init(service: AuditShipping(shipper: shipper, logger: logger))) }
         let group = ServiceGroup(

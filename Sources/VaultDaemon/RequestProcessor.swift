@@ -19,6 +19,8 @@ public final class RequestProcessor: Sendable {
     private let limiter = RateLimiter()
     let refusals: RefusalBudget
     let tokenHMACs = TokenHMACCache()
+    /// What was answered, for `tokenvault status`.
+    public let counters = ReadCounters()
 
     public convenience init(vault: Vault, policy: Policy, audit: any AuditSink, logger: Logger) {
         self.init(vault: vault, policy: policy, audit: audit, logger: logger, refusals: RefusalBudget())
@@ -61,10 +63,19 @@ public final class RequestProcessor: Sendable {
     private func audited(_ event: AuditEvent, secret: SecretBytes? = nil, _ answer: Reply, reply: @escaping @Sendable (Reply) -> Void) {
         let logger = self.logger
         let action = event.action  // not the whole event: the closure is built for every request
+        let outcome = event.outcome
+        let counters = self.counters
         audit.append(event, secret: secret) { result in
             switch result {
-            case .success: reply(answer)
+            case .success:
+                switch outcome {
+                case .granted: counters.count(granted: action.hasPrefix("get"))
+                case .denied, .notFound, .rateLimited: counters.count(refused: true)
+                case .failed: counters.count(failed: true)
+                }
+                reply(answer)
             case .failure(let error):
+                counters.count(failed: true)
                 logger.error("audit record could not be made durable; refusing the \(action)", metadata: ["error": "\(error)"])
                 reply(.error(.unavailable, "the audit log cannot be written right now; nothing was disclosed"))
             }
@@ -75,6 +86,7 @@ public final class RequestProcessor: Sendable {
     /// ``RefusalBudget``), answers `rate_limited` at once and counts it for the next summary record.
     private func refused(_ event: AuditEvent, _ answer: Reply, caller: Caller, reply: @escaping @Sendable (Reply) -> Void) {
         guard refusals.admit(uid: caller.uid, gid: caller.gid, pid: caller.pid) else {
+            counters.count(refused: true)
             return reply(.error(.rateLimited, "uid \(caller.uid) is sending refused requests too fast; slow down "
                 + "(they are counted in the audit log, not recorded one by one)"))
         }

@@ -120,16 +120,16 @@ enum SocketPath {
         return Placement(path: path, privateDirectory: String(cString: made))
     }
 
-    /// Gives the staged socket its mode (0660) and group inside the private directory, then renames it onto
-    /// the path (atomically replacing a stale socket). Returns the published socket's identity.
-    static func publish(_ placement: Placement, group: UInt32?) throws -> (dev: UInt64, ino: UInt64) {
+    /// Gives the staged socket its mode (0660, or `mode`) and group inside the private directory, then renames
+    /// it onto the path (atomically replacing a stale socket). Returns the published socket's identity.
+    static func publish(_ placement: Placement, group: UInt32?, mode: mode_t = 0o660) throws -> (dev: UInt64, ino: UInt64) {
         defer { abandon(placement) }
         let staged = placement.stagingPath
         if let group, chown(staged, UInt32.max, group) != 0 {
             throw ServeError("cannot give \(placement.path) group \(group): \(String(cString: strerror(errno)))")
         }
-        guard chmod(staged, 0o660) == 0 else {
-            throw ServeError("cannot chmod 0660 \(placement.path): \(String(cString: strerror(errno)))")
+        guard chmod(staged, mode) == 0 else {
+            throw ServeError("cannot chmod \(String(mode, radix: 8)) \(placement.path): \(String(cString: strerror(errno)))")
         }
         var st = stat()
         guard lstat(staged, &st) == 0, (st.st_mode & S_IFMT) == S_IFSOCK else {

@@ -85,6 +85,51 @@ struct OperationsCLITests {
         #expect(lstat(socketPath, &st) == 0)
     }
 
+    @Test func statusReportsWhatTheDaemonDid() throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: CLI.binary)
+        p.arguments = ["serve"]
+        p.environment = testEnvironment(home: home)
+        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try p.run()
+        defer { kill(p.processIdentifier, SIGTERM); p.waitUntilExit() }
+        let socketPath = home + "/tokenvault.sock", admin = home + "/admin.sock"
+        for _ in 0..<200 where access(socketPath, F_OK) != 0 || access(admin, F_OK) != 0 { usleep(50_000) }
+        var st = stat()
+        #expect(lstat(admin, &st) == 0 && st.st_mode & 0o777 == 0o600, "admin.sock is owner-only")
+        for _ in 0..<3 { #expect(try cli.run(["get", "acme/ads", "--socket", socketPath]).status == 0) }
+        #expect(try cli.run(["get", "nope/x", "--socket", socketPath]).status == 8)
+
+        let json = try cli.run(["status", "--json"])
+        #expect(json.status == 0, "\(json.all)")
+        let o = try #require(try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any])
+        let reads = try #require(o["reads"] as? [String: Any])
+        #expect(reads["granted_total"] as? Int == 3 && reads["refused_total"] as? Int == 1, "\(reads)")
+        let audit = try #require(o["audit"] as? [String: Any])
+        #expect((audit["seq"] as? Int ?? 0) >= 4 && audit["flush_p99_us"] is Int, "\(audit)")
+        #expect(o["policy_rules"] as? Int == 1 && o["pid"] as? Int == Int(p.processIdentifier))
+        #expect((o["tokens"] as? [String: Any])?["total"] as? Int == 1)
+        #expect((o["keys"] as? [String: Any])?["master_keys"] as? Int == 1)
+        #expect(!json.stdout.contains("EAAB"), "no token in the status")
+
+        let table = try cli.run(["status"])
+        #expect(table.status == 0 && table.stdout.contains("reads") && table.stdout.contains("3 granted, 1 refused"), "\(table.stdout)")
+
+        // Another user: the socket's mode keeps them out, and they are told whose it is.
+        if getuid() == 0 {
+            chmod(dir.path, 0o755); chmod(home, 0o711)
+            defer { chmod(home, 0o700) }
+            let r = try runProcess("/usr/bin/setpriv", ["--reuid", "65534", "--regid", "65534", "--clear-groups", CLI.binary, "status",
+                                                        "--admin-socket", admin])
+            #expect(r.status == 8 && r.stderr.contains("the daemon owner's"), "\(r.all)")
+        }
+    }
+
+    @Test func statusWithNoDaemonSaysSo() throws {
+        let r = try cli.run(["status"])
+        #expect(r.status == 7 && r.stderr.contains("no daemon answers on \(home)/admin.sock"), "\(r.all)")
+    }
+
     @Test func aPassedDescriptorThatIsNoListeningSocketIsRefused() throws {
         let datagram = socket(AF_UNIX, CInt(SOCK_DGRAM.rawValue), 0)
         defer { close(datagram) }
