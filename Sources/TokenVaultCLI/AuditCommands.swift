@@ -58,6 +58,23 @@ struct AuditCommand: ParsableCommand {
                      })
     }
 
+    /// Verifies this host's log with the keyring: chain, MACs, signatures, the store's checkpoint and the
+    /// keyring's anchor. Nil when nothing was ever audited; throws (exit 6) when the audit key was deleted.
+    static func verifyLocal(_ v: Vault, directory: String) throws -> AuditVerifier.Report? {
+        let anchor = try reporting { try v.keyring.readAnchor() }
+        guard let auditKey = try reporting({ try v.existingAuditKey() }) else {
+            // Never audited: no key, so no record can have been written. Unless something says otherwise.
+            if anchor != nil || !AuditSegments.list(directory).isEmpty {
+                throw CLIFailure(message: "FAILED: vault.db holds no audit key, but \(anchor != nil ? "the keyring's audit anchor" : "the audit directory") "
+                                 + "shows the vault was audited: the key was deleted", code: 6)
+            }
+            return nil
+        }
+        let checkpoint = try reporting { try v.auditCheckpoint() }
+        return AuditVerifier.verify(directory: directory, keys: AuditKeys(auditKey: auditKey), publicKey: nil, checkpoint: checkpoint,
+                                    anchor: anchor, requireCheckpoint: true)
+    }
+
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check every record's chain, MAC and signature, and the checkpoint; name the first bad record.",
@@ -87,21 +104,11 @@ struct AuditCommand: ParsableCommand {
                 report = AuditVerifier.verify(directory: dir ?? vault.vaultHome.auditDirectory, keys: nil, publicKey: key, checkpoint: nil)
             } else {
                 let v = try vault.openVault()
-                let anchor = try reporting { try v.keyring.readAnchor() }
-                guard let auditKey = try reporting({ try v.existingAuditKey() }) else {
-                    // Never audited: no key, so no record can have been written. Unless something says otherwise.
-                    if anchor != nil || !AuditSegments.list(dir ?? v.home.auditDirectory).isEmpty {
-                        print("FAILED: vault.db holds no audit key, but \(anchor != nil ? "the keyring's audit anchor" : "the audit directory") "
-                              + "shows the vault was audited: the key was deleted")
-                        throw ExitCode(6)
-                    }
+                guard let local = try AuditCommand.verifyLocal(v, directory: dir ?? v.home.auditDirectory) else {
                     print("OK: nothing has been audited in this vault yet (no audit key, no records)")
                     return
                 }
-                let keys = AuditKeys(auditKey: auditKey)
-                let checkpoint = try reporting { try v.auditCheckpoint() }
-                report = AuditVerifier.verify(directory: dir ?? v.home.auditDirectory, keys: keys, publicKey: nil, checkpoint: checkpoint,
-                                              anchor: anchor, requireCheckpoint: true)
+                report = local
             }
             let seconds = Date().timeIntervalSince(started)
             if let problem = report.problem {

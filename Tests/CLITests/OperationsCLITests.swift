@@ -299,3 +299,71 @@ struct HonestMessagesTests {
         #expect(try String(contentsOfFile: log, encoding: .utf8).contains("the policy grants nothing: every read will be refused"))
     }
 }
+
+/// `tokenvault doctor` finds each fault a test seeds, with the command that fixes it.
+@Suite("doctor")
+struct DoctorTests {
+    let dir = TempDir()
+    var home: String { dir.path + "/vault" }
+    var cli: CLI { CLI(home: home) }
+
+    init() throws {
+        let cli = CLI(home: dir.path + "/vault")
+        for (args, stdin) in [(["init"], nil), (["put", "acme/ads"], "EAAB-doctor-1")] as [([String], String?)] {
+            let r = try cli.run(args, stdin: stdin)
+            precondition(r.status == 0, r.all)
+        }
+        try "[[allow]]\nuid = \(getuid())\ntokens = [\"acme/*\"]\n".write(toFile: home + "/policy.toml", atomically: true, encoding: .utf8)
+    }
+
+    func findings() throws -> (status: Int32, problems: [[String: Any]]) {
+        let r = try cli.run(["doctor", "--json"])
+        let objects = r.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        return (r.status, objects.filter { $0["ok"] as? Bool == false })
+    }
+
+    func keyFile() throws -> String {
+        let name = try #require(try FileManager.default.contentsOfDirectory(atPath: home + "/keys").first { $0.first?.isNumber == true })
+        return home + "/keys/" + name
+    }
+
+    @Test func aHealthyVaultPasses() throws {
+        let r = try cli.run(["doctor"])
+        #expect(r.status == 0 && r.stdout.contains("checks passed"), "\(r.stdout)")
+    }
+
+    @Test func aLooseKeyModeIsFoundWithItsChmod() throws {
+        let key = try keyFile()
+        chmod(key, 0o644)
+        let (status, problems) = try findings()
+        #expect(status == 1)
+        #expect(problems.contains { $0["check"] as? String == "keyring" && ($0["fix"] as? String ?? "").contains("chmod 600") }, "\(problems)")
+    }
+
+    @Test func aMissingKeyIsFound() throws {
+        let key = try keyFile()
+        try FileManager.default.moveItem(atPath: key, toPath: dir.path + "/aside")
+        let (status, problems) = try findings()
+        #expect(status == 1)
+        #expect(problems.contains { $0["check"] as? String == "keys" && ($0["message"] as? String ?? "").contains((key as NSString).lastPathComponent) }, "\(problems)")
+    }
+
+    @Test func aTamperedAuditLogIsFound() throws {
+        let segment = home + "/audit/audit-000001.jsonl"
+        var text = try String(contentsOfFile: segment, encoding: .utf8)
+        text = text.replacingOccurrences(of: "acme/ads", with: "acme/adz")
+        try text.write(toFile: segment, atomically: false, encoding: .utf8)
+        let (status, problems) = try findings()
+        #expect(status == 1)
+        #expect(problems.contains { $0["check"] as? String == "audit" && ($0["message"] as? String ?? "").contains("audit verify fails") }, "\(problems)")
+    }
+
+    @Test func anEmptyOrEverythingPolicyIsFound() throws {
+        try "# nobody\n".write(toFile: home + "/policy.toml", atomically: true, encoding: .utf8)
+        var (status, problems) = try findings()
+        #expect(status == 1 && problems.contains { ($0["message"] as? String ?? "").contains("grants nothing") }, "\(problems)")
+        try "[[allow]]\nuid = 0\ntokens = [\"*\"]\n".write(toFile: home + "/policy.toml", atomically: true, encoding: .utf8)
+        (status, problems) = try findings()
+        #expect(status == 1 && problems.contains { ($0["message"] as? String ?? "").contains("grants every token") }, "\(problems)")
+    }
+}
