@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // libsodium, wrapped as a system library. Only VaultCrypto imports it.
@@ -66,7 +68,8 @@ let package = Package(
         .target(name: "VaultStores", dependencies: ["VaultCore", "VaultCrypto", "VaultSQLite", "VaultPostgres", "MetaLifecycle", "VaultAudit"], swiftSettings: strict),
 
         // The audit log: chained, signed JSON Lines made durable by group commit; verification and reports.
-        .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto", "VaultWire"], swiftSettings: strict),
+        .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto", "VaultWire", .product(name: "Metrics", package: "swift-metrics")],
+                swiftSettings: strict),
 
         // The Graph API calls the vault makes (URLSession from FoundationNetworking: no extra HTTP stack to build).
         .target(name: "MetaGraph", swiftSettings: strict),
@@ -102,12 +105,28 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
 
         // Living under systemd: sockets it passes (LISTEN_FDS), and readiness it is told of (sd_notify).
         .target(name: "VaultSystemd", swiftSettings: strict),
+
+        // Prometheus metrics (swift-metrics, exported by swift-prometheus) over HTTP on a Unix socket or a
+        // loopback port: off unless `[metrics] listen` is set.
+        .target(
+            name: "VaultMetrics",
+            dependencies: [
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
 
         // A client for Swift services: `try await TokenVaultClient(socketPath:).get("acme/ads")`.
         .target(
@@ -120,7 +139,7 @@ let package = Package(
             name: "TokenVaultCLI",
             dependencies: [
                 "VaultCore", "VaultCrypto", "VaultStores", "VaultPolicy", "VaultDaemon", "VaultAudit", "TokenVaultClient",
-                "CSystemShims", "MetaGraph", "MetaLifecycle", "VaultBench", "VaultSystemd",
+                "CSystemShims", "MetaGraph", "MetaLifecycle", "VaultBench", "VaultSystemd", "VaultMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
                 .product(name: "Logging", package: "swift-log"),

@@ -24,12 +24,16 @@ import TOMLKit
 ///     [audit]
 ///     segment_size = 67108864          # bytes a segment grows to before the next one starts
 ///
+///     [metrics]
+///     listen = "127.0.0.1:9464"        # or "unix:/run/tokenvault/metrics.sock"; off unless set
+///     token_names = false              # true: per-token expiry gauges, named by token
+///
 /// An unknown key, a value of the wrong type or out of range, or a file that does not parse is an error
 /// naming the file and the line.
 struct DaemonConfig {
     /// One setting the file may hold: its key (`section.key` inside a section) and what values it takes.
     struct Setting {
-        enum Kind { case string, path, integer(ClosedRange<Int>), choice([String]) }
+        enum Kind { case string, path, integer(ClosedRange<Int>), choice([String]), boolean }
         let key: String
         let kind: Kind
         let help: String
@@ -53,6 +57,8 @@ struct DaemonConfig {
         Setting(key: "store_password_file", kind: .path, help: "file holding the PostgreSQL password"),
         Setting(key: "host_id", kind: .string, help: "this host's name in a shared store"),
         Setting(key: "audit.segment_size", kind: .integer(1 << 20 ... 1 << 40), help: "bytes an audit segment grows to"),
+        Setting(key: "metrics.listen", kind: .string, help: "Prometheus metrics on unix:PATH or a loopback HOST:PORT (off unless set)"),
+        Setting(key: "metrics.token_names", kind: .boolean, help: "metrics name tokens (each one's expiry); off by default"),
     ]
 
     /// The file's values, by key, as text (integers in decimal), with the line each is on.
@@ -115,6 +121,9 @@ struct DaemonConfig {
                 guard let n = value.int else { throw fail(key, "\(key) must be a whole number") }
                 guard range.contains(n) else { throw fail(key, "\(key) must be \(range.lowerBound) to \(range.upperBound), not \(n)") }
                 text = String(n)
+            case .boolean:
+                guard let b = value.bool else { throw fail(key, "\(key) must be true or false") }
+                text = b ? "true" : "false"
             case .choice(let options):
                 guard let s = value.string, options.contains(s) else {
                     throw fail(key, "\(key) must be one of \(options.joined(separator: ", "))")

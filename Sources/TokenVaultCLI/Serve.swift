@@ -12,6 +12,7 @@ import VaultCore
 import VaultDaemon
 import VaultPolicy
 import VaultSystemd
+import VaultMetrics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -41,6 +42,15 @@ struct Serve: AsyncParsableCommand {
             throw CLIFailure(message: "error: --log-level must be one of trace, debug, info, notice, warning, error, critical", code: 64)
         }
         logger.logLevel = logLevel
+        // Metrics first: the read path's counters and the audit log's timer take their backend when made.
+        var metricsServer: ((@escaping @Sendable () -> Void) -> MetricsServer)?
+        if let listen = settings.string("metrics.listen") {
+            do {
+                metricsServer = MetricsServer.bootstrap(listen: try MetricsListen.parse(listen), logger: logger).make
+            } catch {
+                throw CLIFailure(message: "error: \(error) (from \(settings.source("metrics.listen")))", code: 2)
+            }
+        }
         let activation: SocketActivation
         do { activation = try SocketActivation.take() } catch { throw CLIFailure(message: "error: \(error)", code: 2) }
         let systemd = ServiceNotifier(environment: ProcessInfo.processInfo.environment)
@@ -119,7 +129,9 @@ struct Serve: AsyncParsableCommand {
             .init(service: SystemdReadiness(server: server, systemd: systemd, rules: initialPolicy.rules.count)),
         ]
         let status = DaemonStatus(.init(vault: v, processor: processor, server: server, audit: audit, sweeps: sweeps,
-                                        warnDays: warnDays, checkInterval: checkInterval, metrics: nil))
+                                        warnDays: warnDays, checkInterval: checkInterval,
+                                        metrics: settings.string("metrics.listen"), tokenNames: settings.string("metrics.token_names") == "true"))
+        if let metricsServer { services.append(.init(service: metricsServer(status.recordGauges))) }
         services.append(.init(service: AdminServer(socketPath: v.home.root + "/admin.sock", report: status.report,
                                                    everySecond: status.sample, logger: logger)))
         let shipper = v.storeIsShared ? AuditShipper(vault: v) : nil

@@ -5,6 +5,7 @@ import Synchronization
 import VaultAudit
 import VaultCore
 import VaultDaemon
+import VaultMetrics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,6 +22,8 @@ final class DaemonStatus: Sendable {
         let warnDays: Int
         let checkInterval: Int
         let metrics: String?
+        /// Metrics may name tokens (each one's expiry) only when the admin says so.
+        let tokenNames: Bool
     }
 
     let parts: Parts
@@ -46,6 +49,24 @@ final class DaemonStatus: Sendable {
             guard let first = s.first, let last = s.last, last.0 > first.0 else { return (0, 0) }
             let span = last.0 - first.0
             return (Double(last.1 - first.1) / span, Double(last.2 - first.2) / span)
+        }
+    }
+
+    /// The gauges read at scrape time (metric names in Docs/OPERATIONS.md).
+    func recordGauges() {
+        let a = parts.audit.status
+        recordGauge("tokenvault_uptime_seconds", Date().timeIntervalSince(startedAt))
+        recordGauge("tokenvault_connections", Double(parts.server.connectionCount))
+        recordGauge("tokenvault_policy_rules", Double(parts.processor.policy.rules.count))
+        recordGauge("tokenvault_audit_seq", Double(a.seq))
+        recordGauge("tokenvault_audit_checkpoint_lag", Double(max(0, a.seq - a.checkpointSeq)))
+        recordGauge("tokenvault_master_keys", Double((try? parts.vault.masterKeys().count) ?? 0))
+        for (state, count) in tokens() { recordGauge("tokenvault_tokens", Double(count), [("state", state)]) }
+        if let s = parts.sweeps.lastSweep { recordGauge("tokenvault_meta_last_sweep_timestamp_seconds", Double(s.endedAt)) }
+        if parts.tokenNames, let records = try? parts.vault.list() {
+            for r in records {
+                if let e = r.expiresAt, e > 0 { recordGauge("tokenvault_token_expiry_timestamp_seconds", Double(e), [("token", r.name)]) }
+            }
         }
     }
 

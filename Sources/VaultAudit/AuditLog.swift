@@ -1,4 +1,5 @@
 import Foundation
+import Metrics
 import VaultCore
 import VaultCrypto
 #if canImport(Glibc)
@@ -58,6 +59,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// The last `flushTimes.count` flushes (write and fdatasync of one batch), in µs, for `status`.
     private var flushTimes = [UInt32](repeating: 0, count: 1024)
     private var flushCount = 0
+    /// `tokenvault_audit_flush_seconds` and `tokenvault_audit_records_total` (no-ops without a metrics backend).
+    private let flushTimer = Metrics.Timer(label: "tokenvault_audit_flush_seconds")
+    private let recordsMetric = Counter(label: "tokenvault_audit_records_total")
     /// The last durable seq, as the flusher last published it (read under `mutex`).
     private var durableSeq: Int64 = 0
 
@@ -237,6 +241,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
                 durableSeq = lastSeq
                 flushTimes[flushCount % flushTimes.count] = UInt32(clamping: micros)
                 flushCount += 1
+                flushTimer.recordMicroseconds(micros)
+                recordsMetric.increment(by: batch.count)
             }
             pthread_mutex_unlock(&mutex)
             for i in batch.indices { batch[i].completion(result) }

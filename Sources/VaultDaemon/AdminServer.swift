@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
@@ -128,18 +129,23 @@ final class AdminHandler: ChannelInboundHandler {
     }
 }
 
-/// Reads and refusals the daemon answered, by outcome, for `status` (atomics: counted on the event loops).
+/// Reads and refusals the daemon answered, by outcome, for `status` (atomics: counted on the event loops),
+/// and as `tokenvault_reads_total{outcome=…}` for metrics (a no-op unless a metrics backend is bootstrapped
+/// before the daemon is made).
 public final class ReadCounters: Sendable {
     private let granted = Atomic<Int>(0)
     private let refused = Atomic<Int>(0)
     private let failed = Atomic<Int>(0)
+    private let grantedMetric = Counter(label: "tokenvault_reads_total", dimensions: [("outcome", "granted")])
+    private let refusedMetric = Counter(label: "tokenvault_reads_total", dimensions: [("outcome", "refused")])
+    private let failedMetric = Counter(label: "tokenvault_reads_total", dimensions: [("outcome", "failed")])
 
     public init() {}
 
     func count(granted g: Bool = false, refused r: Bool = false, failed f: Bool = false) {
-        if g { granted.add(1, ordering: .relaxed) }
-        if r { refused.add(1, ordering: .relaxed) }
-        if f { failed.add(1, ordering: .relaxed) }
+        if g { granted.add(1, ordering: .relaxed); grantedMetric.increment() }
+        if r { refused.add(1, ordering: .relaxed); refusedMetric.increment() }
+        if f { failed.add(1, ordering: .relaxed); failedMetric.increment() }
     }
 
     /// Totals since start: reads that disclosed a token, refusals (denied, not found, rate limited), failures.

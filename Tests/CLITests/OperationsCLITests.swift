@@ -125,6 +125,61 @@ struct OperationsCLITests {
         }
     }
 
+    /// GET /metrics over a Unix socket, HTTP/1.0 (the server closes after answering).
+    func scrape(_ path: String) -> String {
+        let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var sa = sockaddr_un()
+        sa.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &sa.sun_path) { raw in for (i, b) in path.utf8.enumerated() { raw[i] = b } }
+        guard withUnsafePointer(to: &sa, { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }) == 0
+        else { return "" }
+        var tv = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        let request = Array("GET /metrics HTTP/1.0\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        var out: [UInt8] = [], buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n <= 0 { break }
+            out += buffer[..<n]
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    @Test func metricsAreOffByDefaultAndNameNoTokenUnlessAsked() throws {
+        let metrics = dir.path + "/metrics.sock"
+        for tokenNames in [false, true] {
+            try "[metrics]\nlisten = \"unix:\(metrics)\"\ntoken_names = \(tokenNames)\n".write(toFile: home + "/tokenvault.toml", atomically: true, encoding: .utf8)
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: CLI.binary)
+            p.arguments = ["serve"]
+            p.environment = testEnvironment(home: home)
+            p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try p.run()
+            defer { kill(p.processIdentifier, SIGTERM); p.waitUntilExit() }
+            let socketPath = home + "/tokenvault.sock"
+            for _ in 0..<200 where access(socketPath, F_OK) != 0 || access(metrics, F_OK) != 0 { usleep(50_000) }
+            var st = stat()
+            #expect(lstat(metrics, &st) == 0 && st.st_mode & 0o077 == 0, "the metrics socket is the owner's")
+            for _ in 0..<2 { #expect(try cli.run(["get", "acme/ads", "--socket", socketPath]).status == 0) }
+            let text = scrape(metrics)
+            #expect(text.hasPrefix("HTTP/1.0 200") || text.hasPrefix("HTTP/1.1 200"), "\(text.prefix(200))")
+            #expect(text.contains(#"tokenvault_reads_total{outcome="granted"} 2"#), "\(text)")
+            #expect(text.contains("tokenvault_audit_flush_seconds_bucket"), "\(text)")
+            #expect(text.contains(#"tokenvault_tokens{state="total"} 1"#), "\(text)")
+            #expect(text.contains("acme/ads") == tokenNames || !text.contains("tokenvault_token_expiry"), "token names only when enabled: \(text)")
+            if !tokenNames { #expect(!text.contains("acme/ads")) }
+            #expect(!text.contains("EAAB"))
+            kill(p.processIdentifier, SIGTERM)
+            p.waitUntilExit()
+        }
+        // Not off the host by default: a non-loopback address is refused before anything starts.
+        try "[metrics]\nlisten = \"0.0.0.0:9464\"\n".write(toFile: home + "/tokenvault.toml", atomically: true, encoding: .utf8)
+        let refused = try cli.run(["serve"])
+        #expect(refused.status == 2 && refused.stderr.contains("only a loopback address"), "\(refused.all)")
+    }
+
     @Test func statusWithNoDaemonSaysSo() throws {
         let r = try cli.run(["status"])
         #expect(r.status == 7 && r.stderr.contains("no daemon answers on \(home)/admin.sock"), "\(r.all)")
