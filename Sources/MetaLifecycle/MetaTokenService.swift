@@ -72,7 +72,7 @@ public final class MetaTokenService: Sendable {
     @discardableResult
     public func extend(name: String) async throws -> CheckOutcome? {
         let opened = try vault.get(name: name)
-        guard let app = opened.record.app else { throw VaultError.unknownApp("(none: \(name) was stored without --app)") }
+        guard let app = opened.record.app else { throw VaultError.noApp(token: name, action: "Meta cannot extend it") }
         let (appId, secret) = try vault.appSecret(app: app)
         let grant = try await graphCall("meta_extend", token: name) {
             try await graph.exchangeForLongLived(appId: appId, appSecret: secret.unsafeStringCopy(), token: opened.secret.unsafeStringCopy())
@@ -99,7 +99,7 @@ public final class MetaTokenService: Sendable {
     public func check(name: String) async throws -> CheckOutcome {
         let opened = try vault.get(name: name)
         guard let app = opened.record.app else {
-            throw VaultError.unknownApp("(none: \(name) was stored without --app, so it cannot be checked)")
+            throw VaultError.noApp(token: name, action: "Meta cannot check it")
         }
         let (appId, secret) = try vault.appSecret(app: app)
         let info = try await graphCall("meta_check", token: name) {
@@ -108,7 +108,7 @@ public final class MetaTokenService: Sendable {
         let now = Self.now
         let diagnosis = info.isValid ? nil : TokenDiagnosis.of(code: info.error?.code, subcode: info.error?.subcode)
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let scopes = String(decoding: try encoder.encode(info.scopes ?? []), as: UTF8.self)
         let granular = try info.granularScopes.map { String(decoding: try encoder.encode($0), as: UTF8.self) }
         var lastError: String?
@@ -116,7 +116,7 @@ public final class MetaTokenService: Sendable {
             let e = info.error ?? DebugTokenInfo.TokenError()
             let object: [String: Any] = ["code": e.code as Any? ?? NSNull(), "subcode": e.subcode as Any? ?? NSNull(),
                                          "message": e.message ?? "", "reason": diagnosis?.reason ?? "", "action": diagnosis?.action ?? ""]
-            lastError = String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+            lastError = String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self)
         }
         let state = stateOf(info, now: now)
         let changed: Bool = try vault.lifecycle { change, tx in
@@ -180,7 +180,7 @@ public final class MetaTokenService: Sendable {
                                        "message": $0.message as Any? ?? NSNull()] } as Any? ?? NSNull(),
             "reason": reason, "action": action, "detected_at": now, "vault": vault.home.root,
         ]
-        return String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data(), as: UTF8.self)
+        return String(decoding: (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data(), as: UTF8.self)
     }
 
     /// Tokens with an app whose last check is older than `interval`, or that expire within the warning

@@ -50,12 +50,12 @@ struct AuditCommand: ParsableCommand {
         }
     }
 
-    static func table(_ entries: [AuditEntry]) -> String {
+    static func table(_ entries: [AuditEntry], withHeader: Bool = true) -> String {
         Output.table(["SEQ", "TIME", "CHANNEL", "ACTION", "TOKEN", "OUTCOME", "UID", "PID", "EXE", "REASON"],
                      entries.map { e in
                          [String(e.seq), String(e.time.prefix(23)) + "Z", e.channel, e.action, e.token ?? "-", e.outcome,
                           String(e.uid), String(e.pid), e.exe ?? "-", e.reason ?? ""]
-                     })
+                     }, withHeader: withHeader)
     }
 
     /// Verifies this host's log with the keyring: chain, MACs, signatures, the store's checkpoint and the
@@ -66,7 +66,7 @@ struct AuditCommand: ParsableCommand {
             // Never audited: no key, so no record can have been written. Unless something says otherwise.
             if anchor != nil || !AuditSegments.list(directory).isEmpty {
                 throw CLIFailure(message: "FAILED: vault.db holds no audit key, but \(anchor != nil ? "the keyring's audit anchor" : "the audit directory") "
-                                 + "shows the vault was audited: the key was deleted", code: 6)
+                                 + "shows the vault was audited: the key was deleted", exit: .integrity)
             }
             return nil
         }
@@ -99,7 +99,7 @@ struct AuditCommand: ParsableCommand {
             if let pubkey {
                 guard let text = try? String(contentsOfFile: pubkey, encoding: .utf8),
                       let key = decodeHex(text.trimmingCharacters(in: .whitespacesAndNewlines)) else {
-                    throw CLIFailure(message: "error: \(pubkey) does not hold a hex Ed25519 public key", code: 2)
+                    throw CLIFailure(message: "error: \(pubkey) does not hold a hex Ed25519 public key", exit: .badInput)
                 }
                 report = AuditVerifier.verify(directory: dir ?? vault.vaultHome.auditDirectory, keys: nil, publicKey: key, checkpoint: nil)
             } else {
@@ -113,7 +113,7 @@ struct AuditCommand: ParsableCommand {
             let seconds = Date().timeIntervalSince(started)
             if let problem = report.problem {
                 print("FAILED after \(report.records) good records: \(problem)")
-                throw ExitCode(6)
+                throw ExitCode(Exit.integrity.rawValue)
             }
             var what = ["hash chain", "signatures (through seq \(report.signedThrough))"]
             if report.checkedMACs { what.append("MACs") }
@@ -175,7 +175,8 @@ struct AuditCommand: ParsableCommand {
             var rows: [(AuditEntry, Substring)] = []
             AuditQuery.scan(directory: dir, filter: f) { e, line in rows.append((e, line)) }
             var lastSeq = rows.last?.0.seq ?? 0
-            emit(Array(rows.suffix(n)))
+            var headerShown = false
+            emit(Array(rows.suffix(n)), headerShown: &headerShown)
             guard follow else { return }
             while true {
                 usleep(250_000)
@@ -184,13 +185,19 @@ struct AuditCommand: ParsableCommand {
                 g.since = nil
                 AuditQuery.scan(directory: dir, filter: g) { e, line in if e.seq > lastSeq { fresh.append((e, line)) } }
                 if let last = fresh.last { lastSeq = last.0.seq }
-                emit(fresh.filter { f.matches($0.0) })
+                emit(fresh.filter { f.matches($0.0) }, headerShown: &headerShown)
             }
         }
 
-        private func emit(_ rows: [(AuditEntry, Substring)]) {
+        /// The header is printed once, with the first records; what follows under -f is rows only.
+        private func emit(_ rows: [(AuditEntry, Substring)], headerShown: inout Bool) {
             guard !rows.isEmpty else { return }
-            if json { for (_, line) in rows { print(line) } } else { print(AuditCommand.table(rows.map(\.0))) }
+            if json {
+                for (_, line) in rows { print(line) }
+            } else {
+                print(AuditCommand.table(rows.map(\.0), withHeader: !headerShown))
+                headerShown = true
+            }
             fflush(nil)
         }
     }
@@ -242,7 +249,7 @@ struct AuditCommand: ParsableCommand {
             let entries = AuditQuery.entries(directory: v.home.auditDirectory, filter: try filters.filter())
             let page = AuditReport.html(entries: entries, verification: verification, generated: Date())
             do { try page.write(toFile: html, atomically: true, encoding: .utf8) } catch {
-                throw CLIFailure(message: "error: cannot write \(html): \(error)", code: 1)
+                throw CLIFailure(message: "error: cannot write \(html): \(error)", exit: .failure)
             }
             printErr("wrote \(html): \(entries.count) records, verification \(verification.ok ? "OK" : "FAILED")")
         }
@@ -266,7 +273,7 @@ struct AuditCommand: ParsableCommand {
             entries.sort { $0.time < $1.time }
             let page = AuditReport.html(entries: entries, verification: combined, generated: Date())
             do { try page.write(toFile: html, atomically: true, encoding: .utf8) } catch {
-                throw CLIFailure(message: "error: cannot write \(html): \(error)", code: 1)
+                throw CLIFailure(message: "error: cannot write \(html): \(error)", exit: .failure)
             }
             printErr("wrote \(html): \(entries.count) records of every host, verification \(combined.ok ? "OK" : "FAILED")")
         }

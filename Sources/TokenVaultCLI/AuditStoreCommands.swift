@@ -19,7 +19,7 @@ struct HostScope: ParsableArguments {
         let all = try reporting { try AuditStoreCopy.hosts(v) }
         if let host {
             guard all.contains(host) else {
-                throw CLIFailure(message: "error: the store holds no audit records of host \(host) (it has: \(all.isEmpty ? "none" : all.joined(separator: ", ")))", code: 3)
+                throw CLIFailure(message: "error: the store holds no audit records of host \(host) (it has: \(all.isEmpty ? "none" : all.joined(separator: ", ")))", exit: .notFound)
             }
             return [host]
         }
@@ -32,7 +32,7 @@ struct HostScope: ParsableArguments {
 func withStoreCopies<T>(_ v: Vault, hosts: [String], _ body: (_ host: String, _ directory: String, _ lastSeq: Int64) throws -> T) throws -> [T] {
     var template = Array("/tmp/tokenvault-audit-copy-XXXXXX".utf8CString)
     guard let made = template.withUnsafeMutableBufferPointer({ mkdtemp($0.baseAddress!) }) else {
-        throw CLIFailure(message: "error: cannot make a temporary directory for the store's audit copies", code: 1)
+        throw CLIFailure(message: "error: cannot make a temporary directory for the store's audit copies", exit: .failure)
     }
     let root = String(cString: made)
     defer { try? FileManager.default.removeItem(atPath: root) }
@@ -78,7 +78,7 @@ extension AuditCommand {
             print(line)
             return false
         }
-        if failed.contains(true) { throw ExitCode(6) }
+        if failed.contains(true) { throw ExitCode(Exit.integrity.rawValue) }
     }
 
     /// Records of the store's copies that pass `filter`, each with its host.
@@ -121,7 +121,7 @@ extension AuditCommand {
             while true {
                 let n: Int
                 do { n = try reporting { try shipper.shipOnce() } } catch let gap as AuditShipper.Gap {
-                    throw CLIFailure(message: "error: \(gap)", code: 6)
+                    throw CLIFailure(message: "error: \(gap)", exit: .integrity)
                 }
                 total += n
                 if n == 0 { break }

@@ -132,7 +132,7 @@ struct BenchCommand: ParsableCommand {
             try reporting { try v.unlock() }
             let names = try namesFile.map { try String(contentsOfFile: $0, encoding: .utf8).split(separator: "\n").map(String.init) }
                 ?? reporting { try v.names() }
-            guard !names.isEmpty else { throw CLIFailure(message: "error: no tokens to read", code: 2) }
+            guard !names.isEmpty else { throw CLIFailure(message: "error: no tokens to read", exit: .badInput) }
             let rule = Policy.Rule(subject: .uid(getuid()), tokens: ["*"], proof: true)
             let stages = try reporting {
                 try ReadPathProfile.measure(vault: v, policy: Policy(rules: [rule]), audit: ImmediateAudit(), names: names, iterations: iterations)

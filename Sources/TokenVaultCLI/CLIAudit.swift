@@ -16,7 +16,7 @@ struct CLIAudit {
     init(_ vault: Vault) throws {
         log = try reporting {
             do { return try AuditLog.open(for: vault) } catch let e as AuditWriteError {
-                throw CLIFailure(message: "error: the audit log cannot be opened: \(e); nothing was done", code: 7)
+                throw CLIFailure(message: "error: the audit log cannot be opened: \(e); nothing was done", exit: .unavailable)
             }
         }
     }
@@ -32,7 +32,7 @@ struct CLIAudit {
         do {
             try log.appendAndWait(event, secret: secret)
         } catch {
-            throw CLIFailure(message: "error: the audit record could not be written (\(error)); nothing was disclosed", code: 7)
+            throw CLIFailure(message: "error: the audit record could not be written (\(error)); nothing was disclosed", exit: .unavailable)
         }
     }
 
@@ -46,7 +46,7 @@ struct CLIAudit {
         let beforeCommit = {
             let event = AuditEvent(action: action, channel: .cli, actor: Self.actor, token: token, outcome: .granted, reason: reason)
             do { try self.log.appendAndWait(event) } catch {
-                throw CLIFailure(message: "error: the audit record could not be written (\(error)); nothing was changed", code: 7)
+                throw CLIFailure(message: "error: the audit record could not be written (\(error)); nothing was changed", exit: .unavailable)
             }
             recorded = true
         }

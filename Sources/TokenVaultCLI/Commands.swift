@@ -32,12 +32,12 @@ struct Init: ParsableCommand {
                 let first = try SecretInput.prompt("New vault passphrase: ")
                 let again = try SecretInput.prompt("Again: ")
                 guard first.constantTimeEquals(again) else {
-                    throw CLIFailure(message: "error: the passphrases differ; nothing was created", code: 2)
+                    throw CLIFailure(message: "error: the passphrases differ; nothing was created", exit: .badInput)
                 }
                 secret = first
             }
             guard let s = secret, s.count >= 8 else {
-                throw CLIFailure(message: "error: a vault passphrase needs at least 8 characters; nothing was created", code: 2)
+                throw CLIFailure(message: "error: a vault passphrase needs at least 8 characters; nothing was created", exit: .badInput)
             }
         }
         let location = try vault.storeLocation()
@@ -138,19 +138,22 @@ struct Get: ParsableCommand {
 
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "List stored tokens with their metadata (never their values).")
+        abstract: "List stored tokens with their metadata (never their values).",
+        discussion: "Example: tokenvault list acme/   (names that start with acme/; acme/* works too)")
 
     @OptionGroup var vault: VaultOptions
+    @Argument(help: "Only names that start with this (a trailing * is allowed).") var prefix: String?
     @Flag(help: "One JSON object per line.") var json = false
 
     func run() throws {
         let v = try vault.openVault()
-        let records = try reporting { try v.list() }
+        let start = prefix.map { $0.hasSuffix("*") ? String($0.dropLast()) : $0 } ?? ""
+        let records = try reporting { try v.list() }.filter { $0.name.hasPrefix(start) }
         if json {
             for r in records { print(Output.jsonLine(Output.json(r))) }
             return
         }
-        if records.isEmpty { printErr("no tokens stored"); return }
+        if records.isEmpty { printErr(start.isEmpty ? "no tokens stored" : "no tokens stored under \(start)"); return }
         print(Output.table(
             ["NAME", "KIND", "APP", "VALID", "EXPIRES", "CHECKED"],
             records.map { r in
@@ -185,13 +188,18 @@ struct Show: ParsableCommand {
 }
 
 struct Remove: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Delete a token.")
+    static let configuration = CommandConfiguration(
+        commandName: "rm", abstract: "Delete a token.",
+        discussion: "On a terminal it asks first; --yes does not. Every daemon stops serving it at its next read.")
 
     @OptionGroup var vault: VaultOptions
     @Argument(help: "The token's name.") var name: String
+    @Flag(help: "Do not ask for confirmation.") var yes = false
 
     func run() throws {
         let v = try vault.openVault()
+        _ = try reporting { try v.show(name: name) }  // not found: say so before asking
+        try confirm("Delete token \(name)? Services reading it will be refused.", yes: yes)
         let audit = try CLIAudit(v)
         defer { audit.close() }
         try audit.admin("rm", token: name) { commit in try v.remove(name: name, beforeCommit: commit) }
@@ -202,7 +210,32 @@ struct Remove: ParsableCommand {
 struct AppCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "app", abstract: "Manage Meta apps (their secrets sign proofs and debug_token calls).",
-        subcommands: [Add.self, ListApps.self])
+        subcommands: [Add.self, ListApps.self, RemoveApp.self])
+
+    struct RemoveApp: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "rm", abstract: "Delete an app and its sealed secret (refused while a token belongs to it).",
+            discussion: "On a terminal it asks first; --yes does not.")
+
+        @OptionGroup var vault: VaultOptions
+        @Argument(help: "The app's name.") var name: String
+        @Flag(help: "Do not ask for confirmation.") var yes = false
+
+        func run() throws {
+            let v = try vault.openVault()
+            guard let app = try reporting({ try v.apps() }).first(where: { $0.name == name }) else {
+                throw CLIFailure(message: "error: no app named \(name) (`tokenvault app list` shows them)", exit: .notFound)
+            }
+            if app.tokens > 0 {
+                throw CLIFailure(message: "error: app \(name) is still used by \(app.tokens) token\(app.tokens == 1 ? "" : "s"); remove them or store them under another app first", exit: .badInput)
+            }
+            try confirm("Delete app \(name) (app id \(app.appId)) and its secret?", yes: yes)
+            let audit = try CLIAudit(v)
+            defer { audit.close() }
+            try audit.admin("app_rm", reason: "app \(name)") { commit in try v.removeApp(name: name, beforeCommit: commit) }
+            printErr("removed app \(name)")
+        }
+    }
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -283,7 +316,7 @@ struct Import: ParsableCommand {
         let chosen: ImportFormat
         if sealed { chosen = .sealed } else if let format {
             guard let f = ImportFormat(rawValue: format) else {
-                throw CLIFailure(message: "error: --format must be env, jsonl or sealed", code: 64)
+                throw CLIFailure(message: "error: --format must be env, jsonl or sealed", exit: .usage)
             }
             chosen = f
         } else {
@@ -308,7 +341,7 @@ struct Import: ParsableCommand {
     private func readInput() throws -> [UInt8] {
         if let file {
             guard let data = FileManager.default.contents(atPath: file) else {
-                throw CLIFailure(message: "error: cannot read \(file)", code: 1)
+                throw CLIFailure(message: "error: cannot read \(file)", exit: .failure)
             }
             return [UInt8](data)
         }
@@ -317,10 +350,10 @@ struct Import: ParsableCommand {
         defer { wipe(&chunk) }
         while true {
             let n = chunk.withUnsafeMutableBytes { read(0, $0.baseAddress!, $0.count) }
-            if n < 0 { if errno == EINTR { continue }; throw CLIFailure(message: "error: cannot read stdin", code: 1) }
+            if n < 0 { if errno == EINTR { continue }; throw CLIFailure(message: "error: cannot read stdin", exit: .failure) }
             if n == 0 { break }
             out.append(contentsOf: chunk[0..<n])
-            if out.count > 64 * 1024 * 1024 { throw CLIFailure(message: "error: input larger than 64 MiB", code: 2) }
+            if out.count > 64 * 1024 * 1024 { throw CLIFailure(message: "error: input larger than 64 MiB", exit: .badInput) }
         }
         return out
     }
@@ -355,10 +388,10 @@ struct Export: ParsableCommand {
         } else {
             pass = try SecretInput.prompt("Export passphrase: ", flag: "--export-passphrase-file")
             guard pass.constantTimeEquals(try SecretInput.prompt("Again: ", flag: "--export-passphrase-file")) else {
-                throw CLIFailure(message: "error: the passphrases differ; nothing was written", code: 2)
+                throw CLIFailure(message: "error: the passphrases differ; nothing was written", exit: .badInput)
             }
         }
-        guard pass.count >= 8 else { throw CLIFailure(message: "error: an export passphrase needs at least 8 characters", code: 2) }
+        guard pass.count >= 8 else { throw CLIFailure(message: "error: an export passphrase needs at least 8 characters", exit: .badInput) }
         let v = try vault.openVault()
         let audit = try CLIAudit(v)
         defer { audit.close() }
@@ -366,11 +399,11 @@ struct Export: ParsableCommand {
         if let output {
             let fd = open(output, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o600)
             guard fd >= 0 else {
-                throw CLIFailure(message: "error: cannot create \(output): \(String(cString: strerror(errno))) (it must not exist yet)", code: 1)
+                throw CLIFailure(message: "error: cannot create \(output): \(String(cString: strerror(errno))) (it must not exist yet)", exit: .failure)
             }
             defer { close(fd) }
             let ok = bytes.withUnsafeBytes { write(fd, $0.baseAddress!, $0.count) == $0.count } && fsync(fd) == 0
-            guard ok else { throw CLIFailure(message: "error: writing \(output) failed", code: 1) }
+            guard ok else { throw CLIFailure(message: "error: writing \(output) failed", exit: .failure) }
             printErr("wrote sealed export to \(output)")
         } else {
             FileHandle.standardOutput.write(Data(bytes))

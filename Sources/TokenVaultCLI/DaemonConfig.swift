@@ -87,11 +87,11 @@ struct DaemonConfig {
         let text = String(decoding: data, as: UTF8.self)
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
-            throw CLIFailure(message: "error: \(path):\(e.source.begin.line): \(e.description)", code: 2)
+            throw CLIFailure(message: "error: \(path):\(e.source.begin.line): \(e.description)", exit: .badInput)
         }
         let lines = KeyLines(text)
         func fail(_ key: String, _ why: String) -> CLIFailure {
-            CLIFailure(message: "error: \(path):\(lines.line(of: key)): \(why)", code: 2)
+            CLIFailure(message: "error: \(path):\(lines.line(of: key)): \(why)", exit: .badInput)
         }
         var entries: [(String, TOMLValueConvertible)] = []
         for (key, value) in table {

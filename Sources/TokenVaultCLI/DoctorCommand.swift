@@ -51,7 +51,7 @@ struct Doctor: ParsableCommand {
             let problems = findings.filter { !$0.ok }.count
             print(problems == 0 ? "\nall \(findings.count) checks passed" : "\n\(problems) problem\(problems == 1 ? "" : "s") found")
         }
-        if findings.contains(where: { !$0.ok }) { throw ExitCode(1) }
+        if findings.contains(where: { !$0.ok }) { throw ExitCode(Exit.failure.rawValue) }
     }
 
     func examine() -> [Finding] {

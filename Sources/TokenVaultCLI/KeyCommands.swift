@@ -132,13 +132,15 @@ struct KeyCommand: ParsableCommand {
     struct Retire: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Wipe and remove a master key that nothing depends on any more.",
-            discussion: "Refused while a data key is wrapped under it (`tokenvault key list` shows the state).")
+            discussion: "Refused while a data key is wrapped under it (`tokenvault key list` shows the state). On a terminal it asks first; --yes does not.")
 
         @OptionGroup var vault: VaultOptions
         @Argument(help: "The key id.") var id: String
+        @Flag(help: "Do not ask for confirmation.") var yes = false
 
         func run() throws {
             let v = try vault.openVault()
+            try confirm("Wipe master key \(id)? Backups sealed under it will need their own copy of the key.", yes: yes)
             let audit = try CLIAudit(v)
             defer { audit.close() }
             try audit.admin("key_retire", reason: "master key \(id)") { commit in try v.retireMasterKey(id: id, beforeCommit: commit) }

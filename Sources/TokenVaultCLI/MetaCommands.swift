@@ -22,29 +22,29 @@ struct GraphOptions: ParsableArguments {
     func client() throws -> GraphClient {
         var c = GraphConfiguration()
         if let text = graphURL ?? ProcessInfo.processInfo.environment["TOKENVAULT_GRAPH_URL"].flatMap({ $0.isEmpty ? nil : $0 }) {
-            guard let url = URL(string: text) else { throw CLIFailure(message: "error: --graph-url is not a URL", code: 64) }
+            guard let url = URL(string: text) else { throw CLIFailure(message: "error: --graph-url is not a URL", exit: .usage) }
             c.baseURL = url
         }
         if let d = dialogURL, let url = URL(string: d) { c.dialogURL = url }
         c.version = graphVersion ?? GraphConfiguration.defaultVersion
-        do { return try GraphClient(configuration: c) } catch { throw CLIFailure(message: "error: \(error)", code: 2) }
+        do { return try GraphClient(configuration: c) } catch { throw CLIFailure(message: "error: \(error)", exit: .badInput) }
     }
 }
 
-/// Turns Graph failures into worded CLI failures (exit 11: Meta refused; 1: could not reach it).
+/// Turns Graph failures into worded CLI failures (``Exit/metaRefused``: Meta refused; ``Exit/failure``: could not reach it).
 func graphReporting<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()
     } catch let e as GraphClientError {
         if case .api(let api) = e {
             let d = TokenDiagnosis.of(code: api.code, subcode: api.subcode)
-            throw CLIFailure(message: "error: \(api)\n  meaning: \(d.reason)\n  to do: \(d.action)", code: 11)
+            throw CLIFailure(message: "error: \(api)\n  meaning: \(d.reason)\n  to do: \(d.action)", exit: .metaRefused)
         }
-        throw CLIFailure(message: "error: \(e)", code: 1)
+        throw CLIFailure(message: "error: \(e)", exit: .failure)
     } catch let e as VaultError {
-        throw CLIFailure(message: "error: \(e)", code: e.exitCode)
+        throw CLIFailure(message: "error: \(e)", exit: .of(e.exitCode))
     } catch let e as StoreError {
-        throw CLIFailure(message: "error: \(e)", code: e.exitCode)
+        throw CLIFailure(message: "error: \(e)", exit: .of(e.exitCode))
     }
 }
 
@@ -125,9 +125,9 @@ struct MetaCommand: AsyncParsableCommand {
             let (service, audit) = try MetaCommand.service(vault, graph)
             defer { audit.close() }
             let appId = try reporting { try service.vault.apps().first { $0.name == app }?.appId }
-            guard let appId else { throw CLIFailure(message: "error: \(VaultError.unknownApp(app))", code: 2) }
+            guard let appId else { throw CLIFailure(message: "error: \(VaultError.unknownApp(app))", exit: .badInput) }
             let redirect: LoopbackRedirect
-            do { redirect = try LoopbackRedirect(port: port) } catch { throw CLIFailure(message: "error: \(error)", code: 1) }
+            do { redirect = try LoopbackRedirect(port: port) } catch { throw CLIFailure(message: "error: \(error)", exit: .failure) }
             let url = service.graph.loginDialogURL(appId: appId, redirectURI: redirect.redirectURI, state: redirect.state,
                                                    scopes: scopes.split(separator: ",").map(String.init))
             print("Open this URL in a browser on this machine and grant access:\n\(url.absoluteString)")
@@ -142,7 +142,7 @@ struct MetaCommand: AsyncParsableCommand {
                     }
                 }
             } catch {
-                throw CLIFailure(message: "error: \(error); nothing was stored", code: 1)
+                throw CLIFailure(message: "error: \(error); nothing was stored", exit: .failure)
             }
             let outcome = try await graphReporting {
                 try await service.exchange(name: name, app: app, code: code, redirectURI: redirect.redirectURI, kind: kind, replace: force)
@@ -192,7 +192,7 @@ struct MetaCommand: AsyncParsableCommand {
             defer { audit.close() }
             let targets = names.isEmpty ? try reporting { try service.vault.list().filter { $0.app != nil }.map(\.name) } : names
             var anyInvalid = false
-            var anyFailed = false
+            var firstFailure: Exit?
             for name in targets {
                 do {
                     let o = try await graphReporting { try await service.check(name: name) }
@@ -204,7 +204,7 @@ struct MetaCommand: AsyncParsableCommand {
                         print(MetaCommand.describe(o))
                     }
                 } catch let f as CLIFailure {
-                    anyFailed = true
+                    firstFailure = firstFailure ?? Exit.of(f.code)
                     printErr("\(name): \(f.message)")
                 }
             }
@@ -212,8 +212,10 @@ struct MetaCommand: AsyncParsableCommand {
                 let (sent, failed) = await service.deliverDueNotifications()
                 if sent + failed > 0 { printErr("notifications: \(sent) delivered, \(failed) failed (retried next time)") }
             }
-            if anyFailed { throw ExitCode(11) }
-            if anyInvalid { throw ExitCode(10) }
+            // A token that could not be checked: the exit code says why, as for one token (Meta refused: 11,
+            // Meta unreachable: 1, stored without an app: 2).
+            if let firstFailure { throw ExitCode(firstFailure.rawValue) }
+            if anyInvalid { throw ExitCode(Exit.tokenInvalid.rawValue) }
         }
     }
 }
@@ -237,7 +239,7 @@ struct Proof: ParsableCommand {
         defer { audit.close() }
         let opened = try reporting { try v.get(name: name) }
         guard let app = opened.record.app else {
-            throw CLIFailure(message: "error: \(name) has no app (store it with --app), so no appsecret_proof can be made", code: 2)
+            throw CLIFailure(message: "error: \(name) has no app (store it with --app), so no appsecret_proof can be made", exit: .badInput)
         }
         let proof = try reporting { try v.appsecretProof(token: opened.secret, app: app, timed: !legacy) }
         try audit.record(legacy ? "proof_legacy" : "proof", token: name)

@@ -29,7 +29,7 @@ struct Migrate: ParsableCommand {
     func run() throws {
         let target: StoreLocation
         do { target = try StoreLocation.parse(to, passwordFile: toPasswordFile) } catch let p as StoreLocation.Problem {
-            throw CLIFailure(message: "error: \(p)", code: 2)
+            throw CLIFailure(message: "error: \(p)", exit: .badInput)
         }
         let v = try vault.openVault()
         // Recorded first, in the chain the copy carries: the migration is in the audit trail it moves.
@@ -40,7 +40,7 @@ struct Migrate: ParsableCommand {
         do {
             summary = try reporting { try StoreMigration.copy(v, to: target, force: force) { printErr($0) } }
         } catch let r as StoreMigration.Refused {
-            throw CLIFailure(message: "error: \(r)", code: 2)
+            throw CLIFailure(message: "error: \(r)", exit: .badInput)
         }
         // Prove the copy opens: a vault on the target, every sealed value opened.
         let copy = try reporting { try Vault.open(home: v.home, passphrase: vault.passphraseProvider, hostID: v.hostID, store: target) }
@@ -53,7 +53,7 @@ struct Migrate: ParsableCommand {
         let report = AuditVerifier.verify(directory: v.home.auditDirectory, keys: keys, publicKey: nil,
                                           checkpoint: try reporting { try copy.auditCheckpoint() })
         if let problem = report.problem {
-            throw CLIFailure(message: "error: the copy was made, but this host's audit chain does not verify against it: \(problem)", code: 6)
+            throw CLIFailure(message: "error: the copy was made, but this host's audit chain does not verify against it: \(problem)", exit: .integrity)
         }
         let records = summary.auditRecords.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: ", ")
         print("copied \(summary.tokens) tokens, \(summary.apps) apps, \(summary.dataKeys) data keys, \(summary.notifications) notification states, "

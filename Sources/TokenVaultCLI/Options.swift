@@ -69,7 +69,7 @@ struct VaultOptions: ParsableArguments {
             return try StoreLocation.resolve(flag: store, passwordFile: storePasswordFile ?? s.storePasswordFile, configured: s.store,
                                              home: vaultHome)
         } catch let p as StoreLocation.Problem {
-            throw CLIFailure(message: "error: \(p)", code: 2)
+            throw CLIFailure(message: "error: \(p)", exit: .badInput)
         }
     }
 
@@ -83,11 +83,11 @@ struct VaultOptions: ParsableArguments {
         let id = hostId ?? configured ?? recorded ?? Vault.defaultHostID
         guard !id.isEmpty, id.utf8.count <= 64,
               id.utf8.allSatisfy({ (0x30...0x39).contains($0) || (0x41...0x5a).contains($0) || (0x61...0x7a).contains($0) || $0 == 0x2d || $0 == 0x2e || $0 == 0x5f }) else {
-            throw CLIFailure(message: "error: host id \"\(id)\" must be 1 to 64 letters, digits, '.', '-' or '_'", code: 2)
+            throw CLIFailure(message: "error: host id \"\(id)\" must be 1 to 64 letters, digits, '.', '-' or '_'", exit: .badInput)
         }
         if let recorded, !recorded.isEmpty, recorded != id {
             throw CLIFailure(message: "error: this home is host \"\(recorded)\" in its store (\(recordedPath)), not \"\(id)\"; "
-                + "a home's audit chain belongs to one host: drop --host-id, or use a home of its own for \"\(id)\"", code: 2)
+                + "a home's audit chain belongs to one host: drop --host-id, or use a home of its own for \"\(id)\"", exit: .badInput)
         }
         return id
     }

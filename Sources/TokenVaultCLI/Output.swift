@@ -6,7 +6,7 @@ import VaultStores
 enum Output {
     /// Every cell is printed through ``escaped(_:)``: a stored name or reason can never move the cursor,
     /// clear the screen or draw a row of its own on the reader's terminal.
-    static func table(_ header: [String], _ rows: [[String]]) -> String {
+    static func table(_ header: [String], _ rows: [[String]], withHeader: Bool = true) -> String {
         let rows = rows.map { $0.map(escaped) }
         var widths = header.map(\.count)
         for row in rows { for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) } }
@@ -14,7 +14,7 @@ enum Output {
             cells.enumerated().map { i, c in i == cells.count - 1 ? c : c.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
                 .joined(separator: "  ")
         }
-        return ([line(header)] + rows.map(line)).joined(separator: "\n")
+        return ((withHeader ? [line(header)] : []) + rows.map(line)).joined(separator: "\n")
     }
 
     /// `s` with control characters (C0, DEL, C1), bidirectional overrides and line separators written

@@ -26,13 +26,13 @@ struct PolicyCommand: ParsableCommand {
         func run() throws {
             let path = policy ?? vault.vaultHome.policyPath
             let loaded: Policy
-            do { loaded = try Policy.load(path: path) } catch { throw CLIFailure(message: "error: \(error)", code: 2) }
+            do { loaded = try Policy.load(path: path) } catch { throw CLIFailure(message: "error: \(error)", exit: .badInput) }
             let primary = gid ?? Accounts.primaryGid(uid: uid) ?? uid
             let caller = Caller(uid: uid, gid: primary, pid: 0, supplementaryGroups: Caller.groups(ofUid: uid, primary: primary))
             let decision = loaded.decide(caller, name: name)
             print(decision.explanation)
             if let rate = loaded.rate(for: caller) { print("rate limit: \(rate) requests/s") }
-            if !decision.allowed { throw ExitCode(8) }
+            if !decision.allowed { throw ExitCode(Exit.denied.rawValue) }
         }
     }
 
@@ -49,14 +49,14 @@ struct PolicyCommand: ParsableCommand {
             let path = policy ?? vault.vaultHome.policyPath
             let parsed: Policy
             do { parsed = try Policy.load(path: path) } catch {
-                throw CLIFailure(message: "error: \(error); the daemon keeps its current policy", code: 2)
+                throw CLIFailure(message: "error: \(error); the daemon keeps its current policy", exit: .badInput)
             }
             let socketPath = socket ?? vault.vaultHome.socketPath
             guard let pid = DaemonProbe.pid(socketPath: socketPath), pid > 0 else {
-                throw CLIFailure(message: "error: no daemon answers on \(socketPath)", code: 7)
+                throw CLIFailure(message: "error: no daemon answers on \(socketPath)", exit: .unavailable)
             }
             guard kill(pid, SIGHUP) == 0 else {
-                throw CLIFailure(message: "error: cannot signal the daemon (pid \(pid)): \(String(cString: strerror(errno)))", code: 1)
+                throw CLIFailure(message: "error: cannot signal the daemon (pid \(pid)): \(String(cString: strerror(errno)))", exit: .failure)
             }
             print("policy \(path) (\(parsed.rules.count) rules) sent to the daemon, pid \(pid)")
         }

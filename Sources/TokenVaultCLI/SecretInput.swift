@@ -17,7 +17,7 @@ enum SecretInput {
     static func readFile(_ path: String, what: String) throws -> SecretBytes {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
-            throw CLIFailure(message: "error: cannot open \(path): \(String(cString: strerror(errno)))", code: 1)
+            throw CLIFailure(message: "error: cannot open \(path): \(String(cString: strerror(errno)))", exit: .failure)
         }
         defer { close(fd) }
         return try readAll(fd: fd, source: path, what: what)
@@ -32,13 +32,13 @@ enum SecretInput {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + count, $0.count - count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw CLIFailure(message: "error: cannot read \(source): \(String(cString: strerror(errno)))", code: 1)
+                throw CLIFailure(message: "error: cannot read \(source): \(String(cString: strerror(errno)))", exit: .failure)
             }
             if n == 0 { break }
             count += n
         }
         if count > limit {
-            throw CLIFailure(message: "error: the \(what) on \(source) is longer than \(Vault.maxSecretBytes) bytes; nothing was stored", code: 2)
+            throw CLIFailure(message: "error: the \(what) on \(source) is longer than \(Vault.maxSecretBytes) bytes; nothing was stored", exit: .badInput)
         }
         if count > 0 && buffer[count - 1] == 0x0a { count -= 1 }
         if count > 0 && buffer[count - 1] == 0x0d { count -= 1 }
@@ -50,7 +50,7 @@ enum SecretInput {
     static func prompt(_ text: String, fd requested: Int32? = nil, flag: String = "--passphrase-file") throws -> SecretBytes {
         let fd = requested ?? open("/dev/tty", O_RDWR | O_CLOEXEC)
         guard fd >= 0 else {
-            throw CLIFailure(message: "error: a passphrase is needed and there is no terminal to ask on: use \(flag) FILE", code: 5)
+            throw CLIFailure(message: "error: a passphrase is needed and there is no terminal to ask on: use \(flag) FILE", exit: .key)
         }
         defer { if requested == nil { close(fd) } }
         FileHandle.standardError.write(Data(text.utf8))
@@ -91,4 +91,22 @@ func writeStdout(_ secret: SecretBytes) {
 
 func printErr(_ text: String) {
     FileHandle.standardError.write(Data((text + "\n").utf8))
+}
+
+/// Asks before a destructive command, on a terminal only: scripts (no terminal on stdin) and `--yes` go on
+/// without a question. Anything but "y" or "yes" stops with nothing changed.
+func confirm(_ question: String, yes: Bool) throws {
+    guard !yes, isatty(0) == 1 else { return }
+    let tty = open("/dev/tty", O_RDWR | O_CLOEXEC)
+    guard tty >= 0 else { return }
+    defer { close(tty) }
+    let prompt = Array("\(question) [y/N] ".utf8)
+    _ = prompt.withUnsafeBytes { write(tty, $0.baseAddress, $0.count) }
+    var answer: [UInt8] = []
+    var byte: UInt8 = 0
+    while answer.count < 16, read(tty, &byte, 1) == 1, byte != 0x0a { answer.append(byte) }
+    let text = String(decoding: answer, as: UTF8.self).trimmingCharacters(in: .whitespaces).lowercased()
+    guard text == "y" || text == "yes" else {
+        throw CLIFailure(message: "not confirmed; nothing was changed (--yes skips the question)", exit: .failure)
+    }
 }

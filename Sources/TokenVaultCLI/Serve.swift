@@ -39,7 +39,7 @@ struct Serve: AsyncParsableCommand {
         var logger = Logger(label: "tokenvault")
         let level = settings.string("log_level") ?? "info"
         guard let logLevel = Logger.Level(rawValue: level) else {
-            throw CLIFailure(message: "error: --log-level must be one of trace, debug, info, notice, warning, error, critical", code: 64)
+            throw CLIFailure(message: "error: --log-level must be one of trace, debug, info, notice, warning, error, critical", exit: .usage)
         }
         logger.logLevel = logLevel
         // Metrics first: the read path's counters and the audit log's timer take their backend when made.
@@ -48,11 +48,11 @@ struct Serve: AsyncParsableCommand {
             do {
                 metricsServer = MetricsServer.bootstrap(listen: try MetricsListen.parse(listen), logger: logger).make
             } catch {
-                throw CLIFailure(message: "error: \(error) (from \(settings.source("metrics.listen")))", code: 2)
+                throw CLIFailure(message: "error: \(error) (from \(settings.source("metrics.listen")))", exit: .badInput)
             }
         }
         let activation: SocketActivation
-        do { activation = try SocketActivation.take() } catch { throw CLIFailure(message: "error: \(error)", code: 2) }
+        do { activation = try SocketActivation.take() } catch { throw CLIFailure(message: "error: \(error)", exit: .badInput) }
         let systemd = ServiceNotifier(environment: ProcessInfo.processInfo.environment)
 
         let v = try vault.openVault(listen: true)
@@ -61,7 +61,7 @@ struct Serve: AsyncParsableCommand {
         let policyPath = settings.string("policy") ?? v.home.policyPath
         let initialPolicy: Policy
         do { initialPolicy = try Policy.load(path: policyPath) } catch let e as PolicyError {
-            throw CLIFailure(message: "error: \(e); the daemon was not started", code: 2)
+            throw CLIFailure(message: "error: \(e); the daemon was not started", exit: .badInput)
         }
         if initialPolicy.rules.isEmpty {
             logger.warning("the policy grants nothing: every read will be refused", metadata: ["file": "\(policyPath)"])
@@ -71,7 +71,7 @@ struct Serve: AsyncParsableCommand {
         if noGroupCommit { auditOptions.maxBatch = 1 }
         if let size = settings.int("audit.segment_size") { auditOptions.segmentBytes = size }
         do { audit = try AuditLog.open(for: v, options: auditOptions) } catch {
-            throw CLIFailure(message: "error: the audit log cannot be opened: \(error); the daemon was not started", code: 7)
+            throw CLIFailure(message: "error: the audit log cannot be opened: \(error); the daemon was not started", exit: .unavailable)
         }
         defer {
             audit.close()
@@ -86,7 +86,7 @@ struct Serve: AsyncParsableCommand {
                 config.socketPath = SocketActivation.boundPath(passed.descriptor) ?? "fd \(passed.descriptor) from systemd"
                 if options.socket != nil { logger.warning("--socket ignored: systemd passed the socket", metadata: ["socket": "\(config.socketPath)"]) }
             }
-        } catch { throw CLIFailure(message: "error: \(error)", code: 2) }
+        } catch { throw CLIFailure(message: "error: \(error)", exit: .badInput) }
         for unused in activation.sockets where unused.descriptor != config.listeningDescriptor {
             logger.warning("a socket systemd passed is not one serve uses; closing it", metadata: ["name": "\(unused.name)"])
             close(unused.descriptor)
@@ -94,7 +94,7 @@ struct Serve: AsyncParsableCommand {
         func number(_ key: String, flag: String, at least: Int = 1) throws -> Int? {
             guard let text = settings.string(key) else { return nil }
             guard let n = Int(text), n >= least else {
-                throw CLIFailure(message: "error: \(flag) must be a whole number of at least \(least), not \"\(text)\" (from \(settings.source(key)))", code: 64)
+                throw CLIFailure(message: "error: \(flag) must be a whole number of at least \(least), not \"\(text)\" (from \(settings.source(key)))", exit: .usage)
             }
             return n
         }
@@ -104,7 +104,7 @@ struct Serve: AsyncParsableCommand {
         if let threads = try number("threads", flag: "--threads") { config.threads = threads }
         if let socketGroup = settings.string("socket_group") {
             guard let gid = UInt32(socketGroup) ?? Accounts.gid(ofGroup: socketGroup) else {
-                throw CLIFailure(message: "error: no such group \(socketGroup) (from \(settings.source("socket_group")))", code: 2)
+                throw CLIFailure(message: "error: no such group \(socketGroup) (from \(settings.source("socket_group")))", exit: .badInput)
             }
             config.socketGroup = gid
         }
@@ -144,7 +144,7 @@ struct Serve: AsyncParsableCommand {
         do {
             try await group.run()
         } catch let e as ServeError {
-            throw CLIFailure(message: "error: \(e)", code: 1)
+            throw CLIFailure(message: "error: \(e)", exit: .failure)
         }
         // A clean stop: the log's last checkpoint, then the records it vouches for, to the shared store.
         audit.close()
@@ -242,15 +242,15 @@ func readThroughDaemon(socket: String, name: String) throws -> String {
     do {
         return try TokenVaultClient(socketPath: socket).getBlocking(name).token
     } catch let e as TokenVaultClient.Error {
-        let code: Int32
+        let exit: Exit
         switch e {
-        case .notFound: code = 3
-        case .denied: code = 8
-        case .unavailable, .connect, .impostor: code = 7
-        case .rateLimited: code = 9
-        case .badRequest, .unknownOp, .tooLarge: code = 2
-        case .internal, .protocolError: code = 1
+        case .notFound: exit = .notFound
+        case .denied: exit = .denied
+        case .unavailable, .connect, .impostor: exit = .unavailable
+        case .rateLimited: exit = .rateLimited
+        case .badRequest, .unknownOp, .tooLarge: exit = .badInput
+        case .internal, .protocolError: exit = .failure
         }
-        throw CLIFailure(message: "error: \(e.code): \(e)", code: code)
+        throw CLIFailure(message: "error: \(e.code): \(e)", exit: exit)
     }
 }

@@ -152,10 +152,10 @@ struct Status: ParsableCommand {
         let path = adminSocket ?? root + "/admin.sock"
         let line = try AdminClient.ask(path, "status")
         guard let data = line.data(using: .utf8), let o = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
-            throw CLIFailure(message: "error: the daemon's answer on \(path) is not JSON", code: 1)
+            throw CLIFailure(message: "error: the daemon's answer on \(path) is not JSON", exit: .failure)
         }
         guard o["ok"] as? Bool == true else {
-            throw CLIFailure(message: "error: the daemon says: \(o["error"] as? String ?? "an error")", code: 1)
+            throw CLIFailure(message: "error: the daemon says: \(o["error"] as? String ?? "an error")", exit: .failure)
         }
         if json { print(line); return }
         func n(_ v: Any?) -> String { (v as? NSNumber).map { "\($0)" } ?? "-" }
@@ -201,12 +201,12 @@ struct Status: ParsableCommand {
 enum AdminClient {
     static func ask(_ path: String, _ request: String) throws -> String {
         let fd = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw CLIFailure(message: "error: no socket: \(String(cString: strerror(errno)))", code: 1) }
+        guard fd >= 0 else { throw CLIFailure(message: "error: no socket: \(String(cString: strerror(errno)))", exit: .failure) }
         defer { close(fd) }
         var sa = sockaddr_un()
         sa.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: sa.sun_path) else { throw CLIFailure(message: "error: the path \(path) is too long for a socket", code: 2) }
+        guard bytes.count < MemoryLayout.size(ofValue: sa.sun_path) else { throw CLIFailure(message: "error: the path \(path) is too long for a socket", exit: .badInput) }
         withUnsafeMutableBytes(of: &sa.sun_path) { raw in for (i, b) in bytes.enumerated() { raw[i] = b } }
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
@@ -215,11 +215,11 @@ enum AdminClient {
         if connected != 0 {
             switch errno {
             case ENOENT, ECONNREFUSED:
-                throw CLIFailure(message: "error: no daemon answers on \(path): is `tokenvault serve` running for this home?", code: 7)
+                throw CLIFailure(message: "error: no daemon answers on \(path): is `tokenvault serve` running for this home?", exit: .unavailable)
             case EACCES, EPERM:
-                throw CLIFailure(message: "error: \(path) is the daemon owner's (mode 0600): run status as that user, or as root", code: 8)
+                throw CLIFailure(message: "error: \(path) is the daemon owner's (mode 0600): run status as that user, or as root", exit: .denied)
             default:
-                throw CLIFailure(message: "error: cannot connect to \(path): \(String(cString: strerror(errno)))", code: 7)
+                throw CLIFailure(message: "error: cannot connect to \(path): \(String(cString: strerror(errno)))", exit: .unavailable)
             }
         }
         let line = Array((request + "\n").utf8)
@@ -230,11 +230,11 @@ enum AdminClient {
             let n = read(fd, &buffer, buffer.count)
             if n > 0 { answer.append(contentsOf: buffer[..<n]); continue }
             if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw CLIFailure(message: "error: the daemon did not answer on \(path) within 5 s", code: 7) }
+            if n < 0 { throw CLIFailure(message: "error: the daemon did not answer on \(path) within 5 s", exit: .unavailable) }
             break
         }
         guard !answer.isEmpty else {
-            throw CLIFailure(message: "error: the daemon on \(path) closed the connection without answering (it answers its own user and root only)", code: 8)
+            throw CLIFailure(message: "error: the daemon on \(path) closed the connection without answering (it answers its own user and root only)", exit: .denied)
         }
         return String(decoding: answer, as: UTF8.self).trimmingCharacters(in: .newlines)
     }

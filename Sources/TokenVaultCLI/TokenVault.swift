@@ -16,12 +16,7 @@ struct TokenVault: AsyncParsableCommand {
             Tokens are sealed with XSalsa20-Poly1305 under data keys that master keys in the keyring wrap, \
             and stored in SQLite. Secrets are read from stdin or a file, never from the command line.
 
-            Exit codes: 0 success; 1 I/O or store failure; 2 bad input; 3 not found; 4 vault missing or \
-            already initialised; 5 key problem (missing, wrong, insecure permissions); 6 integrity failure \
-            (a tampered or moved record, or a failed audit verify); 7 audit log or daemon unavailable; 8 denied \
-            by the policy; 9 rate limited; 10 a checked Meta token is invalid; 11 Meta refused a request; \
-            64 usage error.
-            """,
+            """ + Exit.helpText,
         version: "0.1.0",
         subcommands: [
             Init.self, Put.self, Get.self, List.self, Show.self, Remove.self, AppCommand.self,
@@ -65,8 +60,8 @@ func reporting<T>(_ body: () throws -> T) throws -> T {
     do {
         return try body()
     } catch let e as VaultError {
-        throw CLIFailure(message: "error: \(e)", code: e.exitCode)
+        throw CLIFailure(message: "error: \(e)", exit: .of(e.exitCode))
     } catch let e as StoreError {
-        throw CLIFailure(message: "error: \(e)", code: e.exitCode)
+        throw CLIFailure(message: "error: \(e)", exit: .of(e.exitCode))
     }
 }

@@ -115,7 +115,7 @@ public enum AuditReport {
 extension JSONEncoder {
     static var sortedKeys: JSONEncoder {
         let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return e
     }
 }

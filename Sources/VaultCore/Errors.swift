@@ -15,6 +15,10 @@ public enum VaultError: Error, Equatable, Sendable {
     case badKeyFile(path: String, why: String)
     case integrity(what: String, name: String)
     case unknownApp(String)
+    /// A Meta action (check, extend, proof) on a token stored without an app.
+    case noApp(token: String, action: String)
+    /// A sealed export's passphrase does not open it (or the file was changed).
+    case wrongExportPassphrase
     case importFailed(line: Int, why: String)
     case badExport(why: String)
     case io(path: String, why: String)
@@ -23,9 +27,9 @@ public enum VaultError: Error, Equatable, Sendable {
     public var exitCode: Int32 {
         switch self {
         case .alreadyInitialised: return 4
-        case .invalidName, .invalidSecret, .unknownApp, .importFailed, .badExport: return 2
+        case .invalidName, .invalidSecret, .unknownApp, .noApp, .importFailed, .badExport: return 2
         case .insecurePermissions, .keyringMissing, .missingMasterKey, .wrongMasterKey, .wrongPassphrase,
-             .passphraseRequired, .badKeyFile: return 5
+             .passphraseRequired, .badKeyFile, .wrongExportPassphrase: return 5
         case .integrity: return 6
         case .io: return 1
         }
@@ -64,6 +68,11 @@ extension VaultError: CustomStringConvertible {
             return "no app named \(app): add it first with `tokenvault app add \(app) --app-id ID`"
         case .importFailed(let line, let why):
             return "import failed at line \(line): \(why); nothing was imported"
+        case .noApp(let token, let action):
+            return "\(token) was stored without an app, so \(action): store it again with its app, "
+                + "`tokenvault put \(token) --app APP --force` (after `tokenvault app add APP --app-id ID` if the app is new)"
+        case .wrongExportPassphrase:
+            return "the passphrase does not open this sealed export (or the file was changed); nothing was imported"
         case .badExport(let why):
             return "not a usable sealed export: \(why); nothing was imported"
         case .io(let path, let why):
@@ -76,6 +85,7 @@ extension StoreError {
     public var exitCode: Int32 {
         switch self {
         case .notInitialised: return 4
+        case .permissionDenied: return 8
         case .notFound: return 3
         case .alreadyExists, .inUse: return 2
         case .busy, .diskFull, .damaged, .io, .unavailable, .locked, .rejected: return 1

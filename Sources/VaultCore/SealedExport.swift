@@ -92,7 +92,7 @@ public enum SealedExport {
         do {
             payload = try Sealer.open([UInt8](sealed), key: key, context: .init(.export, name: headerLine))
         } catch {
-            throw VaultError.badExport(why: "wrong passphrase, or the file was changed")
+            throw VaultError.wrongExportPassphrase
         }
         var apps: [Vault.AppEntry] = []
         var tokens: [ImportEntry] = []

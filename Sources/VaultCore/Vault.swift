@@ -498,6 +498,18 @@ public final class Vault: Sendable {
         try put([], apps: [AppEntry(name: name, appId: appId, secret: secret)], replace: replace, beforeCommit: beforeCommit)
     }
 
+    /// Removes an app and its sealed secret; refused while a token belongs to it.
+    public func removeApp(name: String, beforeCommit: () throws -> Void = {}) throws {
+        try store.write { tx in
+            guard try tx.app(named: name) != nil else { throw StoreError.notFound(what: "app", name: name) }
+            if let n = try tx.tokenCountsByApp()[name], n > 0 {
+                throw StoreError.inUse(what: "app", name: name, by: "\(n) token\(n == 1 ? "" : "s") (`tokenvault list` shows them; remove them or store them under another app first)")
+            }
+            guard try tx.deleteApp(named: name) else { throw StoreError.notFound(what: "app", name: name) }
+            try beforeCommit()
+        }
+    }
+
     public func apps() throws -> [AppInfo] {
         try store.read { tx in
             let counts = try tx.tokenCountsByApp()

@@ -191,6 +191,10 @@ public struct PostgresTransaction: StorageTransaction {
 
     // MARK: apps
 
+    public func deleteApp(named name: String) throws -> Bool {
+        (try run("DELETE FROM apps WHERE name = \(name)").metadata.rows ?? 0) == 1
+    }
+
     static func appRecord(_ row: PostgresRow) throws -> AppRecord {
         let (name, appId, sealed, keyId, created, updated) = try row.decode((String, String, Data, Int64, Int64, Int64).self)
         var a = AppRecord(name: name, appId: appId, sealedSecret: sealed, dataKeyId: keyId, now: created)

@@ -22,6 +22,11 @@ public final class SQLiteStore: VaultStorage {
     public init(path: String, create: Bool) throws {
         _ = sqliteConfigured
         self.path = path
+        // A vault another user owns (a home this user may not enter, or a file it may not read) is not a
+        // missing vault: say so, and how to read through the daemon instead.
+        if access(path, F_OK) != 0 && errno == EACCES || access(path, F_OK) == 0 && access(path, R_OK) != 0 && errno == EACCES {
+            throw StoreError.permissionDenied(path: path)
+        }
         if access(path, F_OK) != 0 {
             guard create else { throw StoreError.notInitialised(path: path) }
             // Create the file ourselves so it is 0600 from its first instant; SQLite gives the -wal and
@@ -266,6 +271,10 @@ public struct SQLiteTransaction: StorageTransaction {
 
     public func apps() throws -> [AppRecord] {
         try AppRecord.order(Column("name")).fetchAll(db)
+    }
+
+    public func deleteApp(named name: String) throws -> Bool {
+        try AppRecord.deleteOne(db, key: name)
     }
 
     public func saveApp(_ record: AppRecord, replace: Bool) throws {

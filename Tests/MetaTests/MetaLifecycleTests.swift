@@ -215,6 +215,7 @@ struct MetaLifecycleTests {
         #expect(json?["event"] as? String == "token_invalid" && json?["token"] as? String == "acme/ads")
         #expect((json?["action"] as? String)?.contains("meta login") == true)
         #expect(!delivered.contains("EAAB-n") && !delivered.contains(appSecret))
+        #expect(delivered.contains("\"acme/ads\"") && !delivered.contains("\\/"), "JSON for people writes / as it is")
 
         // Still invalid: no new notification.
         #expect(try await service.check(name: "acme/ads").changed == false)

@@ -1,6 +1,8 @@
 /// Errors from a store, each saying what to do about it. Every backend maps its failures to these.
 public enum StoreError: Error, Equatable, Sendable {
     case notInitialised(path: String)
+    /// The vault is there, but this user may not open it (it is another user's: the daemon's, say).
+    case permissionDenied(path: String)
     case alreadyExists(what: String, name: String)
     case notFound(what: String, name: String)
     case inUse(what: String, name: String, by: String)
@@ -19,6 +21,10 @@ public enum StoreError: Error, Equatable, Sendable {
 extension StoreError: CustomStringConvertible {
     public var description: String {
         switch self {
+        case .permissionDenied(let path):
+            return "permission denied: \(path) is another user's (the vault's owner, or its daemon's). "
+                + "To read a token as this user, ask the daemon: `tokenvault get NAME --socket /run/tokenvault/tokenvault.sock` "
+                + "(or $TOKENVAULT_SOCKET); to administer the vault, run as its owner (sudo -u OWNER tokenvault …)"
         case .notInitialised(let path):
             return "no vault at \(path): run `tokenvault init` first, or point --home / $TOKENVAULT_HOME at an existing vault"
         case .alreadyExists(let what, let name):

@@ -126,6 +126,8 @@ public protocol StorageTransaction {
     func app(named name: String) throws -> AppRecord?
     func apps() throws -> [AppRecord]
     func saveApp(_ record: AppRecord, replace: Bool) throws
+    /// Deletes an app; false when there was none. The caller checks that no token belongs to it.
+    func deleteApp(named name: String) throws -> Bool
     /// How many tokens belong to each app.
     func tokenCountsByApp() throws -> [String: Int]
 
