@@ -79,10 +79,14 @@ struct AuditCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check every record's chain, MAC and signature, and the checkpoint; name the first bad record.",
             discussion: """
-                With the keyring: checks MACs and vault.db's checkpoint too (catches a cut-off tail).
-                Without it: tokenvault audit verify --pubkey audit.pub --dir /copy/of/audit   (chain and signatures only).
-                Every host of a shared store, from the database alone: tokenvault audit verify --all-hosts
-                Exit 0 when the log is intact, 6 at the first bad record.
+                With the keyring it checks MACs and the store's checkpoint too (which catches a cut-off tail); \
+                with only the exported public key, the chain and the signatures. Exit 0 when the log is intact, \
+                6 at the first bad record.
+
+                Without the keyring (a copy of the log, the exported key):
+                  tokenvault audit verify --pubkey audit.pub --dir /copy/of/audit
+                Every host of a shared store, from the database alone:
+                  tokenvault audit verify --all-hosts
                 """)
 
         @OptionGroup var vault: VaultOptions
@@ -205,7 +209,11 @@ struct AuditCommand: ParsableCommand {
     struct Hash: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Print the token_hmac of a token read on stdin, to find every read that touched it.",
-            discussion: "Example: tokenvault audit hash < leaked.txt | xargs -I{} tokenvault audit query --token-hmac {}")
+            discussion: """
+                Every read that touched a leaked token:
+                  tokenvault audit hash < leaked.txt |
+                    xargs -I{} tokenvault audit query --token-hmac {}
+                """)
 
         @OptionGroup var vault: VaultOptions
 

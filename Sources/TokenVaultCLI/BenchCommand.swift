@@ -18,7 +18,11 @@ struct BenchCommand: ParsableCommand {
     struct Load: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Closed-loop load on a daemon: requests/s, latency percentiles, errors by code.",
-            discussion: "Example: tokenvault bench load --socket v/tokenvault.sock --clients 32 --names-file names.txt --json")
+            discussion: """
+                Example:
+                  tokenvault bench load --socket v/tokenvault.sock --clients 32 \\
+                    --names-file names.txt --json
+                """)
 
         @Option(help: "The daemon's socket.") var socket: String
         @Option(help: "Concurrent connections.") var clients = 8
@@ -121,7 +125,10 @@ struct BenchCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "read-path",
             abstract: "Time each stage of a socket get in-process (parse, policy, SQLite, open, encode), without the socket or the audit flush.",
-            discussion: "Example: tokenvault bench read-path --names-file names.txt --iterations 200000")
+            discussion: """
+                Example:
+                  tokenvault bench read-path --names-file names.txt --iterations 200000
+                """)
 
         @OptionGroup var vault: VaultOptions
         @Option(help: ArgumentHelp("Token names, one per line (default: every token).", valueName: "file")) var namesFile: String?

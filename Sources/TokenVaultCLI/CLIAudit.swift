@@ -62,4 +62,20 @@ struct CLIAudit {
     }
 
     func close() { log.close() }
+
+    /// What every command that records does around its work: open the audit log, run `body`, close the log
+    /// (every record `body` wrote is durable by then, and the log is closed on every path out).
+    static func around<T>(_ vault: Vault, _ body: (CLIAudit) throws -> T) throws -> T {
+        let audit = try CLIAudit(vault)
+        defer { audit.close() }
+        return try body(audit)
+    }
+}
+
+extension VaultOptions {
+    /// Opens the vault and its audit log for one command (see ``CLIAudit/around(_:_:)``).
+    func audited<T>(_ body: (Vault, CLIAudit) throws -> T) throws -> T {
+        let v = try openVault()
+        return try CLIAudit.around(v) { try body(v, $0) }
+    }
 }

@@ -113,7 +113,8 @@ struct ConfigShow: ParsableCommand {
             they change. No secret is printed: the store URL holds none, and a password file is named, \
             never read.
 
-            Example: tokenvault config show --home /var/lib/tokenvault
+            Example:
+              tokenvault config show --home /var/lib/tokenvault
             """)
 
     @OptionGroup var vault: VaultOptions

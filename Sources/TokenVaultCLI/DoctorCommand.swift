@@ -19,7 +19,9 @@ struct Doctor: ParsableCommand {
             every token is a problem), the socket and its group, tokens that have expired, expire soon or \
             were found invalid, and the Graph settings. Exit 0 when all is well, 1 when a problem was found.
 
-            Example: sudo -u tokenvault tokenvault doctor --home /var/lib/tokenvault --keys /etc/tokenvault/keys
+            Example:
+              sudo -u tokenvault tokenvault doctor --home /var/lib/tokenvault \\
+                --keys /etc/tokenvault/keys
             """)
 
     @OptionGroup var vault: VaultOptions

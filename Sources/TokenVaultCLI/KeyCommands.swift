@@ -10,11 +10,16 @@ struct KeyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "key", abstract: "List, rotate and retire master keys.",
         discussion: """
-            Routine rotation:        tokenvault key rotate
-            After a suspected leak:  tokenvault key rotate --reseal && tokenvault key retire OLD-ID
-            Several hosts, one store: tokenvault key new, copy keys/NEW-ID to every host, then
-                                      tokenvault key rotate --to NEW-ID [--reseal]
-            A running daemon picks up the new key without a restart. See Docs/OPERATIONS.md and Docs/SCALING.md.
+            A running daemon picks up the new key without a restart. See Docs/OPERATIONS.md and \
+            Docs/SCALING.md.
+
+            Routine rotation:
+              tokenvault key rotate
+            After a suspected leak:
+              tokenvault key rotate --reseal && tokenvault key retire OLD-ID
+            Several hosts, one store (copy keys/NEW-ID to every host in between):
+              tokenvault key new
+              tokenvault key rotate --to NEW-ID [--reseal]
             """,
         subcommands: [ListKeys.self, New.self, Rotate.self, Retire.self])
 
@@ -28,21 +33,20 @@ struct KeyCommand: ParsableCommand {
         @Option(help: "Argon2id strength for --passphrase.") var kdf: PassphraseKDF.Strength = .moderate
 
         func run() throws {
-            let v = try vault.openVault()
-            let audit = try CLIAudit(v)
-            defer { audit.close() }
-            var secret: SecretBytes?
-            if passphrase {
-                secret = try newPassphraseFile.map { try SecretInput.readFile($0, what: "passphrase") }
-                    ?? SecretInput.prompt("New master key passphrase: ")
+            try vault.audited { v, audit in
+                var secret: SecretBytes?
+                if passphrase {
+                    secret = try newPassphraseFile.map { try SecretInput.readFile($0, what: "passphrase") }
+                        ?? SecretInput.prompt("New master key passphrase: ")
+                }
+                let id = try audit.admin("key_new") { commit in
+                    let id = try v.createMasterKey(passphrase: secret, strength: kdf)
+                    try commit()
+                    return id
+                }
+                print(id)
+                printErr("made master key \(id) in \(v.keyring.directory); nothing uses it yet. Copy \(v.keyring.path(id)) to every host's keyring, then run `tokenvault key rotate --to \(id)`")
             }
-            let id = try audit.admin("key_new") { commit in
-                let id = try v.createMasterKey(passphrase: secret, strength: kdf)
-                try commit()
-                return id
-            }
-            print(id)
-            printErr("made master key \(id) in \(v.keyring.directory); nothing uses it yet. Copy \(v.keyring.path(id)) to every host's keyring, then run `tokenvault key rotate --to \(id)`")
         }
     }
 
@@ -76,6 +80,7 @@ struct KeyCommand: ParsableCommand {
             discussion: """
                 Without --reseal: a new key file is written (temp, fsync, rename), then all data keys are re-wrapped \
                 in one transaction. Tokens are untouched; the old key can then be retired.
+
                 With --reseal: also a new data key, and every token and app secret re-sealed under it in batches \
                 while the daemon keeps serving. If interrupted (even by kill -9), run it again to finish.
                 """)
@@ -93,11 +98,10 @@ struct KeyCommand: ParsableCommand {
         @Flag(help: "If another host (or process) is rotating, wait for it instead of stopping.") var wait = false
 
         func run() throws {
-            let v = try vault.openVault()
-            let audit = try CLIAudit(v)
-            defer { audit.close() }
-            // One rotation at a time across every host that shares the store.
-            try reporting { try v.withRotationLock(wait: wait) { try rotate(v, audit) } }
+            try vault.audited { v, audit in
+                // One rotation at a time across every host that shares the store.
+                try reporting { try v.withRotationLock(wait: wait) { try rotate(v, audit) } }
+            }
         }
 
         private func rotate(_ v: Vault, _ audit: CLIAudit) throws {
@@ -141,10 +145,10 @@ struct KeyCommand: ParsableCommand {
         func run() throws {
             let v = try vault.openVault()
             try confirm("Wipe master key \(id)? Backups sealed under it will need their own copy of the key.", yes: yes)
-            let audit = try CLIAudit(v)
-            defer { audit.close() }
-            try audit.admin("key_retire", reason: "master key \(id)") { commit in try v.retireMasterKey(id: id, beforeCommit: commit) }
-            printErr("retired master key \(id): its file was overwritten and removed")
+            try CLIAudit.around(v) { audit in
+                try audit.admin("key_retire", reason: "master key \(id)") { commit in try v.retireMasterKey(id: id, beforeCommit: commit) }
+                printErr("retired master key \(id): its file was overwritten and removed")
+            }
         }
     }
 }

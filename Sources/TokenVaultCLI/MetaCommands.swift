@@ -52,10 +52,14 @@ struct MetaCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "meta", abstract: "Get, extend and check Meta (Facebook) access tokens.",
         discussion: """
-            User tokens:         tokenvault meta login acme/ads --app acme
-            Long-lived:          tokenvault meta extend acme/ads
-            System user tokens:  tokenvault put acme/sys --kind system_user --app acme < token.txt
-            Validity:            tokenvault meta check            (exit 10 when a checked token is invalid)
+            User tokens:
+              tokenvault meta login acme/ads --app acme
+            Long-lived:
+              tokenvault meta extend acme/ads
+            System user tokens:
+              tokenvault put acme/sys --kind system_user --app acme < token.txt
+            Validity (exit 10 when a checked token is invalid):
+              tokenvault meta check
             """,
         subcommands: [Exchange.self, Login.self, Extend.self, Check.self])
 
@@ -80,7 +84,11 @@ struct MetaCommand: AsyncParsableCommand {
     struct Exchange: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Exchange an authorization code (from the login redirect) for a token and store it.",
-            discussion: "Example: tokenvault meta exchange acme/ads --app acme --code AQB... --redirect-uri https://example.com/cb")
+            discussion: """
+                Example:
+                  tokenvault meta exchange acme/ads --app acme --code AQB... \\
+                    --redirect-uri https://example.com/cb
+                """)
 
         @OptionGroup var vault: VaultOptions
         @OptionGroup var graph: GraphOptions
@@ -106,8 +114,8 @@ struct MetaCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Log a user in through Meta's login dialog and store the token.",
             discussion: """
-                Prints the dialog URL (open it in a browser on this machine), waits on a loopback redirect URI,
-                checks `state`, exchanges the code and stores the token. Add http://localhost:PORT/callback to the
+                Prints the dialog URL (open it in a browser on this machine), waits on a loopback redirect URI, \
+                checks `state`, exchanges the code and stores the token. Add http://localhost:PORT/callback to the \
                 app's valid OAuth redirect URIs (use --port to fix the port).
                 """)
 
@@ -173,10 +181,12 @@ struct MetaCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check tokens with Meta (debug_token) and store validity, expiry and scopes.",
             discussion: """
-                Checks the named tokens, or every token stored with --app. With --notify-command, a token whose
-                state changed (turned invalid, expiring soon, data access expiring) is reported to the command as
+                Checks the named tokens, or every token stored with --app. With --notify-command, a token whose \
+                state changed (turned invalid, expiring soon, data access expiring) is reported to the command as \
                 JSON on stdin, once per change; a failed delivery is recorded and retried next time.
-                Exit 0 when every checked token is valid, 10 when one is not.
+
+                Exit 0 when every checked token is valid, 10 when one is not; a token that could not be checked \
+                gives its own code (11 Meta refused, 1 Meta unreachable, 2 no app).
                 """)
 
         @OptionGroup var vault: VaultOptions
@@ -226,7 +236,9 @@ struct Proof: ParsableCommand {
         discussion: """
             Prints {"appsecret_proof":…,"appsecret_time":…} (timed, the default) or the legacy proof over the token alone.
 
-            Example: tokenvault proof acme/ads | jq -r '"appsecret_proof=\\(.appsecret_proof)&appsecret_time=\\(.appsecret_time)"'
+            Example (the query string a Graph call needs):
+              tokenvault proof acme/ads | jq -r \\
+                '"appsecret_proof=\\(.appsecret_proof)&appsecret_time=\\(.appsecret_time)"'
             """)
 
     @OptionGroup var vault: VaultOptions
@@ -234,17 +246,16 @@ struct Proof: ParsableCommand {
     @Flag(help: "The legacy proof: HMAC over the token alone.") var legacy = false
 
     func run() throws {
-        let v = try vault.openVault()
-        let audit = try CLIAudit(v)
-        defer { audit.close() }
-        let opened = try reporting { try v.get(name: name) }
-        guard let app = opened.record.app else {
-            throw CLIFailure(message: "error: \(name) has no app (store it with --app), so no appsecret_proof can be made", exit: .badInput)
+        try vault.audited { v, audit in
+            let opened = try reporting { try v.get(name: name) }
+            guard let app = opened.record.app else {
+                throw CLIFailure(message: "error: \(name) has no app (store it with --app), so no appsecret_proof can be made", exit: .badInput)
+            }
+            let proof = try reporting { try v.appsecretProof(token: opened.secret, app: app, timed: !legacy) }
+            try audit.record(legacy ? "proof_legacy" : "proof", token: name)
+            var out: [String: Any] = ["appsecret_proof": proof.hex]
+            if let time = proof.time { out["appsecret_time"] = time }
+            print(Output.jsonLine(out))
         }
-        let proof = try reporting { try v.appsecretProof(token: opened.secret, app: app, timed: !legacy) }
-        try audit.record(legacy ? "proof_legacy" : "proof", token: name)
-        var out: [String: Any] = ["appsecret_proof": proof.hex]
-        if let time = proof.time { out["appsecret_time"] = time }
-        print(Output.jsonLine(out))
     }
 }

@@ -11,14 +11,18 @@ struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Copy this vault to another store (SQLite to PostgreSQL, or back) and verify the copy.",
         discussion: """
-            Example: tokenvault migrate --to 'postgres://vault@db.internal/tokenvault?sslmode=verify-full&sslrootcert=/etc/tokenvault/ca.pem' \\
-                       --to-password-file /etc/tokenvault/db-password
             Copies tokens, apps, wrapped data keys, the Meta lifecycle's state, checkpoints and the audit chain \
             (this host's log and the store's copies of every host's) in one transaction, then proves the copy: \
             the counts match, every sealed value opens from the target, and this host's chain verifies against \
             the target's checkpoint. Nothing is decrypted to be copied. A target that already holds a vault is \
             refused without --force (which replaces what it holds). The source is left as it was: switch to the \
             target by setting store = "URL" in <home>/tokenvault.toml (or $TOKENVAULT_STORE), then restart the daemon.
+
+            Example:
+              URL='postgres://vault@db.internal/tokenvault?sslmode=verify-full'
+              URL="$URL&sslrootcert=/etc/tokenvault/ca.pem"
+              tokenvault migrate --to "$URL" \\
+                --to-password-file /etc/tokenvault/db-password
             """)
 
     @OptionGroup var vault: VaultOptions

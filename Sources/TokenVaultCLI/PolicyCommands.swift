@@ -15,7 +15,12 @@ struct PolicyCommand: ParsableCommand {
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Explain whether a caller may read a token.",
-            discussion: "Example: tokenvault policy check --uid 1001 acme/ads    (exit 0 allowed, 8 denied)")
+            discussion: """
+                Exit 0 when allowed, 8 when denied.
+
+                Example:
+                  tokenvault policy check --uid 1001 acme/ads
+                """)
 
         @OptionGroup var vault: VaultOptions
         @Option(help: "The caller's uid.") var uid: UInt32

@@ -21,9 +21,14 @@ struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve tokens to local services over a Unix domain socket (protocol v1).",
         discussion: """
-            Example: tokenvault serve --home /var/lib/tokenvault --socket /run/tokenvault/tokenvault.sock --socket-group ads
-            Callers are identified by the kernel (SO_PEERCRED) and checked against policy.toml (default deny).
-            SIGHUP re-reads the policy; SIGTERM/SIGINT finish in-flight requests, close, and remove the socket.
+            Callers are identified by the kernel (SO_PEERCRED) and checked against policy.toml (default deny). \
+            SIGHUP re-reads the policy; SIGTERM/SIGINT finish in-flight requests, close, and remove the socket. \
+            Every setting can also be in <home>/tokenvault.toml (`tokenvault config show`); under systemd it \
+            takes the socket systemd passes and reports readiness (Type=notify).
+
+            Example:
+              tokenvault serve --home /var/lib/tokenvault \\
+                --socket /run/tokenvault/tokenvault.sock --socket-group ads
             """)
 
     @OptionGroup var vault: VaultOptions

@@ -139,7 +139,8 @@ struct Status: ParsableCommand {
             Asks the daemon over its admin socket (<home>/admin.sock, mode 0600): run it as the daemon's \
             user (or root). Nothing it prints is a secret.
 
-            Example: sudo -u tokenvault tokenvault status --home /var/lib/tokenvault
+            Example:
+              sudo -u tokenvault tokenvault status --home /var/lib/tokenvault
             """)
 
     @Option(help: ArgumentHelp("The vault home (default: $TOKENVAULT_HOME, else ./.tokenvault).", valueName: "dir"))

@@ -15,8 +15,7 @@ struct TokenVault: AsyncParsableCommand {
         discussion: """
             Tokens are sealed with XSalsa20-Poly1305 under data keys that master keys in the keyring wrap, \
             and stored in SQLite. Secrets are read from stdin or a file, never from the command line.
-
-            """ + Exit.helpText,
+            """ + "\n\n" + Exit.helpText,
         version: "0.1.0",
         subcommands: [
             Init.self, Put.self, Get.self, List.self, Show.self, Remove.self, AppCommand.self,

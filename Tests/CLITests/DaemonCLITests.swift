@@ -23,21 +23,9 @@ struct DaemonCLITests {
         try "[[allow]]\nuid = \(getuid())\ntokens = [\"acme/*\"]\n".write(toFile: dir.path + "/vault/policy.toml", atomically: true, encoding: .utf8)
     }
 
-    func startDaemon() throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: CLI.binary)
-        p.arguments = ["serve"]
-        p.environment = testEnvironment(home: home)
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
-        for _ in 0..<200 where access(socketPath, F_OK) != 0 { usleep(50_000) }
-        return p
-    }
+    func startDaemon() throws -> Process { try cli.serve() }
 
-    func stop(_ p: Process) {
-        kill(p.processIdentifier, SIGTERM)
-        p.waitUntilExit()
-    }
+    func stop(_ p: Process) { CLI.stop(p) }
 
     @Test func sighupReloadsAndABrokenFileKeepsTheOldPolicy() throws {
         let daemon = try startDaemon()

@@ -140,3 +140,32 @@ struct HonestCLITests {
         #expect(broken.isEmpty, "\(broken)")
     }
 }
+
+/// Help that survives the argument parser's own wrapping (at 80 columns): prose is written as whole
+/// paragraphs, which the parser wraps; examples stand on short, indented lines of their own, which it leaves.
+@Suite("help text layout")
+struct HelpLayoutTests {
+    @Test func everyDiscussionIsParagraphsAndShortExampleLines() throws {
+        let dump = try runProcess(CLI.binary, ["--experimental-dump-help"]).stdout
+        let root = try #require(try JSONSerialization.jsonObject(with: Data(dump.utf8)) as? [String: Any])
+        var problems: [String] = []
+        func walk(_ command: [String: Any], _ path: String) {
+            let lines = (command["discussion"] as? String ?? "").components(separatedBy: "\n")
+            for (i, line) in lines.enumerated() {
+                let indented = line.hasPrefix("  ")
+                if indented && line.count > 78 { problems.append("\(path): example longer than 78 columns: \(line)") }
+                if !indented && line.contains("tokenvault ") && line.hasPrefix("Example") {
+                    problems.append("\(path): an example inline with prose: \(line)")
+                }
+                if i + 1 < lines.count, !line.isEmpty, !indented, !lines[i + 1].isEmpty, !lines[i + 1].hasPrefix("  ") {
+                    problems.append("\(path): a paragraph broken by hand after \"\(line.suffix(30))\"")
+                }
+            }
+            for sub in command["subcommands"] as? [[String: Any]] ?? [] {
+                walk(sub, path + " " + (sub["commandName"] as? String ?? "?"))
+            }
+        }
+        walk(try #require(root["command"] as? [String: Any]), "tokenvault")
+        #expect(problems.isEmpty, "\(problems.joined(separator: "\n"))")
+    }
+}

@@ -32,15 +32,7 @@ struct RotationCLITests {
         #expect(bad == 0, "\(bad) tokens do not open \(note)")
     }
 
-    func launch(_ args: [String]) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: CLI.binary)
-        p.arguments = args
-        p.environment = testEnvironment(home: home)
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
-        return p
-    }
+    func launch(_ args: [String]) throws -> Process { try CLI(home: home).launch(args) }
 
     @Test func resealKilledAtRandomPointsLosesNothingAndResumes() throws {
         var kills = 0

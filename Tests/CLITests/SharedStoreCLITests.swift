@@ -48,21 +48,9 @@ struct SharedStoreCLITests {
 
     func socket(_ home: String) -> String { home + "/tokenvault.sock" }
 
-    func serve(_ home: String) throws -> Process {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: CLI.binary)
-        p.arguments = ["serve"]
-        p.environment = testEnvironment(home: home)
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try p.run()
-        for _ in 0..<200 where access(socket(home), F_OK) != 0 { usleep(50_000) }
-        return p
-    }
+    func serve(_ home: String) throws -> Process { try CLI(home: home).serve() }
 
-    func stop(_ p: Process, signal: Int32 = SIGTERM) {
-        kill(p.processIdentifier, signal)
-        p.waitUntilExit()
-    }
+    func stop(_ p: Process, signal: Int32 = SIGTERM) { CLI.stop(p, signal: signal) }
 
     func read(_ cli: CLI, _ home: String, _ name: String) throws -> CLI.Result {
         try cli.run(["get", name, "--socket", socket(home)])

@@ -1,0 +1,220 @@
+import ArgumentParser
+import Foundation
+import VaultCore
+import VaultCrypto
+import VaultStores
+#if canImport(Glibc)
+import Glibc
+#endif
+
+
+// The token commands: init, put, get, list, show, rm.
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a vault: its home, keyring, first master key and database.",
+        discussion: """
+            With --passphrase the master key is derived from a passphrase (Argon2id) and only its salt \
+            and limits are written to the keyring; the passphrase comes from --passphrase-file or the terminal.
+
+            Example:
+              tokenvault init --home /var/lib/tokenvault
+            """)
+
+    @OptionGroup var vault: VaultOptions
+    @Flag(help: "Derive the master key from a passphrase instead of writing a key file.")
+    var passphrase = false
+    @Option(help: "Argon2id strength for --passphrase: interactive, moderate or sensitive.")
+    var kdf: PassphraseKDF.Strength = .moderate
+
+    func run() throws {
+        let home = vault.vaultHome
+        var secret: SecretBytes?
+        if passphrase {
+            if let file = vault.passphraseSource {
+                secret = try SecretInput.readFile(file, what: "passphrase")
+            } else {
+                let first = try SecretInput.prompt("New vault passphrase: ")
+                let again = try SecretInput.prompt("Again: ")
+                guard first.constantTimeEquals(again) else {
+                    throw CLIFailure(message: "error: the passphrases differ; nothing was created", exit: .badInput)
+                }
+                secret = first
+            }
+            guard let s = secret, s.count >= 8 else {
+                throw CLIFailure(message: "error: a vault passphrase needs at least 8 characters; nothing was created", exit: .badInput)
+            }
+        }
+        let location = try vault.storeLocation()
+        let host = try vault.hostID()
+        let created = try reporting { try Vault.create(home: home, passphrase: secret, strength: kdf, hostID: host, store: location) }
+        vault.recordHostID(host, for: location)
+        let key = try reporting { try created.keyring.entries().last?.id ?? "?" }
+        // The first record: from here on the vault has an audit key, a checkpoint and an anchor, so a log
+        // deleted later is caught by `audit verify` (a vault never audited has none of them).
+        let audit = try CLIAudit(created)
+        try audit.record("init", reason: "master key \(key)")
+        audit.close()
+        print("initialised vault at \(home.root)\(location.isShared ? " in \(location)" : "")")
+        print("keyring \(home.keysDirectory), master key \(key)\(passphrase ? " (passphrase)" : "")")
+    }
+}
+
+struct Put: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Store a token. The token is read from stdin or --from-file, never from the command line.",
+        discussion: """
+            The token is read from stdin (one trailing newline is dropped), never from the command line. An \
+            existing token is replaced only with --force.
+
+            Example:
+              printf '%s' "$TOKEN" | tokenvault put acme/ads --kind system_user \\
+                --app acme
+            """)
+
+    @OptionGroup var vault: VaultOptions
+    @Argument(help: "The token's name, e.g. acme/ads.") var name: String
+    @Option(help: "user, system_user, page, app or other.") var kind: TokenKind = .other
+    @Option(help: "The app the token belongs to (see `tokenvault app add`).") var app: String?
+    @Option(help: ArgumentHelp("Read the token from this file instead of stdin.", valueName: "file")) var fromFile: String?
+    @Flag(help: "Replace an existing token of that name.") var force = false
+    @Argument(help: .hidden) var extra: [String] = []
+
+    func validate() throws {
+        if !extra.isEmpty {
+            // The value is deliberately not repeated: it may be the secret.
+            throw ValidationError("""
+                put takes no value on the command line: arguments are visible to every user through `ps` and \
+                land in shell history. Pipe the token on stdin or use --from-file FILE. Nothing was stored; \
+                if that argument was a real token, treat it as exposed.
+                """)
+        }
+    }
+
+    func run() throws {
+        let secret = try fromFile.map { try SecretInput.readFile($0, what: "token") } ?? SecretInput.readStdin(what: "token for \(name)")
+        try vault.audited { v, audit in
+            let existed = (try? v.show(name: name)) != nil
+            try audit.admin("put", token: name, reason: existed ? "replaced" : "created") { commit in
+                try v.put(name: name, secret: secret, kind: kind, app: app, replace: force, beforeCommit: commit)
+            }
+            printErr("\(existed ? "replaced" : "stored") \(name)")
+        }
+    }
+}
+
+struct Get: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a token (and nothing else) to stdout.",
+        discussion: """
+            A newline follows the token only when stdout is a terminal.
+
+            Example:
+              curl -H "Authorization: Bearer $(tokenvault get acme/ads)" ...
+            """)
+
+    @OptionGroup var vault: VaultOptions
+    @Argument(help: "The token's name.") var name: String
+    @Option(help: ArgumentHelp("Read through the daemon on this socket instead of opening the vault (no key file needed).",
+                               valueName: "path"))
+    var socket: String?
+
+    func run() throws {
+        if let socket {
+            let token = try readThroughDaemon(socket: socket, name: name)
+            FileHandle.standardOutput.write(Data(token.utf8))
+            if isatty(1) == 1 { print("") }
+            return
+        }
+        try vault.audited { v, audit in
+            let opened: OpenedToken
+            do {
+                opened = try reporting {
+                    try Names.validate(name)  // as the daemon does: what is looked up and audited is exactly this name
+                    return try v.get(name: name)
+                }
+            } catch let failure as CLIFailure {
+                try audit.record("get", token: name, outcome: failure.code == 3 ? .notFound : .failed, reason: failure.message)
+                throw failure
+            }
+            // Durable before disclosure: the token is printed only once its record is on disk.
+            try audit.record("get", token: name, secret: opened.secret)
+            writeStdout(opened.secret)
+            if isatty(1) == 1 { print("") }
+        }
+    }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List stored tokens with their metadata (never their values).",
+        discussion: """
+            Names that start with acme/ (acme/* works too):
+              tokenvault list acme/
+            """)
+
+    @OptionGroup var vault: VaultOptions
+    @Argument(help: "Only names that start with this (a trailing * is allowed).") var prefix: String?
+    @Flag(help: "One JSON object per line.") var json = false
+
+    func run() throws {
+        let v = try vault.openVault()
+        let start = prefix.map { $0.hasSuffix("*") ? String($0.dropLast()) : $0 } ?? ""
+        let records = try reporting { try v.list() }.filter { $0.name.hasPrefix(start) }
+        if json {
+            for r in records { print(Output.jsonLine(Output.json(r))) }
+            return
+        }
+        if records.isEmpty { printErr(start.isEmpty ? "no tokens stored" : "no tokens stored under \(start)"); return }
+        print(Output.table(
+            ["NAME", "KIND", "APP", "VALID", "EXPIRES", "CHECKED"],
+            records.map { r in
+                [r.name, r.kind, r.app ?? "-", Output.valid(r.valid),
+                 r.checkedAt == nil ? "-" : Output.date(r.expiresAt == 0 ? nil : r.expiresAt, never: "never"),
+                 Output.date(r.checkedAt)]
+            }))
+    }
+}
+
+struct Show: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show one token's metadata (never its value).")
+
+    @OptionGroup var vault: VaultOptions
+    @Argument(help: "The token's name.") var name: String
+    @Flag(help: "One JSON object.") var json = false
+
+    func run() throws {
+        let v = try vault.openVault()
+        let r = try reporting { try v.show(name: name) }
+        if json { print(Output.jsonLine(Output.json(r))); return }
+        let rows: [(String, String)] = [
+            ("name", r.name), ("kind", r.kind), ("app", r.app ?? "-"), ("meta type", r.tokenType ?? "-"),
+            ("valid", Output.valid(r.valid)), ("scopes", r.scopes),
+            ("expires", r.checkedAt == nil ? "-" : Output.date(r.expiresAt, never: "never")),
+            ("data access expires", Output.date(r.dataAccessExpiresAt)),
+            ("checked", Output.date(r.checkedAt)), ("last error", r.lastError ?? "-"),
+            ("created", Output.date(r.createdAt)), ("updated", Output.date(r.updatedAt)),
+        ]
+        for (k, value) in rows { print("\(k.padding(toLength: 20, withPad: " ", startingAt: 0)) \(value)") }
+    }
+}
+
+struct Remove: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rm", abstract: "Delete a token.",
+        discussion: "On a terminal it asks first; --yes does not. Every daemon stops serving it at its next read.")
+
+    @OptionGroup var vault: VaultOptions
+    @Argument(help: "The token's name.") var name: String
+    @Flag(help: "Do not ask for confirmation.") var yes = false
+
+    func run() throws {
+        let v = try vault.openVault()
+        _ = try reporting { try v.show(name: name) }  // not found: say so before asking
+        try confirm("Delete token \(name)? Services reading it will be refused.", yes: yes)
+        try CLIAudit.around(v) { audit in
+            try audit.admin("rm", token: name) { commit in try v.remove(name: name, beforeCommit: commit) }
+            printErr("removed \(name)")
+        }
+    }
+}
