@@ -187,14 +187,15 @@ struct Doctor: ParsableCommand {
             let now = Int64(Date().timeIntervalSince1970)
             var clean = true
             for r in records {
+                let expiry = TokenExpiry(r, now: now, warnDays: warnDays)
                 if r.valid == false {
                     clean = false
                     problem("token \(r.name)", "Meta says it is invalid\(r.lastError.map { ": \($0)" } ?? "")",
                             fix: "re-issue it (Docs/META.md), then `tokenvault put \(r.name) --force`")
-                } else if let e = r.expiresAt, e > 0, e <= now {
+                } else if case .expired(let e)? = expiry {
                     clean = false
                     problem("token \(r.name)", "expired \(Output.date(e))", fix: "re-issue it, then `tokenvault put \(r.name) --force` (or `tokenvault meta login \(r.name)`)")
-                } else if let e = r.expiresAt, e > 0, e <= now + Int64(warnDays) * 86_400 {
+                } else if case .expiring(let e)? = expiry {
                     clean = false
                     problem("token \(r.name)", "expires \(Output.date(e)), within \(warnDays) days", fix: "tokenvault meta extend \(r.name)")
                 }

@@ -69,3 +69,15 @@ enum Output {
 
     static func valid(_ v: Bool?) -> String { v.map { $0 ? "yes" : "NO" } ?? "unchecked" }
 }
+
+/// Where a token stands against its expiry, as `status` counts it and `doctor` reports it (one rule for
+/// both: expired at or before now, expiring within `warnDays`; 0 and nil mean no expiry).
+enum TokenExpiry: Equatable {
+    case expired(at: Int64)
+    case expiring(at: Int64)
+
+    init?(_ r: TokenRecord, now: Int64, warnDays: Int) {
+        guard let e = r.expiresAt, e > 0 else { return nil }
+        if e <= now { self = .expired(at: e) } else if e <= now + Int64(warnDays) * 86_400 { self = .expiring(at: e) } else { return nil }
+    }
+}

@@ -75,12 +75,13 @@ final class DaemonStatus: Sendable {
         if let cached = tokenSummary.withLock({ $0 }), now - cached.at < 60 { return cached.value }
         var out = ["total": 0, "expiring": 0, "expired": 0, "invalid": 0, "unchecked": 0]
         guard let records = try? parts.vault.list() else { return out }
-        let soon = Int64(now) + Int64(parts.warnDays) * 86_400
         for r in records {
             out["total", default: 0] += 1
             if r.valid == false { out["invalid", default: 0] += 1 }
-            if let e = r.expiresAt, e > 0 {
-                if e <= Int64(now) { out["expired", default: 0] += 1 } else if e <= soon { out["expiring", default: 0] += 1 }
+            switch TokenExpiry(r, now: Int64(now), warnDays: parts.warnDays) {
+            case .expired?: out["expired", default: 0] += 1
+            case .expiring?: out["expiring", default: 0] += 1
+            case nil: break
             }
             if r.app != nil, r.checkedAt == nil { out["unchecked", default: 0] += 1 }
         }

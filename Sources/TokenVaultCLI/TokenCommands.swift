@@ -134,7 +134,7 @@ struct Get: ParsableCommand {
                     return try v.get(name: name)
                 }
             } catch let failure as CLIFailure {
-                try audit.record("get", token: name, outcome: failure.code == 3 ? .notFound : .failed, reason: failure.message)
+                try audit.record("get", token: name, outcome: failure.code == Exit.notFound.rawValue ? .notFound : .failed, reason: failure.message)
                 throw failure
             }
             // Durable before disclosure: the token is printed only once its record is on disk.
