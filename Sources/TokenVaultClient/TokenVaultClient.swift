@@ -205,26 +205,23 @@ public struct TokenVaultClient: Sendable {
         guard let object = try? JSONSerialization.jsonObject(with: reply) as? [String: Any] else {
             throw Error.protocolError("the reply is not a JSON object")
         }
-        if object["ok"] as? Bool == true { return object }
-        let error = object["error"] as? [String: Any]
-        let message = error?["message"] as? String ?? "no message"
-        switch error?["code"] as? String {
-        case "bad_request": throw Error.badRequest(message)
-        case "unknown_op": throw Error.unknownOp(message)
-        case "too_large": throw Error.tooLarge(message)
-        case "denied": throw Error.denied(message)
-        case "not_found": throw Error.notFound(message)
-        case "unavailable": throw Error.unavailable(message)
-        case "rate_limited": throw Error.rateLimited(message)
-        case "internal": throw Error.internal(message)
-        default: throw Error.protocolError("an error reply with an unknown code")
-        }
+        return try Self.checked(object)
     }
 
     private func exchange(_ line: Data) throws -> Data {
+        let fd = try connectChecked()
+        defer { close(fd) }
+        try Self.sendAll(fd, line)
+        var buffered = Data()
+        return try readLine(fd, &buffered)
+    }
+
+    /// A connected socket to a daemon this client trusts (see ``checkServer(fd:)``), with the timeout set.
+    func connectChecked() throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw Error.connect("socket(): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
+        var ok = false
+        defer { if !ok { close(fd) } }
         var tv = timeval(tv_sec: timeout, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
@@ -240,6 +237,11 @@ public struct TokenVaultClient: Sendable {
             throw Error.connect("cannot connect to the TokenVault daemon at \(socketPath): \(String(cString: strerror(errno))) (is `tokenvault serve` running?)")
         }
         try checkServer(fd: fd)
+        ok = true
+        return fd
+    }
+
+    static func sendAll(_ fd: Int32, _ line: Data) throws {
         try line.withUnsafeBytes { raw in
             var sent = 0
             while sent < raw.count {
@@ -248,21 +250,43 @@ public struct TokenVaultClient: Sendable {
                 sent += n
             }
         }
-        var reply = Data()
+    }
+
+    /// Reads one line (without its newline) from `fd`, keeping what follows it in `buffered`.
+    func readLine(_ fd: Int32, _ buffered: inout Data) throws -> Data {
         var chunk = [UInt8](repeating: 0, count: 4096)
         while true {
+            if let nl = buffered.firstIndex(of: 0x0a) {
+                let line = buffered[buffered.startIndex..<nl]
+                buffered = Data(buffered[(nl + 1)...])
+                return Data(line)
+            }
+            if buffered.count > 1 << 20 { throw Error.protocolError("reply longer than 1 MiB") }
             let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw Error.connect(errno == EAGAIN ? "no reply within \(timeout) s" : "recv: \(String(cString: strerror(errno)))")
             }
             if n == 0 { throw Error.protocolError("the daemon closed the connection without a reply") }
-            if let nl = chunk[0..<n].firstIndex(of: 0x0a) {
-                reply.append(contentsOf: chunk[0..<nl])
-                return reply
-            }
-            reply.append(contentsOf: chunk[0..<n])
-            if reply.count > 1 << 20 { throw Error.protocolError("reply longer than 1 MiB") }
+            buffered.append(contentsOf: chunk[0..<n])
+        }
+    }
+
+    /// Turns a reply object into the contract's error, or returns it.
+    static func checked(_ object: [String: Any]) throws -> [String: Any] {
+        if object["ok"] as? Bool == true { return object }
+        let error = object["error"] as? [String: Any]
+        let message = error?["message"] as? String ?? "no message"
+        switch error?["code"] as? String {
+        case "bad_request": throw Error.badRequest(message)
+        case "unknown_op": throw Error.unknownOp(message)
+        case "too_large": throw Error.tooLarge(message)
+        case "denied": throw Error.denied(message)
+        case "not_found": throw Error.notFound(message)
+        case "unavailable": throw Error.unavailable(message)
+        case "rate_limited": throw Error.rateLimited(message)
+        case "internal": throw Error.internal(message)
+        default: throw Error.protocolError("an error reply with an unknown code")
         }
     }
 }

@@ -316,6 +316,7 @@ public final class Vault: Sendable {
                 record.metaMAC = MetadataMAC.mac(record, key: key)
                 try tx.saveToken(record, replace: replace)
             }
+            try tx.recordTokenChanges(entries.map { TokenChange(name: $0.name, kind: .replaced) })
             try beforeCommit()
             return entries.count
         }
@@ -334,6 +335,16 @@ public final class Vault: Sendable {
         let secret = try open(record, checkingMetadata: !checked)
         if !checked { reader?.markChecked(name) }
         return OpenedToken(record: record, secret: secret)
+    }
+
+    /// The committed token changes numbered after `seq`, oldest first (what `watch` connections are told).
+    public func changes(after seq: Int64, limit: Int = 1000) throws -> [TokenChange] {
+        try store.read { try $0.tokenChanges(after: seq, limit: limit) }
+    }
+
+    /// The newest committed change's number (0 when there is none): where a new watcher starts.
+    public func lastChange() throws -> Int64 {
+        try store.read { try $0.lastTokenChange() }
     }
 
     /// A reader for one thread that may remember rows across a burst of `get`s (see ``HeldTokenReader``):
@@ -418,6 +429,7 @@ public final class Vault: Sendable {
     public func remove(name: String, beforeCommit: () throws -> Void = {}) throws {
         try store.write { tx in
             guard try tx.deleteToken(named: name) else { throw StoreError.notFound(what: "token", name: name) }
+            try tx.recordTokenChanges([TokenChange(name: name, kind: .removed)])
             try beforeCommit()
         }
     }
@@ -436,6 +448,7 @@ public final class Vault: Sendable {
                 r.expiresAt = expiresAt
                 r.updatedAt = now
             }
+            try tx.recordTokenChanges([TokenChange(name: name, kind: .refreshed)])
             try beforeCommit()
         }
     }

@@ -1,4 +1,5 @@
 import NIOCore
+import VaultCore
 import VaultWire
 import VaultPolicy
 #if canImport(Glibc)
@@ -20,6 +21,11 @@ public struct DrainEvent: Sendable {}
 /// Back-pressure: with more than `maxInFlight` requests unanswered, or while the client is not reading
 /// its replies (the channel is not writable), it stops reading from the socket, so a slow or hostile
 /// client costs bounded memory and never delays the others.
+///
+/// `watch`: once its acknowledgement is written the connection carries only events (anything the client
+/// sends after it is read and dropped), is never closed for being idle, and is closed if it lets more
+/// than ``maxQueuedEvents`` events pile up unread. Lines pipelined behind a `watch` wait for its answer:
+/// a refused `watch` leaves an ordinary connection that goes on with them.
 final class ConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundIn = Never
@@ -27,6 +33,12 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     /// The longest request line, without its line end.
     static let maxLineLength = 65_536
+    /// Events a watcher may leave unread (its socket buffer full) before it is disconnected.
+    static let maxQueuedEvents = 4096
+
+    private enum WatchState { case none, pending(sequence: Int), active }
+    private var watch = WatchState.none
+    private var queuedEvents: [TokenChange] = []
 
     private struct Slot {
         let id: [UInt8]?
@@ -67,11 +79,28 @@ final class ConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing, !draining else { return }
+        if case .active = watch { return }  // a watching connection's input is dropped
         var buffer = unwrapInboundIn(data)
         if var earlier = partial {
             partial = nil
             earlier.writeBuffer(&buffer)
             buffer = earlier
+        }
+        consume(buffer, context: context)
+    }
+
+    private var watchPending: Bool {
+        if case .pending = watch { return true }
+        return false
+    }
+
+    /// Handles every complete line in `buffer` and keeps the rest — all of it while a `watch` waits for
+    /// its answer.
+    private func consume(_ input: ByteBuffer, context: ChannelHandlerContext) {
+        var buffer = input
+        if watchPending {
+            if buffer.readableBytes > 0 { partial = buffer }
+            return
         }
         while !closing, !draining {
             let from = scanned
@@ -95,6 +124,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
             let parsed = buffer.withUnsafeReadableBytes { Request.parse(UnsafeRawBufferPointer(rebasing: $0[0..<content])) }
             buffer.moveReaderIndex(forwardBy: length + 1)
             handle(parsed, context: context)
+            if watchPending {
+                if buffer.readableBytes > 0 { partial = buffer }
+                return
+            }
         }
     }
 
@@ -115,6 +148,9 @@ final class ConnectionHandler: ChannelDuplexHandler {
             slots.append(Slot(id: error.id, reply: .error(code, error.message)))
             flushReady(context: context)
         case .success(let request):
+            if case .watch(let patterns) = request.operation {
+                return startWatch(patterns, request: request, context: context)
+            }
             let sequence = headSequence + slots.count
             slots.append(Slot(id: request.id, reply: nil))
             let loop = context.eventLoop
@@ -129,6 +165,48 @@ final class ConnectionHandler: ChannelDuplexHandler {
         }
     }
 
+    private func startWatch(_ patterns: [String], request: Request, context: ChannelHandlerContext) {
+        let sequence = headSequence + slots.count
+        slots.append(Slot(id: request.id, reply: nil))
+        watch = .pending(sequence: sequence)
+        let loop = context.eventLoop
+        let bound = NIOLoopBound((self, context), eventLoop: loop)
+        processor.watch(patterns: patterns, request: request, caller: caller, id: ObjectIdentifier(self), loop: loop,
+                        deliver: { events in bound.value.0.deliver(events, context: bound.value.1) },
+                        reply: { reply in
+                            if loop.inEventLoop {
+                                bound.value.0.complete(sequence, reply, context: bound.value.1)
+                            } else {
+                                loop.execute { bound.value.0.complete(sequence, reply, context: bound.value.1) }
+                            }
+                        })
+    }
+
+    /// Events for this watcher (on its event loop): written once the acknowledgement is out and the
+    /// socket takes them, queued until then.
+    private func deliver(_ events: [TokenChange], context: ChannelHandlerContext) {
+        guard context.channel.isActive, !closing else { return }
+        switch watch {
+        case .none: return
+        case .pending, .active: queuedEvents.append(contentsOf: events)
+        }
+        if queuedEvents.count > Self.maxQueuedEvents {
+            queuedEvents = []
+            closing = true
+            context.close(promise: nil)
+            return
+        }
+        flushEvents(context: context)
+    }
+
+    private func flushEvents(context: ChannelHandlerContext) {
+        guard case .active = watch, !queuedEvents.isEmpty, context.channel.isWritable else { return }
+        var buffer = context.channel.allocator.buffer(capacity: 64 * queuedEvents.count)
+        for e in queuedEvents { ReplyEncoder.encodeEvent(name: e.name, change: e.kind.rawValue, into: &buffer) }
+        queuedEvents = []
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
     private func complete(_ sequence: Int, _ reply: Reply, context: ChannelHandlerContext) {
         let index = sequence - headSequence
         guard index >= 0, index < slots.count else { return }  // the connection went away meanwhile
@@ -139,15 +217,40 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Writes every reply at the head of the queue that is ready, in order.
     private func flushReady(context: ChannelHandlerContext) {
         var close = false
+        var resume = false
         var buffer: ByteBuffer?  // every ready reply goes out in one buffer, one write
         while let first = slots.first, let reply = first.reply {
             slots.removeFirst()
+            if case .pending(let sequence) = watch, sequence == headSequence {
+                if case .watching = reply {
+                    watch = .active
+                    partial = nil
+                    idleCheck?.cancel()
+                    idleCheck = nil
+                } else {
+                    watch = .none
+                    queuedEvents = []
+                    resume = true
+                }
+            }
             headSequence += 1
             if buffer == nil { buffer = context.channel.allocator.buffer(capacity: 512) }
             ReplyEncoder.encode(reply, id: first.id, into: &buffer!)
             if reply.closesConnection { close = true; break }
         }
         if let buffer { context.writeAndFlush(wrapOutboundOut(buffer), promise: nil) }
+        if case .active = watch {
+            flushEvents(context: context)
+            if draining { context.close(promise: nil) }
+            return
+        }
+        if resume, !close, let rest = partial {
+            // The refused watch's connection goes on with the lines sent behind it.
+            partial = nil
+            scanned = 0
+            consume(rest, context: context)
+            return
+        }
         if close || ((draining || closing) && slots.isEmpty) {
             context.close(promise: nil)
             return
@@ -158,7 +261,10 @@ final class ConnectionHandler: ChannelDuplexHandler {
     // MARK: - back-pressure
 
     func read(context: ChannelHandlerContext) {
-        if slots.count >= maxInFlight || !context.channel.isWritable || closing || draining {
+        if case .active = watch {
+            return context.read()  // to see the peer close; what it sends is dropped
+        }
+        if slots.count >= maxInFlight || !context.channel.isWritable || closing || draining || watchPending {
             readPending = true
         } else {
             context.read()
@@ -166,13 +272,14 @@ final class ConnectionHandler: ChannelDuplexHandler {
     }
 
     private func resumeReadingIfPossible(context: ChannelHandlerContext) {
-        if readPending, slots.count < maxInFlight, context.channel.isWritable, !closing, !draining {
+        if readPending, slots.count < maxInFlight, context.channel.isWritable, !closing, !draining, !watchPending {
             readPending = false
             context.read()
         }
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        flushEvents(context: context)
         resumeReadingIfPossible(context: context)
         context.fireChannelWritabilityChanged()
     }
@@ -191,11 +298,13 @@ final class ConnectionHandler: ChannelDuplexHandler {
     func handlerRemoved(context: ChannelHandlerContext) {
         idleCheck?.cancel()
         idleCheck = nil
+        processor.watches.remove(ObjectIdentifier(self))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         idleCheck?.cancel()
         idleCheck = nil
+        processor.watches.remove(ObjectIdentifier(self))
         context.fireChannelInactive()
     }
 
@@ -213,6 +322,7 @@ final class ConnectionHandler: ChannelDuplexHandler {
     /// Closes the connection once it has been quiet for `idleTimeout` with nothing in flight.
     private func checkIdle(context: ChannelHandlerContext) {
         guard let idleTimeout, context.channel.isActive else { return }
+        if case .active = watch { idleCheck = nil; return }  // watchers are idle by nature
         let now = NIODeadline.now()
         if now < lastRead + idleTimeout {
             scheduleIdleCheck(at: lastRead + idleTimeout, context: context)

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOCore
 import Synchronization
 import VaultCore
 import VaultCrypto
@@ -15,12 +16,14 @@ public final class RequestProcessor: Sendable {
     let vault: Vault
     let audit: any AuditSink
     let logger: Logger
-    private let policyBox: Mutex<Policy>
+    private let policyBox: PolicyInForce
     private let limiter = RateLimiter()
     let refusals: RefusalBudget
     let tokenHMACs = TokenHMACCache()
     /// What was answered, for `tokenvault status`.
     public let counters = ReadCounters()
+    /// The `watch` connections.
+    let watches: WatchHub
 
     public convenience init(vault: Vault, policy: Policy, audit: any AuditSink, logger: Logger) {
         self.init(vault: vault, policy: policy, audit: audit, logger: logger, refusals: RefusalBudget())
@@ -31,14 +34,16 @@ public final class RequestProcessor: Sendable {
         self.vault = vault
         self.audit = audit
         self.logger = logger
-        self.policyBox = Mutex(policy)
+        let box = PolicyInForce(policy)
+        self.policyBox = box
+        self.watches = WatchHub(vault: vault, policy: { box.current }, logger: logger)
     }
 
-    public var policy: Policy { policyBox.withLock { $0 } }
+    public var policy: Policy { policyBox.current }
 
     /// Puts a new policy in force (after it parsed).
     public func replacePolicy(_ policy: Policy) {
-        policyBox.withLock { $0 = policy }
+        policyBox.replace(policy)
     }
 
     /// Answers one request. `reads`, when given, is the calling event loop's held reader (see ``LoopReads``).
@@ -52,6 +57,57 @@ public final class RequestProcessor: Sendable {
             list(request, caller: caller, reply: reply)
         case .get(let name, let proof):
             get(name: name, proof: proof, request: request, caller: caller, reader: reads?.forThisTick(), reply: reply)
+        case .watch:
+            // Only a connection can watch (it has somewhere to send events): ConnectionHandler calls watch(…).
+            reply(.error(.badRequest, "watch needs a connection of its own"))
+        }
+    }
+
+    /// Starts a `watch`: every pattern must be one the policy lets the caller read in full (else `denied`,
+    /// audited, and nothing is watched); then the watcher is registered, its record made durable, and
+    /// `.watching` answered. `id` is the connection's; `deliver` runs on `loop` with each batch of events.
+    func watch(patterns: [String], request: Request, caller: Caller, id: ObjectIdentifier, loop: any EventLoop,
+               deliver: @escaping @Sendable ([TokenChange]) -> Void, reply: @escaping @Sendable (Reply) -> Void) {
+        let policy = self.policy
+        let shown = patterns.map { AuditEvent.capped($0, bytes: 64) }.joined(separator: ", ")
+        var event = AuditEvent(action: "watch", channel: .socket, actor: actor(caller), outcome: .granted, requestId: request.idText)
+        event.reason = AuditEvent.capped("watching \(shown)", bytes: 512)
+        for pattern in patterns {
+            let bare = pattern.hasSuffix("*") ? String(pattern.dropLast()) + "x" : pattern
+            if let why = Names.problem(bare) {
+                event.outcome = .denied
+                event.reason = AuditEvent.capped("invalid pattern \(AuditEvent.capped(pattern, bytes: 64)): \(why)", bytes: 512)
+                return refused(event, .error(.badRequest, "\"\(AuditEvent.capped(pattern, bytes: 64))\" is not a token name or a prefix* pattern: \(why)"),
+                               caller: caller, reply: reply)
+            }
+        }
+        if rateLimited(policy, caller) {
+            event.outcome = .rateLimited
+            return refused(event, .error(.rateLimited, "uid \(caller.uid) exceeded its request rate"), caller: caller, reply: reply)
+        }
+        if let refusedPattern = patterns.first(where: { !policy.permitsAll(caller, pattern: $0) }) {
+            event.outcome = .denied
+            event.reason = AuditEvent.capped("may not read every name matching \(refusedPattern)", bytes: 512)
+            return refused(event, .error(.denied, "uid \(caller.uid) may not read \(refusedPattern)"), caller: caller, reply: reply)
+        }
+        do {
+            try watches.add(id, WatchHub.Watcher(caller: caller, patterns: patterns, loop: loop, deliver: deliver))
+        } catch {
+            event.outcome = .failed
+            event.reason = "\(error)"
+            return audited(event, .error(.unavailable, "the vault cannot be read right now"), reply: reply)
+        }
+        let watches = self.watches
+        let logger = self.logger
+        audit.append(event, secret: nil) { result in
+            switch result {
+            case .success:
+                reply(.watching(patterns))
+            case .failure(let error):
+                watches.remove(id)
+                logger.error("audit record could not be made durable; refusing the watch", metadata: ["error": "\(error)"])
+                reply(.error(.unavailable, "the audit log cannot be written right now; nothing is watched"))
+            }
         }
     }
 
@@ -217,4 +273,12 @@ extension Reply.TokenReply {
         self.init(name: r.name, secret: opened.secret, kind: r.kind, expiresAt: r.expiresAt, scopes: Vault.scopes(of: r),
                   valid: r.valid, checkedAt: r.checkedAt, proof: proof)
     }
+}
+
+/// The policy in force, shared by the read path and the watchers (replaced on SIGHUP).
+final class PolicyInForce: Sendable {
+    private let policy: Mutex<Policy>
+    init(_ policy: Policy) { self.policy = Mutex(policy) }
+    var current: Policy { policy.withLock { $0 } }
+    func replace(_ new: Policy) { policy.withLock { $0 = new } }
 }

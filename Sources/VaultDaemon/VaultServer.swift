@@ -88,6 +88,7 @@ public final class VaultServer: Service, Sendable {
         try? await channel.close()
         await connections.drain(timeout: configuration.drainTimeout)
         summaries.cancel()
+        processor.watches.stop()
         processor.recordSuppressedRefusals()
         removeSocketFile()
         try? await group.shutdownGracefully()
@@ -182,6 +183,9 @@ public final class VaultServer: Service, Sendable {
               (st.st_mode & S_IFMT) == S_IFSOCK, UInt64(st.st_dev) == ours.dev, UInt64(st.st_ino) == ours.ino else { return }
         unlink(configuration.socketPath)
     }
+
+    /// How many connections are watching now.
+    public var watcherCount: Int { processor.watches.count }
 
     /// How many connections are open now.
     public var connectionCount: Int { connections.count }

@@ -46,7 +46,7 @@ public struct Policy: Sendable, Equatable {
             }
         }
 
-        func applies(to caller: Caller) -> Bool {
+        public func applies(to caller: Caller) -> Bool {
             switch subject {
             case .uid(let u): return caller.uid == u
             case .gid(let g): return caller.gid == g || caller.supplementaryGroups.contains(g)
@@ -109,6 +109,20 @@ public struct Policy: Sendable, Equatable {
         let applicable = rules.filter { $0.applies(to: caller) }
         guard !applicable.isEmpty else { return [] }
         return try names().filter { name in applicable.contains { $0.matches(name: name) } }
+    }
+
+    /// Whether `caller` may read every name `pattern` matches: an exact name as ``permits(_:name:)`` says,
+    /// or for `prefix*` a rule that applies to the caller and lists `q*` with `prefix` starting with `q`.
+    /// A `watch` is allowed only for patterns that pass (a caller cannot learn of names it may not read).
+    public func permitsAll(_ caller: Caller, pattern: String) -> Bool {
+        let p = pattern.utf8
+        guard p.last == UInt8(ascii: "*") else { return permits(caller, name: pattern).allowed }
+        let prefix = p.dropLast()
+        return rules.contains { rule in
+            rule.applies(to: caller) && rule.tokens.contains { q in
+                q.utf8.last == UInt8(ascii: "*") && prefix.starts(with: q.utf8.dropLast())
+            }
+        }
     }
 
     /// Whether any rule names the caller (by uid, user, gid or group), whatever tokens it lists.

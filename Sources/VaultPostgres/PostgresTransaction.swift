@@ -189,6 +189,34 @@ public struct PostgresTransaction: StorageTransaction {
         (try run("DELETE FROM tokens WHERE name = \(name)").metadata.rows ?? 0) == 1
     }
 
+    // MARK: change events
+
+    /// The transaction lock that orders change numbers: held to commit, so a change numbered later
+    /// always commits later.
+    static let changeLock: Int64 = 0x746F_6B65_6E63_6867  // "tokenchg"
+
+    public func recordTokenChanges(_ changes: [TokenChange]) throws {
+        guard !changes.isEmpty else { return }
+        try run("SELECT pg_advisory_xact_lock(\(Self.changeLock))")
+        let names = changes.map(\.name)
+        let kinds = changes.map(\.kind.rawValue)
+        try run("""
+            INSERT INTO token_changes(name, change) SELECT n, c FROM unnest(\(names)::text[], \(kinds)::text[]) WITH ORDINALITY AS t(n, c, o) ORDER BY o
+            """)
+        try run("DELETE FROM token_changes WHERE seq <= (SELECT max(seq) FROM token_changes) - \(TokenChange.kept)")
+    }
+
+    public func tokenChanges(after seq: Int64, limit: Int) throws -> [TokenChange] {
+        try run("SELECT seq, name, change FROM token_changes WHERE seq > \(seq) ORDER BY seq LIMIT \(Int64(limit))").compactMap { row in
+            let (seq, name, change) = try row.decode((Int64, String, String).self)
+            return TokenChange.Kind(rawValue: change).map { TokenChange(seq: seq, name: name, kind: $0) }
+        }
+    }
+
+    public func lastTokenChange() throws -> Int64 {
+        try run("SELECT coalesce(max(seq), 0)::bigint FROM token_changes").first.map { try $0.decode(Int64.self) } ?? 0
+    }
+
     // MARK: apps
 
     public func deleteApp(named name: String) throws -> Bool {
@@ -297,7 +325,7 @@ public struct PostgresTransaction: StorageTransaction {
 
 extension PostgresTransaction {
     public func removeEverything() throws {
-        for table in ["tokens", "apps", "data_keys", "notifications", "audit_checkpoints", "audit_chunks", "vault_meta"] {
+        for table in ["token_changes", "tokens", "apps", "data_keys", "notifications", "audit_checkpoints", "audit_chunks", "vault_meta"] {
             try run(PostgresQuery(unsafeSQL: "DELETE FROM \(table)"))
         }
     }

@@ -131,5 +131,16 @@ enum Schema {
             END $$
             """,
         ]),
+        ("v4: token changes", [
+            // What `watch` connections are told: one row per committed change. Writers take a transaction
+            // lock before numbering theirs (PostgresTransaction.recordTokenChanges), so numbers follow
+            // commit order across hosts and a reader polling past a number never misses a later commit.
+            """
+            CREATE TABLE token_changes (
+              seq bigserial PRIMARY KEY,
+              name text COLLATE "C" NOT NULL,
+              change text NOT NULL)
+            """,
+        ]),
     ]
 }

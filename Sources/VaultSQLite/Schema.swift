@@ -98,6 +98,11 @@ enum Schema {
                 t.primaryKey(["host", "first_seq"])
             }
         }
+        migrator.registerMigration("v8: token changes") { db in
+            // What `watch` connections are told: one row per committed change, numbered in commit order
+            // (AUTOINCREMENT: a number is never reused once pruned). The vault keeps the newest 10,000.
+            try db.execute(sql: "CREATE TABLE token_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, change TEXT NOT NULL)")
+        }
         return migrator
     }
 }

@@ -258,6 +258,26 @@ public struct SQLiteTransaction: StorageTransaction {
         guard db.changesCount == 1 else { throw StoreError.notFound(what: "token", name: record.name) }
     }
 
+    // MARK: change events
+
+    public func recordTokenChanges(_ changes: [TokenChange]) throws {
+        guard !changes.isEmpty else { return }
+        let insert = try db.cachedStatement(sql: "INSERT INTO token_changes (name, change) VALUES (?, ?)")
+        for change in changes { try insert.execute(arguments: [change.name, change.kind.rawValue]) }
+        try db.execute(sql: "DELETE FROM token_changes WHERE seq <= ?", arguments: [db.lastInsertedRowID - TokenChange.kept])
+    }
+
+    public func tokenChanges(after seq: Int64, limit: Int) throws -> [TokenChange] {
+        try Row.fetchAll(db.cachedStatement(sql: "SELECT seq, name, change FROM token_changes WHERE seq > ? ORDER BY seq LIMIT ?"),
+                         arguments: [seq, limit]).compactMap { row in
+            TokenChange.Kind(rawValue: row[2]).map { TokenChange(seq: row[0], name: row[1], kind: $0) }
+        }
+    }
+
+    public func lastTokenChange() throws -> Int64 {
+        try Int64.fetchOne(db, sql: "SELECT seq FROM sqlite_sequence WHERE name = 'token_changes'") ?? 0
+    }
+
     /// Deletes a token; false when there was none.
     public func deleteToken(named name: String) throws -> Bool {
         try TokenRecord.deleteOne(db, key: name)
@@ -397,7 +417,7 @@ extension SQLiteTransaction {
 extension SQLiteTransaction {
     public func removeEverything() throws {
         try db.execute(sql: """
-            DELETE FROM tokens; DELETE FROM apps; DELETE FROM data_keys; DELETE FROM notifications;
+            DELETE FROM token_changes; DELETE FROM tokens; DELETE FROM apps; DELETE FROM data_keys; DELETE FROM notifications;
             DELETE FROM audit_checkpoint; DELETE FROM audit_chunks; DELETE FROM vault_meta
             """)
     }

@@ -2,7 +2,7 @@ import VaultCrypto
 
 /// A strict, allocation-light JSON reader for request lines: it validates the whole line as one JSON
 /// object (RFC 8259), keeps the raw text of `"id"`, and decodes only the top-level string fields the
-/// protocol uses (`op`, `name`, `proof`). Anything else is validated and skipped.
+/// protocol uses (`op`, `name`, `proof`, and `watch`'s array of strings `names`). Anything else is validated and skipped.
 ///
 /// It reads raw bytes in place: keys are compared without being decoded (unless they hold escapes), and
 /// the only allocations for a usual request are the id's bytes and the strings it returns.
@@ -10,13 +10,15 @@ struct JSONObjectScanner {
     struct Failure: Error { let reason: String }
 
     /// A top-level field the protocol reads.
-    enum Field: Int { case op, name, proof }
+    enum Field: Int { case op, name, proof, names }
 
     struct Fields {
         var id: [UInt8]?
         var idIsWrongType = false
         /// Decoded string values; nil when absent or not a string.
         var op: String?, name: String?, proof: String?
+        /// `names`: an array of strings; nil when absent or of another shape.
+        var names: [String]?
         /// Protocol fields present with a non-string value, one bit per ``Field``.
         private var mistypedBits: UInt8 = 0
 
@@ -28,6 +30,7 @@ struct JSONObjectScanner {
             case .op: op = value
             case .name: name = value
             case .proof: proof = value
+            case .names: break
             }
             if value == nil { mistypedBits |= 1 << f.rawValue } else { mistypedBits &= ~(1 << f.rawValue) }
         }
@@ -71,6 +74,14 @@ struct JSONObjectScanner {
                     let isInteger = !isString && raw.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || $0 == UInt8(ascii: "-") }
                         && raw.contains { $0 >= 0x30 && $0 <= 0x39 }
                     fields.idIsWrongType = !(isString || isInteger)
+                case .field(.names):
+                    if peek() == UInt8(ascii: "["), let list = try readStringArray() {
+                        fields.names = list
+                        fields.set(.names, "")
+                    } else {
+                        fields.names = nil
+                        fields.set(.names, nil)
+                    }
                 case .field(let f):
                     if peek() == UInt8(ascii: "\"") {
                         fields.set(f, try readString())
@@ -128,11 +139,35 @@ struct JSONObjectScanner {
             if equals("op") { return .field(.op) }
             if equals("name") { return .field(.name) }
             if equals("proof") { return .field(.proof) }
+            if equals("names") { return .field(.names) }
             return .other
         }
         if !escaped { return named(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) }
         let decoded = try Self.unescape(UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
         return decoded.withUnsafeBytes { named($0) }
+    }
+
+    /// Reads an array at its `[`: its strings, or nil (the array still skipped, so the line stays valid)
+    /// when an element is not a string.
+    private mutating func readStringArray() throws -> [String]? {
+        let start = i
+        try expect(UInt8(ascii: "["))
+        var out: [String] = []
+        skipWhitespace()
+        if peek() == UInt8(ascii: "]") { i += 1; return out }
+        while true {
+            skipWhitespace()
+            guard peek() == UInt8(ascii: "\"") else {
+                i = start
+                try skipValue(depth: 1)
+                return nil
+            }
+            out.append(try readString())
+            skipWhitespace()
+            guard let c = next() else { throw Failure(reason: "unterminated array") }
+            if c == UInt8(ascii: "]") { return out }
+            guard c == UInt8(ascii: ",") else { throw Failure(reason: "expected , or ]") }
+        }
     }
 
     /// Reads a string value starting at its opening quote.

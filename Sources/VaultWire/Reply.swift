@@ -8,6 +8,8 @@ public enum Reply: Sendable {
     case whoami(uid: UInt32, gid: UInt32, pid: Int32)
     case names([String])
     case token(TokenReply)
+    /// A granted `watch`: the patterns, as the client sent them.
+    case watching([String])
     case error(ErrorCode, String)
 
     /// The error codes of protocol v1.
@@ -76,6 +78,13 @@ public enum ReplyEncoder {
                 JSONText.writeQuoted(name, into: &buffer)
             }
             buffer.writeStaticString("]")
+        case .watching(let patterns):
+            buffer.writeStaticString("\"ok\":true,\"watching\":[")
+            for (i, p) in patterns.enumerated() {
+                if i > 0 { buffer.writeStaticString(",") }
+                JSONText.writeQuoted(p, into: &buffer)
+            }
+            buffer.writeStaticString("]")
         case .token(let t):
             buffer.writeStaticString("\"ok\":true,\"name\":")
             JSONText.writeQuoted(t.name, into: &buffer)
@@ -109,6 +118,15 @@ public enum ReplyEncoder {
             JSONText.writeQuoted(message, into: &buffer)
             buffer.writeStaticString("}")
         }
+        buffer.writeStaticString("}\n")
+    }
+
+    /// One `watch` event line: `{"event":"changed","name":…,"change":…}\n` (never a token).
+    public static func encodeEvent(name: String, change: String, into buffer: inout ByteBuffer) {
+        buffer.writeStaticString("{\"event\":\"changed\",\"name\":")
+        JSONText.writeQuoted(name, into: &buffer)
+        buffer.writeStaticString(",\"change\":")
+        JSONText.writeQuoted(change, into: &buffer)
         buffer.writeStaticString("}\n")
     }
 

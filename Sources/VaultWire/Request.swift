@@ -3,7 +3,12 @@ public struct Request: Sendable, Equatable {
     public enum Operation: Sendable, Equatable {
         case ping, whoami, list
         case get(name: String, proof: Proof?)
+        /// `watch`: exact names or `prefix*` patterns, as sent.
+        case watch(patterns: [String])
     }
+
+    /// The most patterns one `watch` may name.
+    public static let maxWatchPatterns = 256
 
     public enum Proof: String, Sendable, Equatable {
         case timed, legacy
@@ -80,9 +85,16 @@ extension Request {
                 return bad("\"proof\" must be \"timed\" or \"legacy\"")
             }
             return .success(Request(id: id, operation: .get(name: name, proof: proof)))
+        case "watch":
+            guard let names = fields.names else {
+                return bad(fields.isMistyped(.names) ? "\"names\" must be an array of strings" : "watch needs \"names\"")
+            }
+            guard !names.isEmpty else { return bad("watch needs at least one name or pattern in \"names\"") }
+            guard names.count <= maxWatchPatterns else { return bad("watch takes at most \(maxWatchPatterns) names") }
+            return .success(Request(id: id, operation: .watch(patterns: names)))
         default:
             let shown = op.count > 40 ? String(op.prefix(40)) + "…" : op
-            return .failure(RequestError(code: .unknownOp, message: "unknown op \"\(shown)\" (expected ping, whoami, list or get)", id: id))
+            return .failure(RequestError(code: .unknownOp, message: "unknown op \"\(shown)\" (expected ping, whoami, list, get or watch)", id: id))
         }
     }
 }

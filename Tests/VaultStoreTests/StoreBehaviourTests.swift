@@ -294,6 +294,34 @@ struct StoreBehaviourTests {
         }
     }
 
+    /// What `watch` hears: every put, rm and lifecycle replacement, numbered in commit order from any
+    /// connection, readable from another, the oldest pruned past `TokenChange.kept`.
+    @Test(arguments: Backend.all) func tokenChangesAreNumberedInCommitOrder(_ backend: Backend) throws {
+        let f = try StoreFixture(backend)
+        let vault = try f.createVault()
+        let other = try f.openVault()
+        #expect(try other.lastChange() == 0)
+        try vault.put(name: "a/1", secret: secret("EAAB-1"))
+        try other.put([ImportEntry(name: "a/2", secret: secret("EAAB-2")), ImportEntry(name: "b/3", secret: secret("EAAB-3"))], replace: false)
+        try vault.replaceSecret(name: "a/1", secret: secret("EAAB-1b"), expiresAt: nil)
+        try other.remove(name: "a/2")
+        #expect(throws: StoreError.self) { try vault.put(name: "a/1", secret: secret("EAAB-x"), replace: false) }  // rolled back: no change
+        let all = try vault.changes(after: 0)
+        #expect(all.map(\.name) == ["a/1", "a/2", "b/3", "a/1", "a/2"])
+        #expect(all.map(\.kind) == [.replaced, .replaced, .replaced, .refreshed, .removed])
+        #expect(all.map(\.seq) == Array(1...5).map(Int64.init))
+        #expect(try other.lastChange() == 5)
+        #expect(try other.changes(after: 3).map(\.seq) == [4, 5])
+        #expect(try other.changes(after: 1, limit: 2).map(\.seq) == [2, 3])
+
+        // A bulk import past the kept window leaves the newest changes only, numbered on.
+        try vault.put((0..<Int(TokenChange.kept) + 10).map { ImportEntry(name: "bulk/\($0)", secret: secret("EAAB-\($0)")) }, replace: false)
+        let last = try vault.lastChange()
+        #expect(last == 5 + TokenChange.kept + 10)
+        #expect(try f.rawInt("SELECT count(*) FROM token_changes") == Int(TokenChange.kept))
+        #expect(try vault.changes(after: 0, limit: 1).first?.seq == last - TokenChange.kept + 1)
+    }
+
     /// The store holds no key: whoever can write it (a database admin, here) cannot change a token's value
     /// or metadata without the read failing closed.
     @Test(arguments: Backend.all) func editsBehindTheVaultsBackAreRefused(_ backend: Backend) throws {

@@ -3,6 +3,34 @@ import Foundation
 // The values that cross the storage seam. Every backend stores exactly these; none of them holds a key or
 // a plaintext token. Column names in each backend are these fields in snake_case.
 
+/// One committed change to a token, numbered in commit order: what a `watch` connection is told.
+/// A store keeps the newest ``kept`` of them (older ones are pruned as new ones land).
+public struct TokenChange: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// Stored anew or replaced (`put`, `import`, `meta exchange` of a new token).
+        case replaced
+        /// Removed (`rm`).
+        case removed
+        /// Given a new value by the Meta lifecycle (an extension or refresh).
+        case refreshed
+    }
+
+    /// The change's number in the store's sequence (0 before it is stored).
+    public var seq: Int64
+    public var name: String
+    public var kind: Kind
+
+    public init(seq: Int64 = 0, name: String, kind: Kind) {
+        self.seq = seq
+        self.name = name
+        self.kind = kind
+    }
+
+    /// How many changes a store keeps: a daemon that falls further behind than this (only a bulk
+    /// import between two of its polls) reads what is left and says so in its log.
+    public static let kept: Int64 = 10_000
+}
+
 /// A data key, wrapped (sealed) under a master key from the keyring. Tokens are sealed under data keys.
 public struct DataKeyRecord: Codable, Sendable, Equatable {
     public var id: Int64?

@@ -147,6 +147,15 @@ public protocol StorageTransaction {
     /// Replaces one sealed value, and for a token the metadata MAC that binds it (metadata untouched).
     func reseal(_ kind: PendingSeal.Kind, name: String, sealed: Data, dataKeyId: Int64, metaMAC: Data?) throws
 
+    // change events (`watch`)
+    /// Appends changes, numbered after every committed one (in commit order, also across hosts), and
+    /// prunes all but the newest ``TokenChange/kept``.
+    func recordTokenChanges(_ changes: [TokenChange]) throws
+    /// The changes numbered after `seq`, oldest first, at most `limit`.
+    func tokenChanges(after seq: Int64, limit: Int) throws -> [TokenChange]
+    /// The newest change's number (0 when there is none).
+    func lastTokenChange() throws -> Int64
+
     // copying a vault (`tokenvault migrate`)
     /// Inserts many new tokens (none of them stored yet); a backend may do it in few statements.
     func insertTokens(_ records: [TokenRecord]) throws
