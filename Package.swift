@@ -134,11 +134,17 @@ let package = Package(
             dependencies: ["CSystemShims", .product(name: "NIOPosix", package: "swift-nio")],
             swiftSettings: strict),
 
+        // `tokenvault run`: a command with tokens read through the daemon, supervised.
+        .target(
+            name: "VaultRun",
+            dependencies: ["CSystemShims", "TokenVaultClient"],
+            swiftSettings: strict),
+
         // `tokenvault`: a thin shell over the library modules.
         .executableTarget(
             name: "TokenVaultCLI",
             dependencies: [
-                "VaultCore", "VaultCrypto", "VaultStores", "VaultPolicy", "VaultDaemon", "VaultAudit", "TokenVaultClient",
+                "VaultCore", "VaultCrypto", "VaultStores", "VaultPolicy", "VaultDaemon", "VaultAudit", "TokenVaultClient", "VaultRun",
                 "CSystemShims", "MetaGraph", "MetaLifecycle", "VaultBench", "VaultSystemd", "VaultMetrics",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "TOMLKit", package: "TOMLKit"),

@@ -32,3 +32,70 @@ int tv_harden_process(void) {
     int b = prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
     return (a == 0 && b == 0) ? 0 : -1;
 }
+
+// MARK: - tokenvault run
+
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int forward_pipe = -1;
+
+static void forward_handler(int signo, siginfo_t *info, void *context) {
+    (void)context;
+    int saved = errno;
+    unsigned char message[2] = { (unsigned char)signo, (unsigned char)(info != NULL && info->si_code == SI_KERNEL) };
+    ssize_t ignored = write(forward_pipe, message, 2);
+    (void)ignored;
+    errno = saved;
+}
+
+int tv_forward_signals(int pipe_fd, const int *signals, int count) {
+    forward_pipe = pipe_fd;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_sigaction = forward_handler;
+    action.sa_flags = SA_SIGINFO | SA_RESTART;
+    sigemptyset(&action.sa_mask);
+    for (int i = 0; i < count; i++) {
+        if (sigaction(signals[i], &action, NULL) != 0) return -1;
+    }
+    return 0;
+}
+
+void tv_default_signal(int signo) {
+    signal(signo, SIG_DFL);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signo);
+    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
+extern char **environ;
+
+int tv_spawn(int *pid, char *const argv[], char *const envp[], const int *from, const int *to, int count) {
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_t actions;
+    int rc = posix_spawnattr_init(&attr);
+    if (rc != 0) return rc;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    rc = posix_spawn_file_actions_init(&actions);
+    if (rc != 0) { posix_spawnattr_destroy(&attr); return rc; }
+    for (int i = 0; i < count && rc == 0; i++) rc = posix_spawn_file_actions_adddup2(&actions, from[i], to[i]);
+    if (rc == 0) rc = posix_spawnp(pid, argv[0], &actions, &attr, argv, envp);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attr);
+    return rc;
+}
+
+int tv_memfd(const char *name) {
+    return memfd_create(name, MFD_CLOEXEC);
+}

@@ -8,6 +8,8 @@ import VaultCore
 struct ServeOptions: ParsableArguments {
     @Option(help: ArgumentHelp("The socket (default: <home>/tokenvault.sock, or the socket systemd passes).", valueName: "path"))
     var socket: String?
+    @Option(help: ArgumentHelp("Also serve systemd's LoadCredential=ID:PATH on this socket (root peers, [[credential]] rules).", valueName: "path"))
+    var credentialSocket: String?
     @Option(help: ArgumentHelp("The policy file (default: <home>/policy.toml).", valueName: "file")) var policy: String?
     @Option(help: ArgumentHelp("Give the socket this group (name or gid), so members can connect.", valueName: "group"))
     var socketGroup: String?
@@ -26,6 +28,7 @@ struct ServeOptions: ParsableArguments {
     var given: [String: String] {
         var out: [String: String] = [:]
         out["socket"] = socket
+        out["credential_socket"] = credentialSocket
         out["policy"] = policy
         out["socket_group"] = socketGroup
         out["idle_timeout"] = idleTimeout.map(String.init)

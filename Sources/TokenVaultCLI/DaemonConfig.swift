@@ -41,6 +41,7 @@ struct DaemonConfig {
 
     static let settings: [Setting] = [
         Setting(key: "socket", kind: .path, help: "the socket services connect to"),
+        Setting(key: "credential_socket", kind: .path, help: "systemd LoadCredential= socket (off unless set)"),
         Setting(key: "socket_group", kind: .string, help: "group given the socket (mode 0660)"),
         Setting(key: "policy", kind: .path, help: "the policy file"),
         Setting(key: "idle_timeout", kind: .integer(1...86_400), help: "seconds before an idle connection is closed"),

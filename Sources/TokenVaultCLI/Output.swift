@@ -35,6 +35,11 @@ enum Output {
         return out
     }
 
+    /// `s` in single quotes for a POSIX shell (`'` written as `'\''`), safe for `eval`.
+    static func shellQuoted(_ s: String) -> String {
+        "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
     static func date(_ t: Int64?, never: String = "-") -> String {
         guard let t else { return never }
         let f = DateFormatter()

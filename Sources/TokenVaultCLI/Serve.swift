@@ -92,7 +92,13 @@ struct Serve: AsyncParsableCommand {
                 if options.socket != nil { logger.warning("--socket ignored: systemd passed the socket", metadata: ["socket": "\(config.socketPath)"]) }
             }
         } catch { throw CLIFailure(message: "error: \(error)", exit: .badInput) }
-        for unused in activation.sockets where unused.descriptor != config.listeningDescriptor {
+        var credentialSocket = settings.string("credential_socket").map { (path: $0, descriptor: CInt?.none) }
+        do {
+            if let passed = try activation.listener(named: "credentials") {
+                credentialSocket = (SocketActivation.boundPath(passed.descriptor) ?? "fd \(passed.descriptor) from systemd", passed.descriptor)
+            }
+        } catch { throw CLIFailure(message: "error: \(error)", exit: .badInput) }
+        for unused in activation.sockets where unused.descriptor != config.listeningDescriptor && unused.descriptor != credentialSocket?.descriptor {
             logger.warning("a socket systemd passed is not one serve uses; closing it", metadata: ["name": "\(unused.name)"])
             close(unused.descriptor)
         }
@@ -133,6 +139,12 @@ struct Serve: AsyncParsableCommand {
             .init(service: server), .init(service: reloader), .init(service: rechecker),
             .init(service: SystemdReadiness(server: server, systemd: systemd, rules: initialPolicy.rules.count)),
         ]
+        if let credentialSocket {
+            services.append(.init(service: CredentialServer(socketPath: credentialSocket.path, listeningDescriptor: credentialSocket.descriptor,
+                                                            processor: processor, logger: logger)))
+        } else if !initialPolicy.credentials.isEmpty {
+            logger.warning("the policy has [[credential]] rules but no credential socket is served (set credential_socket)")
+        }
         let status = DaemonStatus(.init(vault: v, processor: processor, server: server, audit: audit, sweeps: sweeps,
                                         warnDays: warnDays, checkInterval: checkInterval,
                                         metrics: settings.string("metrics.listen"), tokenNames: settings.string("metrics.token_names") == "true"))
@@ -244,18 +256,28 @@ struct AuditShipping: Service {
 
 /// `get --socket`: read through the daemon, with the contract's errors as exit codes.
 func readThroughDaemon(socket: String, name: String) throws -> String {
+    try throughDaemon(socket: socket) { try $0.getBlocking(name).token }
+}
+
+/// Runs `body` with a client of the daemon on `socket`; the contract's errors become the CLI's exit codes.
+func throughDaemon<T>(socket: String, _ body: (TokenVaultClient) throws -> T) throws -> T {
     do {
-        return try TokenVaultClient(socketPath: socket).getBlocking(name).token
+        return try body(TokenVaultClient(socketPath: socket))
     } catch let e as TokenVaultClient.Error {
-        let exit: Exit
+        throw CLIFailure(message: "error: \(e.code): \(e)", exit: Exit.of(e))
+    }
+}
+
+extension Exit {
+    /// The exit code for one of the contract's errors.
+    static func of(_ e: TokenVaultClient.Error) -> Exit {
         switch e {
-        case .notFound: exit = .notFound
-        case .denied: exit = .denied
-        case .unavailable, .connect, .impostor: exit = .unavailable
-        case .rateLimited: exit = .rateLimited
-        case .badRequest, .unknownOp, .tooLarge: exit = .badInput
-        case .internal, .protocolError: exit = .failure
+        case .notFound: return .notFound
+        case .denied: return .denied
+        case .unavailable, .connect, .impostor: return .unavailable
+        case .rateLimited: return .rateLimited
+        case .badRequest, .unknownOp, .tooLarge: return .badInput
+        case .internal, .protocolError: return .failure
         }
-        throw CLIFailure(message: "error: \(e.code): \(e)", exit: exit)
     }
 }

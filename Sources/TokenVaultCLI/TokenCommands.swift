@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TokenVaultClient
 import VaultCore
 import VaultCrypto
 import VaultStores
@@ -107,24 +108,41 @@ struct Get: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a token (and nothing else) to stdout.",
         discussion: """
-            A newline follows the token only when stdout is a terminal.
+            A newline follows the token only when stdout is a terminal. With --socket, or when
+            $TOKENVAULT_SOCKET is set, the token is read through the daemon, as the caller's uid, under
+            the policy; otherwise the vault is opened directly (the key file is needed).
 
-            Example:
+            With --proof, the token and its appsecret_proof are printed as shell-quoted lines
+            (TOKEN=…, APPSECRET_PROOF=…, and APPSECRET_TIME=… for a timed proof), for eval; with
+            --json, the daemon's reply object (the token, its metadata and the proof) on one line.
+
+            Examples:
               curl -H "Authorization: Bearer $(tokenvault get acme/ads)" ...
+              eval "$(tokenvault get acme/ads --socket /run/tokenvault/tokenvault.sock --proof timed)"
+              curl "https://graph.facebook.com/v24.0/me?appsecret_proof=$APPSECRET_PROOF&appsecret_time=$APPSECRET_TIME" \\
+                -H "Authorization: Bearer $TOKEN"
             """)
 
     @OptionGroup var vault: VaultOptions
     @Argument(help: "The token's name.") var name: String
-    @Option(help: ArgumentHelp("Read through the daemon on this socket instead of opening the vault (no key file needed).",
+    @Option(help: ArgumentHelp("Read through the daemon on this socket instead of opening the vault (no key file needed; default $TOKENVAULT_SOCKET).",
                                valueName: "path"))
     var socket: String?
+    @Option(help: ArgumentHelp("Also print an appsecret_proof: timed (over token|time) or legacy (over the token).", valueName: "kind"))
+    var proof: ProofKind?
+    @Flag(help: "Print one JSON object: name, token, kind, expires_at, scopes, valid, checked_at and the proof.")
+    var json = false
+
+    enum ProofKind: String, ExpressibleByArgument, CaseIterable {
+        case timed, legacy
+    }
 
     func run() throws {
-        if let socket {
-            let token = try readThroughDaemon(socket: socket, name: name)
-            FileHandle.standardOutput.write(Data(token.utf8))
-            if isatty(1) == 1 { print("") }
-            return
+        if let socket = socket ?? ProcessInfo.processInfo.environment["TOKENVAULT_SOCKET"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            let token = try throughDaemon(socket: socket) {
+                try $0.getBlocking(name, proof: proof.map { TokenVaultClient.Proof(rawValue: $0.rawValue)! })
+            }
+            return print(token)
         }
         try vault.audited { v, audit in
             let opened: OpenedToken
@@ -137,10 +155,43 @@ struct Get: ParsableCommand {
                 try audit.record("get", token: name, outcome: failure.code == Exit.notFound.rawValue ? .notFound : .failed, reason: failure.message)
                 throw failure
             }
-            // Durable before disclosure: the token is printed only once its record is on disk.
-            try audit.record("get", token: name, secret: opened.secret)
-            writeStdout(opened.secret)
-            if isatty(1) == 1 { print("") }
+            guard proof != nil || json else {
+                // Durable before disclosure: the token is printed only once its record is on disk.
+                try audit.record("get", token: name, secret: opened.secret)
+                writeStdout(opened.secret)
+                if isatty(1) == 1 { Swift.print("") }
+                return
+            }
+            var made: (hex: String, time: Int64?)?
+            if let proof {
+                guard let app = opened.record.app else {
+                    throw CLIFailure(message: "error: \(name) has no app (store it with --app), so no appsecret_proof can be made", exit: .badInput)
+                }
+                made = try reporting { try v.appsecretProof(token: opened.secret, app: app, timed: proof == .timed) }
+            }
+            try audit.record(proof == nil ? "get" : "get+proof", token: name, secret: opened.secret)
+            let r = opened.record
+            print(TokenVaultClient.Token(
+                name: r.name, token: opened.secret.unsafeStringCopy(), kind: r.kind, expiresAt: r.expiresAt == 0 ? nil : r.expiresAt,
+                scopes: Vault.scopes(of: r), valid: r.valid, checkedAt: r.checkedAt, appsecretProof: made?.hex, appsecretTime: made?.time))
+        }
+    }
+
+    /// The token alone, its JSON object, or its shell lines.
+    private func print(_ t: TokenVaultClient.Token) {
+        if json {
+            var object: [String: Any] = ["name": t.name, "token": t.token, "kind": t.kind, "expires_at": t.expiresAt ?? NSNull(),
+                                         "scopes": t.scopes, "valid": t.valid ?? NSNull(), "checked_at": t.checkedAt ?? NSNull()]
+            if let p = t.appsecretProof { object["appsecret_proof"] = p }
+            if let time = t.appsecretTime { object["appsecret_time"] = time }
+            Swift.print(Output.jsonLine(object))
+        } else if proof != nil {
+            var lines = "TOKEN=\(Output.shellQuoted(t.token))\nAPPSECRET_PROOF=\(Output.shellQuoted(t.appsecretProof ?? ""))\n"
+            if let time = t.appsecretTime { lines += "APPSECRET_TIME=\(time)\n" }
+            FileHandle.standardOutput.write(Data(lines.utf8))
+        } else {
+            FileHandle.standardOutput.write(Data(t.token.utf8))
+            if isatty(1) == 1 { Swift.print("") }
         }
     }
 }

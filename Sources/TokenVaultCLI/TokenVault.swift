@@ -19,7 +19,7 @@ struct TokenVault: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             Init.self, Put.self, Get.self, List.self, Show.self, Remove.self, AppCommand.self,
-            Import.self, Export.self, Serve.self, Status.self, Doctor.self, ConfigCommand.self, PolicyCommand.self, AuditCommand.self, KeyCommand.self, MetaCommand.self, Proof.self, Migrate.self, BenchCommand.self,
+            Import.self, Export.self, Serve.self, Run.self, Status.self, Doctor.self, ConfigCommand.self, PolicyCommand.self, AuditCommand.self, KeyCommand.self, MetaCommand.self, Proof.self, Migrate.self, BenchCommand.self,
         ])
 
     static func main() async {

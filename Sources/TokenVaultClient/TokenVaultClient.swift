@@ -28,6 +28,19 @@ public struct TokenVaultClient: Sendable {
         public let checkedAt: Int64?
         public let appsecretProof: String?
         public let appsecretTime: Int64?
+
+        public init(name: String, token: String, kind: String, expiresAt: Int64?, scopes: [String], valid: Bool?, checkedAt: Int64?,
+                    appsecretProof: String? = nil, appsecretTime: Int64? = nil) {
+            self.name = name
+            self.token = token
+            self.kind = kind
+            self.expiresAt = expiresAt
+            self.scopes = scopes
+            self.valid = valid
+            self.checkedAt = checkedAt
+            self.appsecretProof = appsecretProof
+            self.appsecretTime = appsecretTime
+        }
     }
 
     public struct Identity: Sendable, Equatable {

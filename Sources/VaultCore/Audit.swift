@@ -21,6 +21,8 @@ public enum AuditChannel: String, Sendable, Codable {
     case socket, cli
     /// The daemon acting on its own (re-checks, notifications, policy reloads).
     case daemon
+    /// systemd reading a `LoadCredential=` credential from the credential socket.
+    case credential
 }
 
 public enum AuditOutcome: String, Sendable, Codable, CaseIterable {

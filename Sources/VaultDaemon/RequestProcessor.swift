@@ -116,7 +116,7 @@ public final class RequestProcessor: Sendable {
     }
 
     /// Writes the record, then replies: `reply` on success, `unavailable` when the record cannot be made durable.
-    private func audited(_ event: AuditEvent, secret: SecretBytes? = nil, _ answer: Reply, reply: @escaping @Sendable (Reply) -> Void) {
+    func audited(_ event: AuditEvent, secret: SecretBytes? = nil, _ answer: Reply, reply: @escaping @Sendable (Reply) -> Void) {
         let logger = self.logger
         let action = event.action  // not the whole event: the closure is built for every request
         let outcome = event.outcome
@@ -140,7 +140,7 @@ public final class RequestProcessor: Sendable {
 
     /// Records a refused request and sends its answer — or, past the caller's refusal budget (see
     /// ``RefusalBudget``), answers `rate_limited` at once and counts it for the next summary record.
-    private func refused(_ event: AuditEvent, _ answer: Reply, caller: Caller, reply: @escaping @Sendable (Reply) -> Void) {
+    func refused(_ event: AuditEvent, _ answer: Reply, caller: Caller, reply: @escaping @Sendable (Reply) -> Void) {
         guard refusals.admit(uid: caller.uid, gid: caller.gid, pid: caller.pid) else {
             counters.count(refused: true)
             return reply(.error(.rateLimited, "uid \(caller.uid) is sending refused requests too fast; slow down "

@@ -55,9 +55,17 @@ public struct Policy: Sendable, Equatable {
     }
 
     public var rules: [Rule]
+    /// The `[[credential]]` tables (systemd's `LoadCredential=` over the credential socket).
+    public var credentials: [CredentialRule]
 
-    public init(rules: [Rule]) {
+    public init(rules: [Rule], credentials: [CredentialRule] = []) {
         self.rules = rules
+        self.credentials = credentials
+    }
+
+    /// The token a unit's credential `id` is, or nil (then nothing is sent).
+    public func credential(unit: String, id: String) -> CredentialRule? {
+        credentials.first { $0.unit == unit && $0.id == id }
     }
 
     /// The empty policy: nobody reads anything.
@@ -142,6 +150,37 @@ public struct Policy: Sendable, Equatable {
             best = max(best ?? 0, r)
         }
         return any ? best : nil
+    }
+}
+
+/// One `[[credential]]` table: systemd asks for credential `id` of `unit` and gets `token`.
+public struct CredentialRule: Sendable, Equatable {
+    public var unit: String
+    public var id: String
+    public var token: String
+    public var line: Int
+
+    public init(unit: String, id: String, token: String, line: Int = 0) {
+        self.unit = unit
+        self.id = id
+        self.token = token
+        self.line = line
+    }
+
+    /// A unit name as systemd writes it: `name.type`, from `A–Z a–z 0–9 : - _ . \ @`.
+    public static func isUnitName(_ s: String) -> Bool {
+        guard !s.isEmpty, s.utf8.count <= 255, s.contains("."), !s.hasPrefix(".") else { return false }
+        return s.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || ":-_.\\@".utf8.contains(c)
+        }
+    }
+
+    /// A credential ID as `LoadCredential=` takes it: a file name (no `/`), printable ASCII.
+    public static func isCredentialID(_ s: String) -> Bool {
+        guard !s.isEmpty, s.utf8.count <= 255, s != ".", s != ".." else { return false }
+        return s.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || "-_.@".utf8.contains(c)
+        }
     }
 }
 

@@ -67,10 +67,11 @@ extension Policy {
             .filter { $0.element.trimmingCharacters(in: .whitespaces).hasPrefix("[[allow]]") }
             .map { $0.offset + 1 }
 
-        for key in table.keys where key != "allow" {
-            throw PolicyError(path: path, line: lineOf(key: key, in: text), message: "unknown key \"\(key)\" (only [[allow]] tables are allowed)")
+        for key in table.keys where key != "allow" && key != "credential" {
+            throw PolicyError(path: path, line: lineOf(key: key, in: text), message: "unknown key \"\(key)\" (only [[allow]] and [[credential]] tables are allowed)")
         }
-        guard let value = table["allow"] else { return .denyAll }
+        let credentials = try credentialRules(table, text: text, path: path)
+        guard let value = table["allow"] else { return Policy(rules: [], credentials: credentials) }
         guard let array = value.array else {
             throw PolicyError(path: path, line: lineOf(key: "allow", in: text), message: "\"allow\" must be written as [[allow]] tables")
         }
@@ -124,7 +125,43 @@ extension Policy {
             }
             rules.append(Rule(subject: subject, tokens: patterns, proof: proof, rate: rate, line: line))
         }
-        return Policy(rules: rules)
+        return Policy(rules: rules, credentials: credentials)
+    }
+
+    /// The `[[credential]]` tables: which systemd unit's `LoadCredential=ID:…` gets which token.
+    private static func credentialRules(_ table: TOMLTable, text: String, path: String) throws -> [CredentialRule] {
+        guard let value = table["credential"] else { return [] }
+        guard let array = value.array else {
+            throw PolicyError(path: path, line: lineOf(key: "credential", in: text), message: "\"credential\" must be written as [[credential]] tables")
+        }
+        let headerLines = text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+            .filter { $0.element.trimmingCharacters(in: .whitespaces).hasPrefix("[[credential]]") }
+            .map { $0.offset + 1 }
+        var rules: [CredentialRule] = []
+        for (index, element) in array.enumerated() {
+            let line = index < headerLines.count ? headerLines[index] : 0
+            func fail(_ message: String) -> PolicyError {
+                PolicyError(path: path, line: line, message: "[[credential]] #\(index + 1): \(message)")
+            }
+            guard let rule = element.table else { throw fail("not a table") }
+            for key in rule.keys where !["unit", "id", "token"].contains(key) {
+                throw fail("unknown key \"\(key)\" (expected unit, id, token)")
+            }
+            guard let unit = rule["unit"]?.string, CredentialRule.isUnitName(unit) else {
+                throw fail("unit must be a systemd unit name, like \"adsync.service\"")
+            }
+            guard let id = rule["id"]?.string, CredentialRule.isCredentialID(id) else {
+                throw fail("id must be the credential's ID in LoadCredential=ID:PATH (letters, digits, _ - . @ and no /)")
+            }
+            guard let token = rule["token"]?.string, !token.isEmpty, !token.contains("*") else {
+                throw fail("token must name one token (no patterns)")
+            }
+            if rules.contains(where: { $0.unit == unit && $0.id == id }) {
+                throw fail("unit \(unit) and id \(id) are given a token twice")
+            }
+            rules.append(CredentialRule(unit: unit, id: id, token: token, line: line))
+        }
+        return rules
     }
 
     private static func lineOf(key: String, in text: String) -> Int {

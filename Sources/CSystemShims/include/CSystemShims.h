@@ -22,4 +22,21 @@ int tv_get_peer_credentials(int fd, tv_peer_credentials *out);
 /// same user can read keys or tokens out of this process. 0 on success.
 int tv_harden_process(void);
 
+/// Catches each of `signals` (count of them) with a handler that writes two bytes to `pipe_fd` (which
+/// must be non-blocking): the signal number, and 1 when the kernel sent it (a terminal's ^C, which the
+/// whole foreground process group already received) or 0 when a process did (kill(1), systemd).
+/// 0 on success, -1 with errno set. For `tokenvault run`.
+int tv_forward_signals(int pipe_fd, const int *signals, int count);
+
+/// Puts back the default action of `signo` and unblocks it (before re-raising a child's death signal).
+void tv_default_signal(int signo);
+
+/// posix_spawnp(3) of argv[0] with environment `envp`, every signal at its default action and none
+/// blocked, and descriptors `from[i]` duplicated onto `to[i]` in the child (so they are inherited even
+/// when the originals are close-on-exec). 0 and *pid on success, else the error number.
+int tv_spawn(int *pid, char *const argv[], char *const envp[], const int *from, const int *to, int count);
+
+/// memfd_create(name, MFD_CLOEXEC): an anonymous RAM file. -1 with errno set on failure.
+int tv_memfd(const char *name);
+
 #endif
