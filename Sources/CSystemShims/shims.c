@@ -60,10 +60,14 @@ int tv_forward_signals(int pipe_fd, const int *signals, int count) {
     action.sa_sigaction = forward_handler;
     action.sa_flags = SA_SIGINFO | SA_RESTART;
     sigemptyset(&action.sa_mask);
+    sigset_t unblock;
+    sigemptyset(&unblock);
     for (int i = 0; i < count; i++) {
         if (sigaction(signals[i], &action, NULL) != 0) return -1;
+        sigaddset(&unblock, signals[i]);
     }
-    return 0;
+    // A parent may have started us with these blocked (the mask is inherited): this thread takes them.
+    return pthread_sigmask(SIG_UNBLOCK, &unblock, NULL) == 0 ? 0 : -1;
 }
 
 void tv_default_signal(int signo) {

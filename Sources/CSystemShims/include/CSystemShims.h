@@ -25,6 +25,7 @@ int tv_harden_process(void);
 /// Catches each of `signals` (count of them) with a handler that writes two bytes to `pipe_fd` (which
 /// must be non-blocking): the signal number, and 1 when the kernel sent it (a terminal's ^C, which the
 /// whole foreground process group already received) or 0 when a process did (kill(1), systemd).
+/// Unblocks them in the calling thread, which should be the one that polls the pipe.
 /// 0 on success, -1 with errno set. For `tokenvault run`.
 int tv_forward_signals(int pipe_fd, const int *signals, int count);
 
