@@ -10,25 +10,16 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a command with tokens read through the daemon, in its environment or in private files.",
         discussion: """
-            Every token is read through the daemon, as you, under the policy, and audited, before the
-            command starts; one refused read starts nothing. The command's exit status is run's; a
-            signal sent to run is passed on to the command.
+            Every token is read through the daemon, as you, under the policy, and audited, before the command starts; one refused read starts nothing. The command's exit status is run's; a signal sent to run is passed on to the command.
 
-            --env VAR=NAME         the token in $VAR
-            --file VAR=NAME        the token in a RAM file (a memfd) that only the command holds; its
-                                   path (/dev/fd/100 and up) in $VAR. Nothing is written to disk and
-                                   nothing is left behind when the command ends, however it ends.
-            --proof-env VAR=NAME   the token's appsecret_proof (the legacy one, over the token alone:
-                                   a timed proof lasts only five minutes) in $VAR
+            --env VAR=NAME puts the token in $VAR. --file VAR=NAME puts it in a RAM file (a memfd) that only the command holds, with its path (/dev/fd/100 and up) in $VAR: nothing is written to disk and nothing is left behind when the command ends, however it ends. --proof-env VAR=NAME puts the token's appsecret_proof in $VAR (the legacy one, over the token alone: a timed proof lasts only five minutes).
 
-            With --watch, a change to one of the tokens (a put, rm or Meta refresh, on any host) is read
-            again: --restart (the default) stops the command with SIGTERM and starts it with the new
-            values; --signal HUP rewrites the files in place and sends the signal (only with --file: a
-            running process's environment cannot change).
+            With --watch, a change to one of the tokens (a put, rm or Meta refresh, on any host) is read again: --restart (the default) stops the command with SIGTERM and starts it with the new values; --signal HUP rewrites the files in place and sends the signal (only with --file: a running process's environment cannot change).
 
             Examples:
               tokenvault run --env META_TOKEN=acme/ads -- ./sync-campaigns
-              tokenvault run --file META_TOKEN_FILE=acme/ads --watch --signal HUP -- node worker.js
+              tokenvault run --file META_TOKEN_FILE=acme/ads \\
+                --watch --signal HUP -- node worker.js
             """)
 
     @Option(help: ArgumentHelp("The daemon's socket (default $TOKENVAULT_SOCKET, else $TOKENVAULT_HOME/tokenvault.sock).", valueName: "path"))

@@ -108,18 +108,17 @@ struct Get: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print a token (and nothing else) to stdout.",
         discussion: """
-            A newline follows the token only when stdout is a terminal. With --socket, or when
-            $TOKENVAULT_SOCKET is set, the token is read through the daemon, as the caller's uid, under
-            the policy; otherwise the vault is opened directly (the key file is needed).
+            A newline follows the token only when stdout is a terminal. With --socket, or when $TOKENVAULT_SOCKET is set, the token is read through the daemon, as the caller's uid, under the policy; otherwise the vault is opened directly (the key file is needed).
 
-            With --proof, the token and its appsecret_proof are printed as shell-quoted lines
-            (TOKEN=…, APPSECRET_PROOF=…, and APPSECRET_TIME=… for a timed proof), for eval; with
-            --json, the daemon's reply object (the token, its metadata and the proof) on one line.
+            With --proof, the token and its appsecret_proof are printed as shell-quoted lines (TOKEN=…, APPSECRET_PROOF=…, and APPSECRET_TIME=… for a timed proof), for eval; with --json, the daemon's reply object (the token, its metadata and the proof) on one line.
 
             Examples:
               curl -H "Authorization: Bearer $(tokenvault get acme/ads)" ...
-              eval "$(tokenvault get acme/ads --socket /run/tokenvault/tokenvault.sock --proof timed)"
-              curl "https://graph.facebook.com/v24.0/me?appsecret_proof=$APPSECRET_PROOF&appsecret_time=$APPSECRET_TIME" \\
+              export TOKENVAULT_SOCKET=/run/tokenvault/tokenvault.sock
+              eval "$(tokenvault get acme/ads --proof timed)"
+              curl -G https://graph.facebook.com/v24.0/me \\
+                -d "appsecret_proof=$APPSECRET_PROOF" \\
+                -d "appsecret_time=$APPSECRET_TIME" \\
                 -H "Authorization: Bearer $TOKEN"
             """)
 
