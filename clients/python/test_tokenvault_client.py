@@ -426,6 +426,33 @@ class RealDaemonTests(unittest.TestCase):
             with self.assertRaises(tv.DeniedError):
                 c.get("other/x")
 
+    def test_watch_tells_of_a_put_made_by_another_process(self):
+        c = tv.TokenVaultClient(self.sock, timeout=5)
+        with self.assertRaises(tv.DeniedError):
+            next(c.watch(["other/*"]))
+        changes = c.watch(["acme/*"])
+        seen = []
+        reader = threading.Thread(target=lambda: seen.append(next(changes)))
+        reader.start()
+        time.sleep(0.3)  # the watch is acknowledged before the first event is read
+        subprocess.run([self.bin, "put", "acme/ads", "--kind", "system_user", "--app", "acme", "--force"],
+                       input=b"EAAB-python-2\n", env=self.env, check=True, capture_output=True)
+        reader.join(10)
+        self.assertEqual(seen, [{"name": "acme/ads", "change": "replaced"}])
+        self.assertEqual(c.token("acme/ads"), "EAAB-python-2")
+        subprocess.run([self.bin, "put", "acme/ads", "--kind", "system_user", "--app", "acme", "--force"],
+                       input=b"EAAB-python\n", env=self.env, check=True, capture_output=True)
+        c.close()
+
+    def test_the_module_runs_from_the_shell(self):
+        here = os.path.dirname(os.path.abspath(__file__))
+        env = dict(self.env, TOKENVAULT_SOCKET=self.sock, PYTHONPATH=here)
+        r = subprocess.run([sys.executable, "-m", "tokenvault_client", "get", "acme/ads"], env=env, capture_output=True, timeout=10)
+        self.assertEqual((r.returncode, r.stdout), (0, b"EAAB-python"))
+        r = subprocess.run([sys.executable, "-m", "tokenvault_client", "get", "other/x"], env=env, capture_output=True, timeout=10)
+        self.assertEqual(r.returncode, 8)
+        self.assertIn(b"denied", r.stderr)
+
     def test_the_real_daemon_passes_the_server_check(self):
         with tv.TokenVaultClient(self.sock, timeout=5) as c:  # the default rule: it owns its directory, or is root
             self.assertEqual(c.ping(), 1)

@@ -4,6 +4,11 @@
     vault = TokenVaultClient()                      # $TOKENVAULT_SOCKET, else ./.tokenvault/tokenvault.sock
     token = vault.token("acme/ads")                 # just the token string
     reply = vault.get("acme/ads", proof="timed")    # dict: token, kind, expires_at, scopes, appsecret_proof, ...
+    for change in vault.watch(["acme/*"]):          # {"name": "acme/ads", "change": "replaced"}, as committed
+        token = vault.token(change["name"])
+
+From a shell: `python -m tokenvault_client get acme/ads [--proof timed]`, `... list`, `... watch 'acme/*'`.
+Install with `pip install ./clients/python`.
 
 With Meta's `facebook-business` SDK, the app secret never needs to leave the vault:
 
@@ -133,6 +138,32 @@ class TokenVaultClient:
 
     def __exit__(self, *exc):
         self.close()
+
+    def watch(self, patterns):
+        """Yields one dict per committed change to a name matching `patterns` (exact names or `prefix*`) that
+        this caller may read: {"name": ..., "change": "replaced" | "removed" | "refreshed"}. No token is
+        sent: read it again with get(). Raises DeniedError for a pattern the policy does not cover. Uses a
+        connection of its own, with no timeout; it ends when the daemon closes it (a stop, or a watcher too
+        far behind): reconnect and get() again, since changes made meanwhile are not replayed."""
+        other = TokenVaultClient(self.socket_path, self.timeout, self.expected_uid)
+        other._connect()
+        try:
+            line = (json.dumps({"op": "watch", "names": list(patterns), "id": 1}, separators=(",", ":")) + "\n").encode()
+            reply = other._exchange(line)
+            obj = json.loads(reply)
+            if obj.get("ok") is not True:
+                err = obj.get("error") or {}
+                raise _ERRORS.get(err.get("code"), TokenVaultError)(err.get("message", "no message"), err.get("code"))
+            other._sock.settimeout(None)
+            while True:
+                line = other._file.readline()
+                if not line.endswith(b"\n"):
+                    return
+                event = json.loads(line)
+                if event.get("event") == "changed" and isinstance(event.get("name"), str):
+                    yield {"name": event["name"], "change": event.get("change", "replaced")}
+        finally:
+            other._disconnect()
 
     # -- transport -----------------------------------------------------------------------------
 
@@ -287,3 +318,45 @@ class TokenVaultClient:
             with self._lock:
                 self._disconnect()
         raise _ERRORS.get(code, TokenVaultError)(message, code)
+
+
+def main(argv=None):
+    """`python -m tokenvault_client get NAME [--proof timed|legacy] | list | watch PATTERN...`"""
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(prog="python -m tokenvault_client", description="Read tokens from the TokenVault daemon.")
+    parser.add_argument("--socket", help="the daemon's socket (default $TOKENVAULT_SOCKET)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    get = sub.add_parser("get", help="print a token (or, with --proof, a JSON object with its proof)")
+    get.add_argument("name")
+    get.add_argument("--proof", choices=["timed", "legacy"])
+    sub.add_parser("list", help="the names this caller may read, one a line")
+    watch = sub.add_parser("watch", help="print one JSON line per change, until the daemon closes the connection")
+    watch.add_argument("patterns", nargs="+")
+    args = parser.parse_args(argv)
+    client = TokenVaultClient(args.socket)
+    try:
+        if args.command == "get":
+            reply = client.get(args.name, proof=args.proof)
+            if args.proof:
+                print(json.dumps({k: reply[k] for k in ("token", "appsecret_proof", "appsecret_time") if k in reply}))
+            else:
+                sys.stdout.write(reply["token"] + ("\n" if sys.stdout.isatty() else ""))
+        elif args.command == "list":
+            for name in client.list():
+                print(name)
+        else:
+            for change in client.watch(args.patterns):
+                print(json.dumps(change), flush=True)
+    except TokenVaultError as e:
+        print("error: %s: %s" % (e.code, e), file=sys.stderr)
+        return 8 if e.code == "denied" else 3 if e.code == "not_found" else 7
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        client.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
