@@ -22,11 +22,7 @@ final class WatchHub: Sendable {
         let deliver: @Sendable ([TokenChange]) -> Void
 
         func matches(_ name: String) -> Bool {
-            patterns.contains { p in
-                let u = p.utf8
-                if u.last == UInt8(ascii: "*") { return name.utf8.starts(with: u.dropLast()) }
-                return name.utf8.elementsEqual(u)
-            }
+            patterns.contains { Policy.pattern($0, matches: name) }
         }
     }
 

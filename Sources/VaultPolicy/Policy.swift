@@ -37,13 +37,8 @@ public struct Policy: Sendable, Equatable {
             self.line = line
         }
 
-        /// Byte-wise: names are ASCII (see `Names`), and a read pays for this on every request.
         public func matches(name: String) -> Bool {
-            tokens.contains { pattern in
-                let p = pattern.utf8
-                if p.last == UInt8(ascii: "*") { return name.utf8.starts(with: p.dropLast()) }
-                return name.utf8.elementsEqual(p)
-            }
+            tokens.contains { Policy.pattern($0, matches: name) }
         }
 
         public func applies(to caller: Caller) -> Bool {
@@ -52,6 +47,14 @@ public struct Policy: Sendable, Equatable {
             case .gid(let g): return caller.gid == g || caller.supplementaryGroups.contains(g)
             }
         }
+    }
+
+    /// Whether `name` is `pattern` (an exact name), or starts with it less its trailing `*`. Byte-wise:
+    /// names are ASCII (see `Names`), and a read pays for this on every request.
+    public static func pattern(_ pattern: String, matches name: String) -> Bool {
+        let p = pattern.utf8
+        if p.last == UInt8(ascii: "*") { return name.utf8.starts(with: p.dropLast()) }
+        return name.utf8.elementsEqual(p)
     }
 
     public var rules: [Rule]

@@ -62,10 +62,7 @@ extension Policy {
         } catch let e as TOMLParseError {
             throw PolicyError(path: path, line: Int(e.source.begin.line), message: e.description)
         }
-        // TOMLKit keeps no positions for values: find each [[allow]] header's line ourselves.
-        let headerLines = text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
-            .filter { $0.element.trimmingCharacters(in: .whitespaces).hasPrefix("[[allow]]") }
-            .map { $0.offset + 1 }
+        let headerLines = headerLines("allow", in: text)
 
         for key in table.keys where key != "allow" && key != "credential" {
             throw PolicyError(path: path, line: lineOf(key: key, in: text), message: "unknown key \"\(key)\" (only [[allow]] and [[credential]] tables are allowed)")
@@ -134,9 +131,7 @@ extension Policy {
         guard let array = value.array else {
             throw PolicyError(path: path, line: lineOf(key: "credential", in: text), message: "\"credential\" must be written as [[credential]] tables")
         }
-        let headerLines = text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
-            .filter { $0.element.trimmingCharacters(in: .whitespaces).hasPrefix("[[credential]]") }
-            .map { $0.offset + 1 }
+        let headerLines = headerLines("credential", in: text)
         var rules: [CredentialRule] = []
         for (index, element) in array.enumerated() {
             let line = index < headerLines.count ? headerLines[index] : 0
@@ -162,6 +157,13 @@ extension Policy {
             rules.append(CredentialRule(unit: unit, id: id, token: token, line: line))
         }
         return rules
+    }
+
+    /// The line (1-based) of each `[[table]]` header, in order: TOMLKit keeps no positions for values.
+    private static func headerLines(_ table: String, in text: String) -> [Int] {
+        text.split(separator: "\n", omittingEmptySubsequences: false).enumerated()
+            .filter { $0.element.trimmingCharacters(in: .whitespaces).hasPrefix("[[\(table)]]") }
+            .map { $0.offset + 1 }
     }
 
     private static func lineOf(key: String, in text: String) -> Int {

@@ -72,19 +72,11 @@ public enum ReplyEncoder {
             buffer.writeStaticString(",\"pid\":")
             JSONText.writeDecimal(pid, into: &buffer)
         case .names(let names):
-            buffer.writeStaticString("\"ok\":true,\"names\":[")
-            for (i, name) in names.enumerated() {
-                if i > 0 { buffer.writeStaticString(",") }
-                JSONText.writeQuoted(name, into: &buffer)
-            }
-            buffer.writeStaticString("]")
+            buffer.writeStaticString("\"ok\":true,\"names\":")
+            writeStrings(names, into: &buffer)
         case .watching(let patterns):
-            buffer.writeStaticString("\"ok\":true,\"watching\":[")
-            for (i, p) in patterns.enumerated() {
-                if i > 0 { buffer.writeStaticString(",") }
-                JSONText.writeQuoted(p, into: &buffer)
-            }
-            buffer.writeStaticString("]")
+            buffer.writeStaticString("\"ok\":true,\"watching\":")
+            writeStrings(patterns, into: &buffer)
         case .token(let t):
             buffer.writeStaticString("\"ok\":true,\"name\":")
             JSONText.writeQuoted(t.name, into: &buffer)
@@ -94,12 +86,9 @@ public enum ReplyEncoder {
             JSONText.writeQuoted(t.kind, into: &buffer)
             buffer.writeStaticString(",\"expires_at\":")
             writeOptional(t.expiresAt, into: &buffer)
-            buffer.writeStaticString(",\"scopes\":[")
-            for (i, scope) in t.scopes.enumerated() {
-                if i > 0 { buffer.writeStaticString(",") }
-                JSONText.writeQuoted(scope, into: &buffer)
-            }
-            buffer.writeStaticString("],\"valid\":")
+            buffer.writeStaticString(",\"scopes\":")
+            writeStrings(t.scopes, into: &buffer)
+            buffer.writeStaticString(",\"valid\":")
             if let v = t.valid { if v { buffer.writeStaticString("true") } else { buffer.writeStaticString("false") } } else { buffer.writeStaticString("null") }
             buffer.writeStaticString(",\"checked_at\":")
             writeOptional(t.checkedAt, into: &buffer)
@@ -128,6 +117,16 @@ public enum ReplyEncoder {
         buffer.writeStaticString(",\"change\":")
         JSONText.writeQuoted(change, into: &buffer)
         buffer.writeStaticString("}\n")
+    }
+
+    /// A JSON array of strings.
+    private static func writeStrings(_ strings: [String], into buffer: inout ByteBuffer) {
+        buffer.writeStaticString("[")
+        for (i, s) in strings.enumerated() {
+            if i > 0 { buffer.writeStaticString(",") }
+            JSONText.writeQuoted(s, into: &buffer)
+        }
+        buffer.writeStaticString("]")
     }
 
     private static func writeOptional(_ v: Int64?, into buffer: inout ByteBuffer) {

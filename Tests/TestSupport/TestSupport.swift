@@ -71,3 +71,9 @@ public let tokenvaultBinary: String = {
     }
     return ".build/debug/tokenvault"
 }()
+
+/// HMAC-SHA256 by Python's standard library: an implementation independent of libsodium.
+public func pythonHMAC(key: String, message: String) -> String {
+    let script = "import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).hexdigest())"
+    return ((try? runProcess("/usr/bin/python3", ["-c", script, key, message]).stdout) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+}

@@ -259,12 +259,6 @@ struct DaemonEndToEndTests {
     }
 }
 
-/// HMAC-SHA256 by Python's standard library: an implementation independent of libsodium.
-func pythonHMAC(key: String, message: String) -> String {
-    let script = "import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).hexdigest())"
-    return ((try? run("/usr/bin/python3", ["-c", script, key, message])) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-}
-
 func run(_ executable: String, _ arguments: [String]) throws -> String {
     try runProcess(executable, arguments).stdout
 }
