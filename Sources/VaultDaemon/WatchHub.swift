@@ -34,7 +34,7 @@ final class WatchHub: Sendable {
     }
 
     /// How often the poller looks for changes (a change reaches a watcher within about this, plus a hop).
-    static let interval: Duration = .milliseconds(5)
+    static let interval: TimeInterval = 0.005
     /// Changes read at a time.
     static let batch = 1000
 
@@ -88,7 +88,7 @@ final class WatchHub: Sendable {
         var behind = false
         while true {
             // A full batch means more are waiting: read on without a pause.
-            if !behind { Thread.sleep(forTimeInterval: Double(Self.interval.components.attoseconds) / 1e18) }
+            if !behind { Thread.sleep(forTimeInterval: Self.interval) }
             behind = false
             guard let last = state.withLock({ s -> Int64? in
                 if s.watchers.isEmpty || s.stopped { s.last = nil; return nil }
