@@ -131,14 +131,12 @@ struct MetaEndToEndTests {
             import json, os, sys
             sys.path.insert(0, os.environ["CLIENTS"])
             from tokenvault_client import TokenVaultClient
-            from facebook_business.api import FacebookAdsApi, FacebookSession
+            from tokenvault_facebook import facebook_ads_api
             from facebook_business.adobjects.adaccount import AdAccount
-            FacebookSession.GRAPH = os.environ["FAKE_GRAPH"]
             vault = TokenVaultClient(os.environ["SOCK"])
-            r = vault.get("acme/ads", proof="legacy")
-            FacebookAdsApi.init(access_token=r["token"], crash_log=False)
-            account = AdAccount("act_101").api_get(fields=["name"], params={"appsecret_proof": r["appsecret_proof"]})
-            print(json.dumps({"name": account["name"], "kind": r["kind"]}))
+            facebook_ads_api("acme/ads", vault=vault, proof="legacy", graph_url=os.environ["FAKE_GRAPH"])
+            account = AdAccount("act_101").api_get(fields=["name"])
+            print(json.dumps({"name": account["name"], "kind": vault.get("acme/ads")["kind"]}))
             """
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
@@ -156,14 +154,4 @@ struct MetaEndToEndTests {
         #expect(graph.requests.contains { $0.path.contains("/act_101") && $0.query["appsecret_proof"] != nil })
         await graph.stop()
     }
-}
-
-func pythonHasFacebookBusiness() -> Bool {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3", "-c", "import facebook_business"]
-    p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-    guard (try? p.run()) != nil else { return false }
-    p.waitUntilExit()
-    return p.terminationStatus == 0
 }

@@ -77,3 +77,14 @@ public func pythonHMAC(key: String, message: String) -> String {
     let script = "import hmac,hashlib,sys; print(hmac.new(sys.argv[1].encode(), sys.argv[2].encode(), hashlib.sha256).hexdigest())"
     return ((try? runProcess("/usr/bin/python3", ["-c", script, key, message]).stdout) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
 }
+
+/// Whether `python3` can import Meta's SDK (`.ci/run` pip-installs it), for the tests that use it.
+public func pythonHasFacebookBusiness() -> Bool {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["python3", "-c", "import facebook_business"]
+    p.standardError = FileHandle(forWritingAtPath: "/dev/null")
+    guard (try? p.run()) != nil else { return false }
+    p.waitUntilExit()
+    return p.terminationStatus == 0
+}

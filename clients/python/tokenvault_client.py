@@ -10,11 +10,8 @@
 From a shell: `python -m tokenvault_client get acme/ads [--proof timed]`, `... list`, `... watch 'acme/*'`.
 Install with `pip install ./clients/python`.
 
-With Meta's `facebook-business` SDK, the app secret never needs to leave the vault:
-
-    r = vault.get("acme/ads", proof="legacy")
-    FacebookAdsApi.init(access_token=r["token"], crash_log=False)
-    # and pass r["appsecret_proof"] as the `appsecret_proof` parameter of each request.
+With Meta's `facebook-business` SDK, the app secret never needs to leave the vault: see tokenvault_facebook
+(`api = facebook_ads_api("acme/ads")` puts the vault's token and proof on every request).
 
 Speaks protocol v1 (../../Docs/PROTOCOL.md): one JSON object per line over a Unix socket. The connection
 is kept open and reused; a broken one is reopened once per call. Thread-safe.
@@ -35,7 +32,7 @@ import threading
 __all__ = [
     "TokenVaultClient", "TokenVaultError", "BadRequestError", "UnknownOpError", "TooLargeError", "DeniedError",
     "NotFoundError", "UnavailableError", "RateLimitedError", "InternalError", "ConnectError", "ProtocolError",
-    "ImpostorError",
+    "ImpostorError", "Watch",
 ]
 
 
@@ -140,30 +137,14 @@ class TokenVaultClient:
         self.close()
 
     def watch(self, patterns):
-        """Yields one dict per committed change to a name matching `patterns` (exact names or `prefix*`) that
-        this caller may read: {"name": ..., "change": "replaced" | "removed" | "refreshed"}. No token is
-        sent: read it again with get(). Raises DeniedError for a pattern the policy does not cover. Uses a
-        connection of its own, with no timeout; it ends when the daemon closes it (a stop, or a watcher too
-        far behind): reconnect and get() again, since changes made meanwhile are not replayed."""
-        other = TokenVaultClient(self.socket_path, self.timeout, self.expected_uid)
-        other._connect()
-        try:
-            line = (json.dumps({"op": "watch", "names": list(patterns), "id": 1}, separators=(",", ":")) + "\n").encode()
-            reply = other._exchange(line)
-            obj = json.loads(reply)
-            if obj.get("ok") is not True:
-                err = obj.get("error") or {}
-                raise _ERRORS.get(err.get("code"), TokenVaultError)(err.get("message", "no message"), err.get("code"))
-            other._sock.settimeout(None)
-            while True:
-                line = other._file.readline()
-                if not line.endswith(b"\n"):
-                    return
-                event = json.loads(line)
-                if event.get("event") == "changed" and isinstance(event.get("name"), str):
-                    yield {"name": event["name"], "change": event.get("change", "replaced")}
-        finally:
-            other._disconnect()
+        """Subscribes to committed changes to the names matching `patterns` (exact names or `prefix*`) that this
+        caller may read, and returns an iterator of dicts {"name": ..., "change": "replaced" | "removed" |
+        "refreshed"}. No token is sent: read it again with get(). The subscription is in place when watch()
+        returns; it raises DeniedError for a pattern the policy does not cover. It uses a connection of its own,
+        with no timeout, and ends when the daemon closes it (a stop, or a watcher too far behind) or when
+        close() is called (from any thread): reconnect and get() again, since changes made meanwhile are not
+        replayed."""
+        return Watch(self, patterns)
 
     # -- transport -----------------------------------------------------------------------------
 
@@ -318,6 +299,66 @@ class TokenVaultClient:
             with self._lock:
                 self._disconnect()
         raise _ERRORS.get(code, TokenVaultError)(message, code)
+
+
+class Watch:
+    """An open `watch` subscription (see TokenVaultClient.watch): iterate it for changes; close() ends it."""
+
+    def __init__(self, client, patterns):
+        self._conn = TokenVaultClient(client.socket_path, client.timeout, client.expected_uid)
+        self._conn._connect()
+        try:
+            line = (json.dumps({"op": "watch", "names": list(patterns), "id": 1}, separators=(",", ":")) + "\n").encode()
+            obj = json.loads(self._conn._exchange(line))
+            if obj.get("ok") is not True:
+                err = obj.get("error") or {}
+                raise _ERRORS.get(err.get("code"), TokenVaultError)(err.get("message", "no message"), err.get("code"))
+            self._conn._sock.settimeout(None)
+        except BaseException:
+            self._conn._disconnect()
+            raise
+        self._closed = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        while not self._closed:
+            try:
+                line = self._conn._file.readline()
+            except (OSError, ValueError, AttributeError):
+                line = b""
+            if not line.endswith(b"\n"):
+                self.close()
+                self._conn._disconnect()
+                break
+            event = json.loads(line)
+            if event.get("event") == "changed" and isinstance(event.get("name"), str):
+                return {"name": event["name"], "change": event.get("change", "replaced")}
+        raise StopIteration
+
+    def close(self):
+        """Ends the subscription; an iteration blocked in another thread then stops."""
+        self._closed = True
+        sock = self._conn._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        self._conn._disconnect()
+
+    def __del__(self):
+        try:
+            self._conn._disconnect()
+        except Exception:
+            pass
 
 
 def main(argv=None):
