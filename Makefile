@@ -8,7 +8,7 @@ PREFIX    ?= /usr/local
 DESTDIR   ?=
 STATIC    := .build-static
 
-.PHONY: run test build deps clean bench fuzz test-asan test-tsan soak install deb static
+.PHONY: run test build deps clean bench bench-delivery fuzz test-asan test-tsan soak install deb static
 
 # Installs what a fresh Debian machine lacks (as root), or says what to install.
 deps:
@@ -61,6 +61,12 @@ bench: deps
 	$(SWIFT) build -c release
 	$(MAKE) -s -C ../shared/loadgen OUT=$(CURDIR)/.build-bench/loadgen
 	scripts/bench.sh
+
+# Only the delivery benchmarks (run, watch, the credential socket): replaces that section of Docs/BENCHMARKS.md.
+bench-delivery: deps
+	$(SWIFT) build -c release
+	R=$$(mktemp); T=$(CURDIR)/.build/release/tokenvault D=$${BENCH_DIR:-/tmp/tokenvault-bench} R=$$R scripts/bench-delivery.sh && \
+	python3 scripts/bench_report.py $$R --delivery-only | python3 scripts/splice_section.py Docs/BENCHMARKS.md "## Delivery"; rm -f $$R
 
 clean:
 	rm -rf .build $(STATIC)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: the daemon under load, the floors beside it (raw echo, fdatasync, tvfloor), the CLI cold
 # start, a 100,000-token re-seal, idle memory, a million tokens read in random order beside tvfloor, `audit verify` of 1,000,000 records, and the shared store
-# (scripts/bench-shared.sh: two daemons on one PostgreSQL, change propagation, migrate); then writes
+# (scripts/bench-shared.sh: two daemons on one PostgreSQL, change propagation, migrate), delivery
+# (scripts/bench-delivery.sh: run, watch to 1,000 connections, the credential socket); then writes
 # Docs/BENCHMARKS.md. Release build and ../shared/loadgen instruments are built by the Makefile first.
 #   env: BENCH_DIR (default /tmp/tokenvault-bench), DURATION (measured seconds per run, default 2),
 #        LOAD_DURATION and REPS (the interleaved daemon/tvfloor runs: seconds each, default 2; runs each, default 3;
@@ -136,6 +137,9 @@ for i in 1 2 3; do
   s=$(date +%s.%N); "$T" audit verify > "$D/verify.txt"; e=$(date +%s.%N)
   rec "{\"bench\":\"audit-verify\",\"records\":1000000,\"seconds\":$(awk -v a="$s" -v b="$e" "BEGIN{print b-a}")}"
 done
+
+echo "== delivery: run, watch, the credential socket (at ${SECONDS} s)"
+T=$T D=$D R=$R "$ROOT/scripts/bench-delivery.sh"
 
 echo "== the shared store: PostgreSQL beside SQLite (at ${SECONDS} s)"
 T=$T L=$L D=$D R=$R "$ROOT/scripts/with-postgres.sh" "$ROOT/scripts/bench-shared.sh"

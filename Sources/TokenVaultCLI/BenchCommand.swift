@@ -13,7 +13,7 @@ import Glibc
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench", abstract: "Measure the daemon, and the floor beside it (see `make bench`).",
-        subcommands: [Load.self, FloorCommand.self, AuditFill.self, ReadPath.self])
+        subcommands: [Load.self, FloorCommand.self, AuditFill.self, ReadPath.self, Watch.self, Credential.self])
 
     struct Load: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -147,6 +147,64 @@ struct BenchCommand: ParsableCommand {
             for stage in stages {
                 print(stage.name.padding(toLength: 44, withPad: " ", startingAt: 0) + String(format: "%9.0f ns", stage.nanosPerOp))
             }
+        }
+    }
+}
+
+extension BenchCommand {
+    struct Watch: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Open N watching connections, put a token C times (audited, like `put --force`), and time each event from the commit.",
+            discussion: """
+                The put runs in this process against the vault the daemon serves, so the clock starts when the commit has returned. Prints one JSON object (latencies in µs).
+
+                Example:
+                  tokenvault bench watch --socket v/tokenvault.sock --watchers 1000 \\
+                    --changes 20 --name bench/watched
+                """)
+
+        @OptionGroup var vault: VaultOptions
+        @Option(help: "The daemon's socket.") var socket: String
+        @Option(help: "Watching connections.") var watchers = 1000
+        @Option(help: "Changes to time.") var changes = 20
+        @Option(help: "The token to replace (it must exist and be readable through the socket by this uid).") var name: String
+
+        func run() throws {
+            let bench = WatchFanout(socketPath: socket, pattern: name, watchers: watchers)
+            let result = try vault.audited { v, audit in
+                let record = try v.show(name: name)
+                let kind = TokenKind(rawValue: record.kind) ?? .other
+                return try bench.run(changes: changes) { i in
+                    let secret = SecretBytes(copying: Array("bench-watched-\(i)-\(UInt64.random(in: 0...UInt64.max))".utf8))
+                    try audit.admin("put", token: name, reason: "replaced") { commit in
+                        try v.put(name: name, secret: secret, kind: kind, app: record.app, replace: true, beforeCommit: commit)
+                    }
+                }
+            }
+            print(String(decoding: try JSONEncoder().encode(result), as: UTF8.self))
+        }
+    }
+
+    struct Credential: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Read a credential from `serve --credential-socket` N times one after another, as systemd does (needs root).",
+            discussion: """
+                Each read binds systemd's abstract address \\0RANDOM/unit/UNIT/ID, connects and reads to EOF. Prints one JSON object.
+
+                Example:
+                  tokenvault bench credential --socket /run/tokenvault/credentials.sock \\
+                    --unit adsync.service --id meta_token --count 1000
+                """)
+
+        @Option(help: "The credential socket.") var socket: String
+        @Option(help: "The unit named in the peer address.") var unit: String
+        @Option(help: "The credential id named in the peer address.") var id: String
+        @Option(help: "Connections, one after another.") var count = 1000
+
+        func run() throws {
+            let client = CredentialClient(socketPath: socket, unit: unit, id: id)
+            _ = try client.read()  // warm-up
+            print(String(decoding: try JSONEncoder().encode(try client.run(connections: count)), as: UTF8.self))
         }
     }
 }
