@@ -42,6 +42,7 @@ struct AppCommand: ParsableCommand {
 
     struct Add: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "add",
             abstract: "Add an app; its secret is read from stdin.",
             discussion: """
                 Example:

@@ -77,6 +77,7 @@ struct AuditCommand: ParsableCommand {
 
     struct Verify: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "verify",
             abstract: "Check every record's chain, MAC and signature, and the checkpoint; name the first bad record.",
             discussion: """
                 With the keyring it checks MACs and the store's checkpoint too (which catches a cut-off tail); \
@@ -134,7 +135,7 @@ struct AuditCommand: ParsableCommand {
     }
 
     struct Query: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List audit records that match filters (table, or --json lines).")
+        static let configuration = CommandConfiguration(commandName: "query", abstract: "List audit records that match filters (table, or --json lines).")
 
         @OptionGroup var vault: VaultOptions
         @OptionGroup var filters: Filters
@@ -165,7 +166,7 @@ struct AuditCommand: ParsableCommand {
     }
 
     struct Tail: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show the newest records; with -f, follow the log as it grows.")
+        static let configuration = CommandConfiguration(commandName: "tail", abstract: "Show the newest records; with -f, follow the log as it grows.")
 
         @OptionGroup var vault: VaultOptions
         @OptionGroup var filters: Filters
@@ -208,6 +209,7 @@ struct AuditCommand: ParsableCommand {
 
     struct Hash: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "hash",
             abstract: "Print the token_hmac of a token read on stdin, to find every read that touched it.",
             discussion: """
                 Every read that touched a leaked token:
@@ -240,6 +242,7 @@ struct AuditCommand: ParsableCommand {
 
     struct Report: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "report",
             abstract: "Write a self-contained HTML report: reads per token per day, callers, refusals, and the verification verdict.")
 
         @OptionGroup var vault: VaultOptions

@@ -106,6 +106,7 @@ extension AuditCommand {
 
     struct Ship: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "ship",
             abstract: "Copy this host's audit records to the shared store now (the daemon does it every second).",
             discussion: """
                 Idempotent: the store keeps each (host, seq) once, and a copy resumes where the store's ends, so \

@@ -17,6 +17,7 @@ struct BenchCommand: ParsableCommand {
 
     struct Load: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "load",
             abstract: "Closed-loop load on a daemon: requests/s, latency percentiles, errors by code.",
             discussion: """
                 Example:
@@ -154,6 +155,7 @@ struct BenchCommand: ParsableCommand {
 extension BenchCommand {
     struct Watch: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "watch",
             abstract: "Open N watching connections, put a token C times (audited, like `put --force`), and time each event from the commit.",
             discussion: """
                 The put runs in this process against the vault the daemon serves, so the clock starts when the commit has returned. Prints one JSON object (latencies in µs).
@@ -187,6 +189,7 @@ extension BenchCommand {
 
     struct Credential: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "credential",
             abstract: "Read a credential from `serve --credential-socket` N times one after another, as systemd does (needs root).",
             discussion: """
                 Each read binds systemd's abstract address \\0RANDOM/unit/UNIT/ID, connects and reads to EOF. Prints one JSON object.

@@ -12,6 +12,7 @@ import Glibc
 /// `tokenvault doctor`: every check an admin would run by hand, each problem with the command that fixes it.
 struct Doctor: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "doctor",
         abstract: "Check the vault, its keys, audit log, policy, socket and Meta settings; say how to fix each problem.",
         discussion: """
             Checks the home's and the keyring's modes and owners, every master key the store needs, that every \

@@ -12,6 +12,7 @@ import Glibc
 
 struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "import",
         abstract: "Import tokens from a .env file, JSON Lines, or a sealed export, in one transaction.",
         discussion: """
             Reads stdin when no file is given. Nothing is imported if any line is bad or a name exists \
@@ -84,6 +85,7 @@ struct Import: ParsableCommand {
 
 struct Export: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "export",
         abstract: "Write an encrypted backup of every token and app.",
         discussion: """
             The backup is sealed under a key derived from the passphrase (Argon2id), so it restores into \

@@ -25,6 +25,7 @@ struct KeyCommand: ParsableCommand {
 
     struct New: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "new",
             abstract: "Make a master key file that nothing uses yet (copy it to every host, then `key rotate --to ID`).")
 
         @OptionGroup var vault: VaultOptions
@@ -76,6 +77,7 @@ struct KeyCommand: ParsableCommand {
 
     struct Rotate: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "rotate",
             abstract: "Make a new master key and re-wrap the data keys under it; --reseal also re-seals every token.",
             discussion: """
                 Without --reseal: a new key file is written (temp, fsync, rename), then all data keys are re-wrapped \
@@ -135,6 +137,7 @@ struct KeyCommand: ParsableCommand {
 
     struct Retire: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "retire",
             abstract: "Wipe and remove a master key that nothing depends on any more.",
             discussion: "Refused while a data key is wrapped under it (`tokenvault key list` shows the state). On a terminal it asks first; --yes does not.")
 

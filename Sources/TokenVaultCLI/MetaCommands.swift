@@ -83,6 +83,7 @@ struct MetaCommand: AsyncParsableCommand {
 
     struct Exchange: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "exchange",
             abstract: "Exchange an authorization code (from the login redirect) for a token and store it.",
             discussion: """
                 Example:
@@ -112,6 +113,7 @@ struct MetaCommand: AsyncParsableCommand {
 
     struct Login: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "login",
             abstract: "Log a user in through Meta's login dialog and store the token.",
             discussion: """
                 Prints the dialog URL (open it in a browser on this machine), waits on a loopback redirect URI, \
@@ -162,6 +164,7 @@ struct MetaCommand: AsyncParsableCommand {
 
     struct Extend: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "extend",
             abstract: "Exchange a stored user token for a long-lived one (about 60 days); it replaces the old one atomically.")
 
         @OptionGroup var vault: VaultOptions
@@ -179,6 +182,7 @@ struct MetaCommand: AsyncParsableCommand {
 
     struct Check: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "check",
             abstract: "Check tokens with Meta (debug_token) and store validity, expiry and scopes.",
             discussion: """
                 Checks the named tokens, or every token stored with --app. With --notify-command, a token whose \
@@ -232,6 +236,7 @@ struct MetaCommand: AsyncParsableCommand {
 
 struct Proof: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "proof",
         abstract: "Print an appsecret_proof for a token, so a script never needs the app secret.",
         discussion: """
             Prints {"appsecret_proof":…,"appsecret_time":…} (timed, the default) or the legacy proof over the token alone.

@@ -9,6 +9,7 @@ import Glibc
 
 struct Migrate: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "migrate",
         abstract: "Copy this vault to another store (SQLite to PostgreSQL, or back) and verify the copy.",
         discussion: """
             Copies tokens, apps, wrapped data keys, the Meta lifecycle's state, checkpoints and the audit chain \

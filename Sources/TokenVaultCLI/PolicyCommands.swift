@@ -14,6 +14,7 @@ struct PolicyCommand: ParsableCommand {
 
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "check",
             abstract: "Explain whether a caller may read a token.",
             discussion: """
                 Exit 0 when allowed, 8 when denied.
@@ -43,6 +44,7 @@ struct PolicyCommand: ParsableCommand {
 
     struct Reload: ParsableCommand {
         static let configuration = CommandConfiguration(
+            commandName: "reload",
             abstract: "Check the policy file, then make the running daemon re-read it (SIGHUP).",
             discussion: "A file that does not parse is reported with its line and the daemon keeps its old policy.")
 

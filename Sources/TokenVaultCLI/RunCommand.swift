@@ -8,6 +8,7 @@ import Glibc
 
 struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "run",
         abstract: "Run a command with tokens read through the daemon, in its environment or in private files.",
         discussion: """
             Every token is read through the daemon, as you, under the policy, and audited, before the command starts; one refused read starts nothing. The command's exit status is run's; a signal sent to run is passed on to the command.

@@ -19,6 +19,7 @@ import Glibc
 
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "serve",
         abstract: "Serve tokens to local services over a Unix domain socket (protocol v1).",
         discussion: """
             Callers are identified by the kernel (SO_PEERCRED) and checked against policy.toml (default deny). \

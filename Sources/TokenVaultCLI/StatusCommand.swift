@@ -135,6 +135,7 @@ final class DaemonStatus: Sendable {
 /// `tokenvault status`: asks the running daemon over `<home>/admin.sock`.
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "status",
         abstract: "Show what the running daemon is doing: reads, audit, keys, tokens, Meta checks.",
         discussion: """
             Asks the daemon over its admin socket (<home>/admin.sock, mode 0600): run it as the daemon's \

@@ -13,6 +13,7 @@ import Glibc
 
 struct Init: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "init",
         abstract: "Create a vault: its home, keyring, first master key and database.",
         discussion: """
             With --passphrase the master key is derived from a passphrase (Argon2id) and only its salt \
@@ -63,6 +64,7 @@ struct Init: ParsableCommand {
 
 struct Put: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "put",
         abstract: "Store a token. The token is read from stdin or --from-file, never from the command line.",
         discussion: """
             The token is read from stdin (one trailing newline is dropped), never from the command line. An \
@@ -106,6 +108,7 @@ struct Put: ParsableCommand {
 
 struct Get: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "get",
         abstract: "Print a token (and nothing else) to stdout.",
         discussion: """
             A newline follows the token only when stdout is a terminal. With --socket, or when $TOKENVAULT_SOCKET is set, the token is read through the daemon, as the caller's uid, under the policy; otherwise the vault is opened directly (the key file is needed).
@@ -197,6 +200,7 @@ struct Get: ParsableCommand {
 
 struct List: ParsableCommand {
     static let configuration = CommandConfiguration(
+        commandName: "list",
         abstract: "List stored tokens with their metadata (never their values).",
         discussion: """
             Names that start with acme/ (acme/* works too):
@@ -227,7 +231,7 @@ struct List: ParsableCommand {
 }
 
 struct Show: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show one token's metadata (never its value).")
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one token's metadata (never its value).")
 
     @OptionGroup var vault: VaultOptions
     @Argument(help: "The token's name.") var name: String
