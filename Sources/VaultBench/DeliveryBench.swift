@@ -67,9 +67,7 @@ public struct WatchFanout: Sendable {
             }
         }
         latencies.sort()
-        func pct(_ p: Double) -> Double {
-            latencies.isEmpty ? 0 : Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) / 1000
-        }
+        func pct(_ p: Double) -> Double { microseconds(atPercentile: p, ofSorted: latencies) }
         return Result(watchers: watchers, changes: changes, events: latencies.count, p50: pct(0.5), p99: pct(0.99),
                       max: Double(latencies.last ?? 0) / 1000)
     }
@@ -143,7 +141,7 @@ public struct CredentialClient: Sendable {
         }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
         latencies.sort()
-        func pct(_ p: Double) -> Double { Double(latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]) / 1000 }
+        func pct(_ p: Double) -> Double { microseconds(atPercentile: p, ofSorted: latencies) }
         return Result(connections: connections, seconds: seconds, perSecond: Double(connections) / seconds,
                       p50: pct(0.5), p99: pct(0.99), bytes: bytes)
     }

@@ -123,16 +123,19 @@ public struct LoadGenerator: Sendable {
         group.wait()
         if let failure = shared.failure { throw BenchError(description: failure) }
         let sorted = shared.latencies.sorted()
-        func pct(_ p: Double) -> Double {
-            guard !sorted.isEmpty else { return 0 }
-            return Double(sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]) / 1000
-        }
+        func pct(_ p: Double) -> Double { microseconds(atPercentile: p, ofSorted: sorted) }
         let requests = shared.ok + shared.errors.values.reduce(0, +)
         return Result(clients: o.clients, pipeline: o.pipeline, operation: o.operation.rawValue + (o.proof.map { "+proof(\($0))" } ?? ""),
                       durationSeconds: o.duration, requests: requests, ok: shared.ok, errors: shared.errors,
                       rps: Double(requests) / o.duration, p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), p999: pct(0.999),
                       max: Double(sorted.last ?? 0) / 1000)
     }
+}
+
+/// The `p` quantile (0...1) of sorted nanosecond latencies, in microseconds; 0 for none.
+func microseconds(atPercentile p: Double, ofSorted nanos: [UInt64]) -> Double {
+    guard !nanos.isEmpty else { return 0 }
+    return Double(nanos[min(nanos.count - 1, Int(Double(nanos.count) * p))]) / 1000
 }
 
 public struct BenchError: Error, CustomStringConvertible, Sendable {
