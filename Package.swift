@@ -68,7 +68,7 @@ let package = Package(
         .target(name: "VaultStores", dependencies: ["VaultCore", "VaultCrypto", "VaultSQLite", "VaultPostgres", "MetaLifecycle", "VaultAudit"], swiftSettings: strict),
 
         // The audit log: chained, signed JSON Lines made durable by group commit; verification and reports.
-        .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto", "VaultWire", .product(name: "Metrics", package: "swift-metrics")],
+        .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto", "VaultWire", "CSystemShims", .product(name: "Metrics", package: "swift-metrics")],
                 swiftSettings: strict),
 
         // The Graph API calls the vault makes (URLSession from FoundationNetworking: no extra HTTP stack to build).

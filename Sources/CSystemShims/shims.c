@@ -3,6 +3,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stddef.h>
+#include <string.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -103,3 +104,9 @@ int tv_spawn(int *pid, char *const argv[], char *const envp[], const int *from, 
 int tv_memfd(const char *name) {
     return memfd_create(name, MFD_CLOEXEC);
 }
+
+const void *tv_memmem(const void *haystack, size_t count, const void *needle, size_t needle_count) {
+    return memmem(haystack, count, needle, needle_count);
+}
+
+const void *tv_memrchr(const void *bytes, int c, size_t count) { return memrchr(bytes, c, count); }

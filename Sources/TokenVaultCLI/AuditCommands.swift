@@ -15,7 +15,7 @@ struct AuditCommand: ParsableCommand {
               tokenvault audit query --token acme/ads --since 30d
               tokenvault audit query --token acme/ads --outcome denied --json | jq .
             """,
-        subcommands: [Verify.self, Query.self, Tail.self, Hash.self, PublicKey.self, Report.self, Ship.self])
+        subcommands: [Verify.self, Query.self, Tail.self, Hash.self, PublicKey.self, Report.self, Index.self, Ship.self])
 
     struct Filters: ParsableArguments {
         @Option(help: "Only this token (a trailing * matches a prefix).") var token: String?
@@ -135,33 +135,109 @@ struct AuditCommand: ParsableCommand {
     }
 
     struct Query: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "query", abstract: "List audit records that match filters (table, or --json lines).")
+        static let configuration = CommandConfiguration(
+            commandName: "query", abstract: "List audit records that match filters (table, or --json lines).",
+            discussion: """
+                Records are matched in place, and segments with an index (see `audit index`) are read only where \
+                a match can be. With --json or --count the results stream as they are found.
+
+                How many refusals last week, and the reads of one token:
+                  tokenvault audit query --outcome denied --since 7d --count
+                  tokenvault audit query --token acme/ads --since 30d --json
+                """)
 
         @OptionGroup var vault: VaultOptions
         @OptionGroup var filters: Filters
         @OptionGroup var scope: HostScope
         @Flag(help: "Print the matching records as JSON Lines, exactly as stored (with --all-hosts, a host field first).") var json = false
+        @Flag(help: "Print only how many records match.") var count = false
         @Option(help: "At most this many records (the newest).") var limit: Int?
+        @Flag(help: .hidden) var noIndex = false
 
         func run() throws {
             let f = try filters.filter()
+            if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
             if scope.readsStore(vault) {
                 var rows = try AuditCommand.storeRecords(try vault.openVault(), scope: scope, filter: f)
                 if let limit, rows.count > limit { rows = Array(rows.suffix(limit)) }
-                if json { for r in rows { print(AuditCommand.withHost(r.host, r.line)) } }
+                if count { print(rows.count) }
+                else if json { for r in rows { print(AuditCommand.withHost(r.host, r.line)) } }
                 else if rows.isEmpty { printErr("no matching records") } else { print(AuditCommand.hostTable(rows)) }
                 return
             }
-            var rows: [(AuditEntry, Substring)] = []
-            AuditQuery.scan(directory: vault.vaultHome.auditDirectory, filter: f) { e, line in rows.append((e, line)) }
-            if let limit, rows.count > limit { rows = Array(rows.suffix(limit)) }
-            if json {
-                for (_, line) in rows { print(line) }
-            } else if rows.isEmpty {
-                printErr("no matching records")
+            let dir = vault.vaultHome.auditDirectory
+            var matched = 0
+            let stats: AuditQueryStats
+            if count {
+                stats = AuditQuery.each(directory: dir, filter: f, useIndex: !noIndex) { _ in matched += 1 }
+                print(limit.map { min($0, matched) } ?? matched)
+            } else if json, limit == nil {
+                let out = LineWriter()
+                stats = AuditQuery.each(directory: dir, filter: f, useIndex: !noIndex) { match in
+                    matched += 1
+                    out.write(match.line)
+                }
+                out.flush()
             } else {
-                print(AuditCommand.table(rows.map(\.0)))
+                // The newest `limit` only: a ring of the last lines seen.
+                var ring: [[UInt8]] = []
+                var next = 0
+                stats = AuditQuery.each(directory: dir, filter: f, useIndex: !noIndex) { match in
+                    matched += 1
+                    let line = Array(match.line)
+                    if let limit, ring.count == limit { ring[next] = line; next = (next + 1) % limit } else { ring.append(line) }
+                }
+                let lines = Array(ring[next...] + ring[..<next])
+                if json {
+                    let out = LineWriter()
+                    for l in lines { l.withUnsafeBytes { out.write($0) } }
+                    out.flush()
+                } else if !lines.isEmpty {
+                    let entries = lines.compactMap { try? JSONDecoder().decode(AuditEntry.self, from: Data($0)) }
+                    print(AuditCommand.table(entries))
+                }
             }
+            if matched == 0 && !count { printErr("no matching records") }
+            if stats.unindexedFull > 1 && !noIndex {
+                printErr("note: \(stats.unindexedFull) full segment(s) have no index; `tokenvault audit index` builds them")
+            }
+        }
+    }
+
+    struct Index: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "index",
+            abstract: "Build the index of every audit segment (what queries read instead of the whole log).",
+            discussion: """
+                The daemon indexes each segment once it is full; this builds what is missing or stale, \
+                including the part of the newest segment written so far. An index is never used to verify \
+                the log: `audit verify` reads the records themselves.
+                """)
+
+        @OptionGroup var vault: VaultOptions
+        @Flag(help: "Rebuild every index, not only the missing or stale ones.") var force = false
+
+        func run() throws {
+            let dir = vault.vaultHome.auditDirectory
+            let segments = AuditSegments.list(dir)
+            guard !segments.isEmpty else {
+                print("no audit segments in \(dir)")
+                return
+            }
+            let started = Date()
+            var built = 0, lines = 0
+            for (n, segment) in segments.enumerated() {
+                // The newest segment grows: its index covers what is there now, and queries scan the rest.
+                if !force, n < segments.count - 1, AuditIndex.isCurrent(directory: dir, segment: segment) { continue }
+                do {
+                    let n = try AuditIndex.build(directory: dir, segment: segment)
+                    lines += n
+                    if n > 0 { built += 1 }  // an empty segment (just started) has nothing to index
+                } catch {
+                    throw CLIFailure(message: "error: \(error)", exit: .failure)
+                }
+            }
+            print("indexed \(built) of \(segments.count) segment(s), \(lines) records, " + String(format: "in %.2f s", Date().timeIntervalSince(started)))
         }
     }
 

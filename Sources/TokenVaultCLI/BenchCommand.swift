@@ -98,6 +98,8 @@ struct BenchCommand: ParsableCommand {
 
         @OptionGroup var vault: VaultOptions
         @Option(help: "How many records.") var count = 1_000_000
+        @Option(help: "Spread the records evenly over this many days up to now, from seven callers, about 2% refused (0: all now, one caller).")
+        var days = 0
 
         func run() throws {
             let v = try vault.openVault()
@@ -106,15 +108,31 @@ struct BenchCommand: ParsableCommand {
             let done = DispatchSemaphore(value: 0)
             let remaining = NSLock()
             nonisolated(unsafe) var left = count
+            let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+            let span = Int64(days) * 86_400_000_000
+            // Each record's token_hmac is that of a token whose value is its name (`echo -n tok-7 | tokenvault audit hash`).
+            let keys = AuditKeys(auditKey: try reporting { try v.auditKey() })
+            let hmacs = days > 0 ? (0..<1000).map { n in keys.tokenHMAC(SecretBytes(copying: Array("tok-\(n)".utf8))) } : []
             for i in 0..<count {
-                log.append(AuditEvent(action: "get", channel: .socket, actor: actor, token: "tok-\(i % 1000)", outcome: .granted,
-                                      requestId: String(i)), secret: nil) { _ in
+                var event = AuditEvent(action: "get", channel: .socket, actor: actor, token: "tok-\(i % 1000)", outcome: .granted,
+                                       requestId: String(i))
+                if days > 0 {
+                    event.tokenHMAC = hmacs[i % 1000]
+                    event.actor.uid = 1001 + UInt32(i % 7)
+                    event.actor.executable = ["/usr/bin/python3", "/usr/local/bin/campaign-sync", "/usr/bin/node"][i % 3]
+                    if i % 11 == 3 { event.action = "get+proof" }
+                    if i % 53 == 7 { (event.outcome, event.reason) = (.denied, "no policy rule allows it") }
+                }
+                let time = now - span + (count > 1 ? span * Int64(i) / Int64(count - 1) : 0)
+                let completion: @Sendable (Result<Void, any Error>) -> Void = { _ in
                     remaining.lock()
                     left -= 1
                     let finished = left == 0
                     remaining.unlock()
                     if finished { done.signal() }
                 }
+                if days > 0 { log.append(event, secret: nil, timeMicros: time, completion: completion) }
+                else { log.append(event, secret: nil, completion: completion) }
             }
             done.wait()
             log.close()

@@ -23,6 +23,7 @@ import TOMLKit
 ///
 ///     [audit]
 ///     segment_size = 67108864          # bytes a segment grows to before the next one starts
+///     syslog = true                    # also each record to the journal (or /dev/log), best effort
 ///
 ///     [metrics]
 ///     listen = "127.0.0.1:9464"        # or "unix:/run/tokenvault/metrics.sock"; off unless set
@@ -58,6 +59,9 @@ struct DaemonConfig {
         Setting(key: "store_password_file", kind: .path, help: "file holding the PostgreSQL password"),
         Setting(key: "host_id", kind: .string, help: "this host's name in a shared store"),
         Setting(key: "audit.segment_size", kind: .integer(1 << 20 ... 1 << 40), help: "bytes an audit segment grows to"),
+        Setting(key: "audit.index", kind: .boolean, help: "index each finished segment for queries (default true)"),
+        Setting(key: "audit.syslog", kind: .boolean, help: "also send each record to the journal or syslog, best effort"),
+        Setting(key: "audit.syslog_socket", kind: .path, help: "the socket for audit.syslog (default: the journal's, else /dev/log)"),
         Setting(key: "metrics.listen", kind: .string, help: "Prometheus metrics on unix:PATH or a loopback HOST:PORT (off unless set)"),
         Setting(key: "metrics.token_names", kind: .boolean, help: "metrics name tokens (each one's expiry); off by default"),
     ]

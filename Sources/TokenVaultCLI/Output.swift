@@ -1,6 +1,9 @@
 import Foundation
 import VaultCore
 import VaultStores
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Listing output: a table for people, JSON Lines (`--json`) for scripts.
 enum Output {
@@ -84,5 +87,33 @@ enum TokenExpiry: Equatable {
     init?(_ r: TokenRecord, now: Int64, warnDays: Int) {
         guard let e = r.expiresAt, e > 0 else { return nil }
         if e <= now { self = .expired(at: e) } else if e <= now + Int64(warnDays) * 86_400 { self = .expiring(at: e) } else { return nil }
+    }
+}
+
+/// Lines to stdout through one buffer (a query may print millions): `print` per line costs a String each.
+final class LineWriter {
+    private var buffer: [UInt8] = []
+
+    init() { buffer.reserveCapacity(1 << 17) }
+
+    /// One line, a newline added.
+    func write(_ line: UnsafeRawBufferPointer) {
+        buffer.append(contentsOf: line)
+        buffer.append(0x0a)
+        if buffer.count >= 1 << 16 { flush() }
+    }
+
+    func flush() {
+        guard !buffer.isEmpty else { return }
+        fflush(nil)  // whatever `print` buffered goes first
+        buffer.withUnsafeBytes { raw in
+            var done = 0
+            while done < raw.count {
+                let n = Glibc.write(1, raw.baseAddress! + done, raw.count - done)
+                if n < 0 { if errno == EINTR { continue }; break }  // a closed pipe: stop, as `head` expects
+                done += n
+            }
+        }
+        buffer.removeAll(keepingCapacity: true)
     }
 }

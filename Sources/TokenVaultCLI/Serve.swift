@@ -76,11 +76,20 @@ struct Serve: AsyncParsableCommand {
         var auditOptions = AuditLog.Options()
         if noGroupCommit { auditOptions.maxBatch = 1 }
         if let size = settings.int("audit.segment_size") { auditOptions.segmentBytes = size }
+        auditOptions.indexSegments = settings.string("audit.index") != "false"
+        if settings.string("audit.syslog") == "true" {
+            let target = settings.string("audit.syslog_socket").map { path in
+                (path: path, kind: path.hasSuffix("journal/socket") ? AuditForwarder.Kind.journal : .syslog)
+            } ?? AuditForwarder.systemDefault()
+            auditOptions.forwarder = AuditForwarder(path: target.path, kind: target.kind)
+            logger.info("audit records also go to \(target.kind == .journal ? "the journal" : "syslog")", metadata: ["socket": "\(target.path)"])
+        }
         do { audit = try AuditLog.open(for: v, options: auditOptions) } catch {
             throw CLIFailure(message: "error: the audit log cannot be opened: \(error); the daemon was not started", exit: .unavailable)
         }
         defer {
             audit.close()
+            auditOptions.forwarder?.close()
             let c = audit.counters
             logger.info("audit log closed", metadata: ["records": "\(c.records)", "flushes": "\(c.batches)"])
         }

@@ -60,6 +60,7 @@ final class DaemonStatus: Sendable {
         recordGauge("tokenvault_policy_rules", Double(parts.processor.policy.rules.count))
         recordGauge("tokenvault_audit_seq", Double(a.seq))
         recordGauge("tokenvault_audit_checkpoint_lag", Double(max(0, a.seq - a.checkpointSeq)))
+        if let n = a.forwardDropped { recordGauge("tokenvault_audit_syslog_dropped", Double(n)) }
         recordGauge("tokenvault_master_keys", Double((try? parts.vault.masterKeys().count) ?? 0))
         for (state, count) in tokens() { recordGauge("tokenvault_tokens", Double(count), [("state", state)]) }
         if let s = parts.sweeps.lastSweep { recordGauge("tokenvault_meta_last_sweep_timestamp_seconds", Double(s.endedAt)) }
@@ -100,6 +101,8 @@ final class DaemonStatus: Sendable {
         if let p = a.flushP50 { audit["flush_p50_us"] = p }
         if let p = a.flushP99 { audit["flush_p99_us"] = p }
         if let p = a.flushMax { audit["flush_max_us"] = p }
+        if let n = a.forwarded { audit["syslog_sent"] = n }
+        if let n = a.forwardDropped { audit["syslog_dropped"] = n }
         var meta: [String: Any] = ["check_interval_s": parts.checkInterval]
         if let s = parts.sweeps.lastSweep {
             meta["last_sweep_at"] = s.endedAt

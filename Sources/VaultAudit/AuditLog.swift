@@ -27,6 +27,11 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         public var checkpointInterval: Double = 1.0
         /// Records per flush at most. 1 turns group commit off (one fdatasync per record): for benchmarks.
         public var maxBatch = Int.max
+        /// Whether a segment's index (``AuditIndex``) is built, off the flusher, once the log moves on to
+        /// the next segment.
+        public var indexSegments = true
+        /// The second sink (journal or syslog), sent every durable batch, best effort; nil for none.
+        public var forwarder: AuditForwarder?
         public init() {}
     }
 
@@ -77,7 +82,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private var lastSigned = true
     private var lastSignature = 0.0
     private var lastCheckpoint = 0.0
+    /// The seq the store's checkpoint last accepted (under `mutex`); a checkpoint write is in flight while
+    /// `checkpointPending`. A failed write leaves it behind, and the flusher tries again a second later.
     private var checkpointedSeq: Int64 = 0
+    private var checkpointPending = false
     /// The seq of the log's last record when it was opened (0 for an empty log).
     public private(set) var lastSeqAtOpen: Int64 = 0
 
@@ -152,6 +160,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         public let flushP50: Int?
         public let flushP99: Int?
         public let flushMax: Int?
+        /// Records the second sink sent and dropped; nil without one.
+        public let forwarded: Int?
+        public let forwardDropped: Int?
     }
 
     public var status: Status {
@@ -160,7 +171,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         let s = Status(seq: max(durableSeq, lastSeqAtOpen), checkpointSeq: checkpointedSeq, batches: stats.batches, records: stats.records,
                        flushP50: recent.isEmpty ? nil : Int(recent[recent.count / 2]),
                        flushP99: recent.isEmpty ? nil : Int(recent[min(recent.count - 1, recent.count * 99 / 100)]),
-                       flushMax: recent.last.map(Int.init))
+                       flushMax: recent.last.map(Int.init),
+                       forwarded: options.forwarder?.counters.sent, forwardDropped: options.forwarder?.counters.dropped)
         pthread_mutex_unlock(&mutex)
         return s
     }
@@ -168,7 +180,15 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     public func append(_ event: AuditEvent, secret: SecretBytes?, completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
-        let p = Pending(event: event, timeMicros: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000,
+        append(event, secret: secret, timeMicros: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000, completion: completion)
+    }
+
+    /// A record stamped with a time of the caller's choosing: for `bench audit-fill`, which makes a log
+    /// that spans months in seconds. (Whoever holds the audit key can write any record; the chain and the
+    /// signatures order records, not their clocks.)
+    public func append(_ event: AuditEvent, secret: SecretBytes?, timeMicros: Int64,
+                       completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
+        let p = Pending(event: event, timeMicros: timeMicros,
                         tokenHMAC: event.tokenHMAC ?? secret.map(keys.tokenHMAC), completion: completion)
         pthread_mutex_lock(&mutex)
         if stopping || flusherDone {
@@ -312,6 +332,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             AuditRecordFormat.appendSuffix(hash: hash, mac: AuditRecordFormat.Chain.v2.mac(keys, hash: hash), signature: signature, to: &bytes)
         }
         try appendDurably(bytes)
+        options.forwarder?.submit(bytes, records: batch.count)
         lastSeq = seq
         lastHash = hash
         lastSigned = sign
@@ -355,15 +376,23 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// `close()` waits for the queue. A failed write is retried at the next checkpoint; the log itself
     /// is durable, and a stale checkpoint only narrows what the truncation check covers.
     private func maybeCheckpoint(force: Bool) {
-        guard let checkpoint, lastSeq > checkpointedSeq else { return }
+        guard let checkpoint else { return }
         let now = Date().timeIntervalSince1970
         guard force || now - lastCheckpoint >= options.checkpointInterval else { return }
-        let (seq, hash, mac) = (lastSeq, lastHash, keys.checkpointMAC(seq: lastSeq, hash: lastHash))
         pthread_mutex_lock(&mutex)  // read under the lock by the flusher's wait and by `status`
-        checkpointedSeq = seq
+        let due = lastSeq > checkpointedSeq && !checkpointPending
+        if due { checkpointPending = true }
         pthread_mutex_unlock(&mutex)
+        guard due else { return }
+        let (seq, hash, mac) = (lastSeq, lastHash, keys.checkpointMAC(seq: lastSeq, hash: lastHash))
         lastCheckpoint = now
-        checkpointQueue.async { try? checkpoint(seq, hash, mac) }
+        checkpointQueue.async {
+            let written = (try? checkpoint(seq, hash, mac)) != nil
+            pthread_mutex_lock(&self.mutex)
+            self.checkpointPending = false
+            if written { self.checkpointedSeq = max(self.checkpointedSeq, seq) }
+            pthread_mutex_unlock(&self.mutex)
+        }
     }
 
     // MARK: - files
@@ -476,9 +505,17 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     }
 
     private func rotate() throws {
+        let finished = segment
         try openSegment(segment + 1)
         // The new segment is empty; the chain carries on from lastSeq/lastHash.
+        if options.indexSegments {
+            let directory = self.directory
+            AuditLog.indexQueue.async { _ = try? AuditIndex.build(directory: directory, segment: finished) }
+        }
     }
+
+    /// Where finished segments are indexed: one at a time, at a low priority, never on the flusher.
+    static let indexQueue = DispatchQueue(label: "tokenvault-audit-index", qos: .utility)
 
     private func syncDirectory() {
         let d = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)

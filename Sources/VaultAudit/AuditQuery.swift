@@ -66,25 +66,92 @@ public struct AuditFilter: Sendable {
     }
 }
 
+/// One record a query matched. Its line is valid only inside the callback it is given to.
+public struct AuditMatch {
+    let fields: AuditFields?
+    let decoded: AuditEntry?
+    /// The record exactly as stored, without its newline.
+    public let line: UnsafeRawBufferPointer
+
+    /// The record's fields, decoded (only when asked: counting and `--json` never decode).
+    public var entry: AuditEntry { decoded ?? fields!.entry(line) }
+}
+
+/// What a query read, for the note that says how to make the next one faster.
+public struct AuditQueryStats: Sendable {
+    public var segments = 0
+    /// Segments read through their index (``AuditIndex``).
+    public var indexed = 0
+    /// Full segments (every one but the newest) read without an index: `tokenvault audit index` builds them.
+    public var unindexedFull = 0
+}
+
 /// Reads records back for review.
 public enum AuditQuery {
-    /// Calls `body` with every record that passes `filter`, oldest first, and its raw line.
-    /// A line that is not a record is skipped (`audit verify` is the tool that reports it).
-    public static func scan(directory: String, filter: AuditFilter, _ body: (AuditEntry, Substring) throws -> Void) rethrows {
-        let decoder = JSONDecoder()
-        for index in AuditSegments.list(directory) {
-            guard let data = FileManager.default.contents(atPath: AuditSegments.path(directory, index)) else { continue }
-            let text = String(decoding: data, as: UTF8.self)
-            for line in text.split(separator: "\n") {
-                guard let entry = try? decoder.decode(AuditEntry.self, from: Data(line.utf8)) else { continue }
-                if filter.matches(entry) { try body(entry, line) }
+    /// Calls `body` with every record that passes `filter`, oldest first. Lines are matched in place
+    /// (``AuditMatcher``), candidate lines found the way grep finds them, and segments with an index read
+    /// only where it points (plus whatever follows the indexed part). A line that is not a record is
+    /// skipped (`audit verify` is the tool that reports it). Results are identical with and without indexes.
+    @discardableResult
+    public static func each(directory: String, filter: AuditFilter, useIndex: Bool = true,
+                            _ body: (AuditMatch) -> Void) -> AuditQueryStats {
+        let m = AuditMatcher(filter)
+        var stats = AuditQueryStats()
+        let segments = AuditSegments.list(directory)
+        for (n, index) in segments.enumerated() {
+            guard let file = MappedFile(path: AuditSegments.path(directory, index), sequential: true) else { continue }
+            defer { withExtendedLifetime(file) {} }  // mapped until the segment is done
+            let bytes = file.bytes
+            stats.segments += 1
+            func emit(_ f: AuditFields?, _ e: AuditEntry?, _ line: UnsafeRawBufferPointer) {
+                body(AuditMatch(fields: f, decoded: e, line: line))
             }
+            guard useIndex, let idx = AuditIndex(directory: directory, segment: index, segmentBytes: bytes) else {
+                if n < segments.count - 1 { stats.unindexedFull += 1 }
+                AuditScan.scan(bytes, range: 0..<bytes.count, m, emit)
+                continue
+            }
+            stats.indexed += 1
+            let ranges = idx.ranges(for: m)
+            // Lines not laid out as records are written have no entry but field 0's: always read them.
+            let unindexed = idx.unindexed
+            func visit(_ offset: UInt32) {
+                let at = Int(offset)
+                guard at < idx.covered else { return }
+                AuditScan.visit(bytes, at..<AuditScan.lineEnd(bytes, from: at, limit: idx.covered), m, emit)
+            }
+            if let candidates = idx.candidates(for: m) {
+                var kept: [UInt32] = []
+                var r = 0
+                for offset in candidates {
+                    while r < ranges.count, ranges[r].upperBound <= Int(offset) { r += 1 }
+                    if r < ranges.count, ranges[r].contains(Int(offset)) { kept.append(offset) }
+                }
+                for offset in AuditIndex.mergeSorted(kept, unindexed) { visit(offset) }
+            } else {
+                var u = 0
+                for range in ranges {
+                    while u < unindexed.count, Int(unindexed[u]) < range.lowerBound { visit(unindexed[u]); u += 1 }
+                    AuditScan.scan(bytes, range: range, m, emit)
+                    while u < unindexed.count, range.contains(Int(unindexed[u])) { u += 1 }
+                }
+                while u < unindexed.count { visit(unindexed[u]); u += 1 }
+            }
+            AuditScan.scan(bytes, range: idx.covered..<bytes.count, m, emit)
+        }
+        return stats
+    }
+
+    /// ``each(directory:filter:useIndex:_:)`` with every record decoded, and its line as text.
+    public static func scan(directory: String, filter: AuditFilter, _ body: (AuditEntry, Substring) -> Void) {
+        each(directory: directory, filter: filter) { match in
+            body(match.entry, Substring(String(decoding: match.line, as: UTF8.self)))
         }
     }
 
     public static func entries(directory: String, filter: AuditFilter = AuditFilter()) -> [AuditEntry] {
         var out: [AuditEntry] = []
-        scan(directory: directory, filter: filter) { e, _ in out.append(e) }
+        each(directory: directory, filter: filter) { out.append($0.entry) }
         return out
     }
 }

@@ -1,6 +1,7 @@
 #ifndef TOKENVAULT_SYSTEM_SHIMS_H
 #define TOKENVAULT_SYSTEM_SHIMS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /// The kernel's view of a Unix-socket peer (SO_PEERCRED). The fields are those of glibc's
@@ -39,5 +40,10 @@ int tv_spawn(int *pid, char *const argv[], char *const envp[], const int *from, 
 
 /// memfd_create(name, MFD_CLOEXEC): an anonymous RAM file. -1 with errno set on failure.
 int tv_memfd(const char *name);
+
+/// memmem(3) and memrchr(3), GNU extensions that Swift's Glibc module leaves out (the audit scanner's
+/// grep-speed search for a literal, and the start of the line it was found in).
+const void *tv_memmem(const void *haystack, size_t count, const void *needle, size_t needle_count);
+const void *tv_memrchr(const void *bytes, int c, size_t count);
 
 #endif

@@ -1,0 +1,326 @@
+import Foundation
+import Synchronization
+import TestSupport
+import Testing
+import VaultCore
+import VaultCrypto
+import VaultStores
+@testable import VaultAudit
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A log with every kind of record: reads granted and refused, admin actions, a list (no token), the
+/// daemon's own records, names that need escaping, several callers and channels, over several segments.
+private func mixedLog(_ dir: TempDir, name: String = "home", segmentBytes: Int = 8 * 1024) throws -> (Vault, AuditKeys) {
+    let vault = try Vault.create(home: VaultHome(root: dir.path + "/" + name))
+    var options = AuditLog.Options()
+    options.segmentBytes = segmentBytes
+    options.indexSegments = false
+    let log = try AuditLog.open(for: vault, options: options)
+    let names = ["acme/ads", "acme/ads-2", "acme/\"quoted\"", "back\\slash", "naïve/ünïcode", "line\nbreak", "tok-7", "tok-70"]
+    let actions = ["get", "get+proof", "list", "put", "rm", "export", "key_rotate", "policy_reload", "meta_check", "proof"]
+    let channels: [AuditChannel] = [.socket, .cli, .daemon, .credential]
+    for i in 0..<400 {
+        let action = actions[i % actions.count]
+        let who = AuditActor(uid: 1000 + UInt32(i % 4), gid: 100, pid: Int32(4000 + i), executable: i % 6 == 0 ? nil : "/usr/bin/job-\(i % 3)")
+        let outcome: AuditOutcome = [.granted, .granted, .granted, .denied, .notFound, .rateLimited, .failed][i % 7]
+        let e = AuditEvent(action: action, channel: channels[i % channels.count], actor: who,
+                           token: action == "list" || action == "policy_reload" ? nil : names[i % names.count], outcome: outcome,
+                           reason: outcome == .granted ? nil : "why \(i) \"quoted\"", requestId: i % 5 == 0 ? nil : "r\(i)")
+        // Three days of records, a few seconds apart.
+        let time = Int64(1_764_000_000 + i * 600) * 1_000_000
+        let done = DispatchSemaphore(value: 0)
+        log.append(e, secret: i % 3 == 0 ? SecretBytes(copying: Array("EAAB-\(i % 2)".utf8)) : nil, timeMicros: time) { _ in done.signal() }
+        done.wait()
+    }
+    log.close()
+    return (vault, AuditKeys(auditKey: try vault.auditKey()))
+}
+
+private func filters(_ keys: AuditKeys) -> [AuditFilter] {
+    func f(_ body: (inout AuditFilter) -> Void) -> AuditFilter { var x = AuditFilter(); body(&x); return x }
+    let hmac = hexString(keys.tokenHMAC(SecretBytes(copying: Array("EAAB-1".utf8))))
+    let mid = AuditRecordFormat.formatTime(micros: Int64(1_764_000_000 + 150 * 600) * 1_000_000)
+    let late = AuditRecordFormat.formatTime(micros: Int64(1_764_000_000 + 333 * 600) * 1_000_000)
+    return [
+        AuditFilter(),
+        f { $0.token = "acme/ads" }, f { $0.token = "acme/*" }, f { $0.token = "acme/\"quoted\"" }, f { $0.token = "back\\slash" },
+        f { $0.token = "naïve/ünïcode" }, f { $0.token = "line\nbreak" }, f { $0.token = "tok-7" }, f { $0.token = "tok-7*" },
+        f { $0.token = "missing" }, f { $0.token = "*" },
+        f { $0.uid = 1002 }, f { $0.uid = 9 }, f { $0.action = "get+proof" }, f { $0.action = "policy_reload" },
+        f { $0.outcome = "denied" }, f { $0.outcome = "rate_limited" }, f { $0.tokenHmac = hmac }, f { $0.tokenHmac = hmac.uppercased() },
+        f { $0.since = mid }, f { $0.until = mid }, f { $0.since = mid; $0.until = late },
+        f { $0.token = "acme/ads"; $0.since = mid }, f { $0.uid = 1001; $0.outcome = "granted"; $0.until = late },
+        f { $0.action = "get"; $0.token = "tok-7"; $0.uid = 1003 },
+    ]
+}
+
+@Suite("Audit at scale: the scanner, the index, the checkpoint, the second sink")
+struct AuditScaleTests {
+    let dir = TempDir()
+
+    /// What the old reader (a JSONDecoder per line, then ``AuditFilter/matches(_:)``) returns: the reference.
+    func reference(_ directory: String, _ filter: AuditFilter) -> [AuditEntry] {
+        var out: [AuditEntry] = []
+        for index in AuditSegments.list(directory) {
+            let text = (try? String(contentsOfFile: AuditSegments.path(directory, index), encoding: .utf8)) ?? ""
+            for line in text.split(separator: "\n") {
+                if let e = try? JSONDecoder().decode(AuditEntry.self, from: Data(line.utf8)), filter.matches(e) { out.append(e) }
+            }
+        }
+        return out
+    }
+
+    func query(_ directory: String, _ filter: AuditFilter, index: Bool) -> (entries: [AuditEntry], lines: [String], stats: AuditQueryStats) {
+        var entries: [AuditEntry] = []
+        var lines: [String] = []
+        let stats = AuditQuery.each(directory: directory, filter: filter, useIndex: index) {
+            entries.append($0.entry)
+            lines.append(String(decoding: $0.line, as: UTF8.self))
+        }
+        return (entries, lines, stats)
+    }
+
+    @Test func resultsAreIdenticalWithAndWithoutTheIndexAndMatchTheDecoder() throws {
+        let (vault, keys) = try mixedLog(dir)
+        let directory = vault.home.auditDirectory
+        let segments = AuditSegments.list(directory)
+        #expect(segments.count >= 5)
+        for s in segments { try AuditIndex.build(directory: directory, segment: s) }
+        for filter in filters(keys) {
+            let expected = reference(directory, filter)
+            let scanned = query(directory, filter, index: false)
+            let indexed = query(directory, filter, index: true)
+            #expect(scanned.entries.map(\.seq) == expected.map(\.seq), "scan differs for \(filter)")
+            #expect(indexed.entries.map(\.seq) == expected.map(\.seq), "index differs for \(filter)")
+            #expect(scanned.entries == expected && indexed.entries == expected)
+            #expect(indexed.lines == scanned.lines)
+            #expect(indexed.stats.indexed == segments.count && scanned.stats.indexed == 0)
+        }
+        #expect(reference(directory, AuditFilter()).count == 400)
+        #expect(!query(directory, filters(keys)[7], index: true).entries.isEmpty, "the escaped name is found")
+    }
+
+    @Test func aLineInAnotherFieldOrderIsStillFoundThroughTheIndex() throws {
+        let (vault, keys) = try mixedLog(dir)
+        let directory = vault.home.auditDirectory
+        // A record as some other writer might lay it out (fields reordered): the fast parser refuses it, the
+        // decoder reads it, and the index lists it among the lines every query reads.
+        let path = AuditSegments.path(directory, 2)
+        var text = try String(contentsOfFile: path, encoding: .utf8)
+        text += #"{"uid":4242,"seq":999999,"time":"2025-11-25T00:00:00.000000Z","channel":"cli","action":"get","token":"odd/order","outcome":"granted","reason":null,"request_id":null,"gid":1,"pid":2,"exe":null,"token_hmac":null}"# + "\n"
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+        for s in AuditSegments.list(directory) { try AuditIndex.build(directory: directory, segment: s) }
+        var f = AuditFilter()
+        f.token = "odd/order"
+        #expect(query(directory, f, index: true).entries.map(\.uid) == [4242])
+        #expect(query(directory, f, index: false).entries.map(\.uid) == [4242])
+        for filter in filters(keys) + [f] {
+            #expect(query(directory, filter, index: true).entries.map(\.seq) == reference(directory, filter).map(\.seq), "\(filter)")
+        }
+    }
+
+    @Test func aMissingDamagedOrStaleIndexIsNotUsedAndIsRebuilt() throws {
+        let (vault, keys) = try mixedLog(dir)
+        let directory = vault.home.auditDirectory
+        let segments = AuditSegments.list(directory)
+        for s in segments { try AuditIndex.build(directory: directory, segment: s) }
+        #expect(segments.allSatisfy { AuditIndex.isCurrent(directory: directory, segment: $0) })
+
+        // Deleted, cut short, garbage, and stale (the segment it describes changed under it).
+        unlink(AuditIndex.path(directory, segments[0]))
+        let cut = AuditIndex.path(directory, segments[1])
+        truncate(cut, 50)
+        try Data(repeating: 0x41, count: 4096).write(to: URL(fileURLWithPath: AuditIndex.path(directory, segments[2])))
+        let seg3 = AuditSegments.path(directory, segments[3])
+        var lines = try String(contentsOfFile: seg3, encoding: .utf8).split(separator: "\n").map(String.init)
+        lines[0] = lines[0].replacingOccurrences(of: "\"seq\":", with: "\"seq\": ")
+        try (lines.joined(separator: "\n") + "\n").write(toFile: seg3, atomically: false, encoding: .utf8)
+        for s in segments.prefix(4) { #expect(!AuditIndex.isCurrent(directory: directory, segment: s)) }
+
+        for filter in filters(keys) {
+            let q = query(directory, filter, index: true)
+            #expect(q.entries.map(\.seq) == reference(directory, filter).map(\.seq), "\(filter)")
+            #expect(q.stats.indexed == segments.count - 4)
+        }
+        for s in segments.prefix(4) { try AuditIndex.build(directory: directory, segment: s) }
+        #expect(segments.allSatisfy { AuditIndex.isCurrent(directory: directory, segment: $0) })
+        #expect(query(directory, AuditFilter(), index: true).stats.indexed == segments.count)
+    }
+
+    @Test func aForgedIndexNeverHidesARecordFromVerify() throws {
+        let (vault, keys) = try mixedLog(dir)
+        let directory = vault.home.auditDirectory
+        let segments = AuditSegments.list(directory)
+        // Someone edits a record of segment 2 and rebuilds its index to match: queries see the edit,
+        // but verify never reads the index, and names the record.
+        let path = AuditSegments.path(directory, segments[1])
+        var lines = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
+        let victim = lines[2]
+        lines[2] = victim.replacingOccurrences(of: "\"uid\":100", with: "\"uid\":900")
+        #expect(lines[2] != victim)
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: false, encoding: .utf8)
+        for s in segments { try AuditIndex.build(directory: directory, segment: s) }
+        let report = AuditVerifier.verify(directory: directory, keys: keys, publicKey: nil, checkpoint: try vault.auditCheckpoint())
+        #expect(!report.ok)
+        #expect(report.problem?.seq == (try JSONDecoder().decode(AuditEntry.self, from: Data(victim.utf8))).seq)
+
+        // An index with an entry removed hides the record from an indexed query: verify still counts it.
+        let (vault2, keys2) = try mixedLog(dir, name: "second")
+        let d2 = vault2.home.auditDirectory
+        for s in AuditSegments.list(d2) { try AuditIndex.build(directory: d2, segment: s) }
+        let idx = AuditIndex.path(d2, AuditSegments.list(d2)[0])
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: idx)))
+        // Zero every posting count: the index now claims no record matches anything.
+        let blocks = Int(bytes[60]) | Int(bytes[61]) << 8, keysCount = Int(bytes[64]) | Int(bytes[65]) << 8
+        for k in 0..<keysCount { let at = AuditIndex.headerSize + blocks * AuditIndex.blockSize + k * AuditIndex.keySize + 12; bytes[at..<(at + 4)] = [0, 0, 0, 0] }
+        try Data(bytes).write(to: URL(fileURLWithPath: idx))
+        let full = AuditVerifier.verify(directory: d2, keys: keys2, publicKey: nil, checkpoint: try vault2.auditCheckpoint())
+        #expect(full.ok && full.records == 400)
+    }
+
+    @Test func theWriterIndexesEachFinishedSegment() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        var options = AuditLog.Options()
+        options.segmentBytes = 4096
+        let log = try AuditLog.open(for: vault, options: options)
+        for i in 1...60 { try log.appendAndWait(event(i, token: "tok-\(i % 4)"), secret: nil) }
+        log.close()
+        let directory = vault.home.auditDirectory
+        let segments = AuditSegments.list(directory)
+        #expect(segments.count >= 4)
+        AuditLog.indexQueue.sync {}
+        for s in segments.dropLast() { #expect(AuditIndex.isCurrent(directory: directory, segment: s), "segment \(s)") }
+        var f = AuditFilter()
+        f.token = "tok-1"
+        let q = query(directory, f, index: true)
+        #expect(q.entries.count == 15 && q.stats.indexed == segments.count - 1)
+    }
+
+    @Test func anIdleLogsCheckpointCatchesUpAndACutTailIsCaught() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        let log = try AuditLog.open(for: vault)
+        defer { log.close() }
+        for i in 1...6 { try log.appendAndWait(event(i), secret: nil) }
+        // Idle for a little over a second: the checkpoint must reach the end of the log by itself.
+        var caughtUp = false
+        for _ in 0..<40 where !caughtUp {
+            usleep(50_000)
+            caughtUp = (try vault.auditCheckpoint()?.seq ?? 0) >= log.status.seq && log.status.checkpointSeq == log.status.seq
+        }
+        let checkpointSeq = try vault.auditCheckpoint()?.seq
+        #expect(caughtUp, "checkpoint at \(String(describing: checkpointSeq)), log at \(log.status.seq)")
+        // Root cuts the last two records while the daemon idles: verify fails.
+        let path = AuditSegments.path(vault.home.auditDirectory, 1)
+        var l = lines(path)
+        l.removeLast(3)
+        write(l + [""], path)
+        let keys = AuditKeys(auditKey: try vault.auditKey())
+        let report = AuditVerifier.verify(directory: vault.home.auditDirectory, keys: keys, publicKey: nil, checkpoint: try vault.auditCheckpoint())
+        #expect(!report.ok && report.problem?.message.contains("truncated") == true, "\(String(describing: report.problem))")
+    }
+
+    @Test func aCheckpointThatFailsIsWrittenAgainWithoutNewRecords() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        let keys = AuditKeys(auditKey: try vault.auditKey())
+        let attempts = Atomic<Int>(0)
+        let saved = Mutex<Int64>(0)
+        let log = try AuditLog(directory: vault.home.auditDirectory, keys: keys) { seq, _, _ in
+            // The first two writes fail (a locked or full store): the third must come by itself.
+            if attempts.add(1, ordering: .relaxed).newValue <= 2 { throw AuditWriteError(description: "store busy") }
+            saved.withLock { $0 = seq }
+        }
+        defer { log.close() }
+        for i in 1...3 { try log.appendAndWait(event(i), secret: nil) }
+        var done = false
+        for _ in 0..<80 where !done {
+            usleep(50_000)
+            done = saved.withLock { $0 } >= 3 && log.status.checkpointSeq >= 3
+        }
+        #expect(done, "attempts \(attempts.load(ordering: .relaxed)), saved \(saved.withLock { $0 })")
+    }
+
+    @Test func theSecondSinkSendsEveryRecordAsAJournalEntry() throws {
+        let path = dir.path + "/journal.sock"
+        let server = try DatagramServer(path: path)
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        var options = AuditLog.Options()
+        let forwarder = AuditForwarder(path: path, kind: .journal)
+        options.forwarder = forwarder
+        let log = try AuditLog.open(for: vault, options: options)
+        for i in 1...20 { try log.appendAndWait(event(i), secret: nil) }
+        var got: [String] = []
+        for _ in 0..<100 where got.count < 20 { got += server.receiveAll(); usleep(20_000) }
+        log.close()
+        forwarder.close()
+        #expect(got.count >= 20)
+        let first = got.first { $0.contains("\"request_id\":\"1\"") } ?? ""
+        #expect(first.hasPrefix("MESSAGE={\"seq\":") && first.contains("\nSYSLOG_IDENTIFIER=tokenvault\n") && first.contains("\nTOKENVAULT_SEQ="))
+        #expect(got.contains { $0.contains("\"outcome\":\"denied\"") && $0.contains("PRIORITY=5") })
+        #expect(forwarder.counters.dropped == 0)
+    }
+
+    @Test func withTheSocketAbsentOrFullReadsAreServedAndDropsCounted() throws {
+        for mode in ["absent", "full"] {
+            let path = dir.path + "/\(mode).sock"
+            let server = mode == "full" ? try DatagramServer(path: path, receiveBuffer: 4096) : nil
+            let vault = try Vault.create(home: VaultHome(root: dir.path + "/home-\(mode)"))
+            var options = AuditLog.Options()
+            let forwarder = AuditForwarder(path: path, kind: .syslog, maxQueued: 1000)
+            options.forwarder = forwarder
+            let log = try AuditLog.open(for: vault, options: options)
+            let started = Date()
+            let done = DispatchSemaphore(value: 0)
+            let failures = Atomic<Int>(0)
+            for i in 1...5000 {
+                log.append(event(i), secret: nil) { r in
+                    if case .failure = r { failures.add(1, ordering: .relaxed) }
+                    done.signal()
+                }
+            }
+            for _ in 1...5000 { done.wait() }
+            let seconds = Date().timeIntervalSince(started)
+            log.close()
+            forwarder.close()
+            usleep(200_000)
+            #expect(failures.load(ordering: .relaxed) == 0, "every record written (\(mode))")
+            #expect(seconds < 20, "never blocked on the socket (\(mode): \(seconds) s)")
+            let c = forwarder.counters
+            #expect(c.dropped > 0, "\(mode): drops are counted")
+            if mode == "absent" { #expect(c.sent == 0) }
+            #expect(log.status.forwardDropped == c.dropped)
+            withExtendedLifetime(server) {}
+        }
+    }
+}
+
+/// A Unix datagram socket standing in for journald or syslogd (optionally never read, to fill up).
+final class DatagramServer {
+    let fd: Int32
+
+    init(path: String, receiveBuffer: Int32? = nil) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size)) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(path.utf8)) }
+        let ok = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
+        }
+        guard ok else { throw AuditWriteError(description: "bind \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    deinit { close(fd) }
+
+    /// Every datagram waiting now.
+    func receiveAll() -> [String] {
+        var out: [String] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, Int32(MSG_DONTWAIT)) }
+            guard n > 0 else { return out }
+            out.append(String(decoding: buffer[0..<n], as: UTF8.self))
+        }
+    }
+}
