@@ -88,16 +88,24 @@ struct AuditCommand: ParsableCommand {
                   tokenvault audit verify --pubkey audit.pub --dir /copy/of/audit
                 Every host of a shared store, from the database alone:
                   tokenvault audit verify --all-hosts
+                Against statements collected off the host (audit.witness_command):
+                  tokenvault audit verify --witness /mnt/witness/ads-worker-3.jsonl
                 """)
 
         @OptionGroup var vault: VaultOptions
         @OptionGroup var scope: HostScope
         @Option(help: ArgumentHelp("Verify with this exported public key only (no keyring needed).", valueName: "file")) var pubkey: String?
         @Option(help: ArgumentHelp("The audit directory (default: <home>/audit).", valueName: "dir")) var dir: String?
+        @Option(help: ArgumentHelp("Also check the log against witness statements collected off the host.", valueName: "file"))
+        var witness: String?
 
         func run() throws {
             let report: AuditVerifier.Report
             let started = Date()
+            var witnessKey: [UInt8] = []
+            if witness != nil, scope.readsStore(vault) {
+                throw ValidationError("--witness checks this host's log: leave out --all-hosts, --host and --store")
+            }
             if pubkey == nil, dir == nil, scope.readsStore(vault) {
                 return try AuditCommand.verifyStoreCopies(try vault.openVault(), scope: scope)
             }
@@ -107,18 +115,24 @@ struct AuditCommand: ParsableCommand {
                     throw CLIFailure(message: "error: \(pubkey) does not hold a hex Ed25519 public key", exit: .badInput)
                 }
                 report = AuditVerifier.verify(directory: dir ?? vault.vaultHome.auditDirectory, keys: nil, publicKey: key, checkpoint: nil)
+                witnessKey = key
             } else {
                 let v = try vault.openVault()
                 guard let local = try AuditCommand.verifyLocal(v, directory: dir ?? v.home.auditDirectory) else {
                     print("OK: nothing has been audited in this vault yet (no audit key, no records)")
+                    if witness != nil { throw CLIFailure(message: "FAILED: there is a witness file, but no audit log", exit: .integrity) }
                     return
                 }
                 report = local
+                if witness != nil, let key = try reporting({ try v.existingAuditKey() }) { witnessKey = AuditKeys(auditKey: key).publicKey }
             }
             let seconds = Date().timeIntervalSince(started)
             if let problem = report.problem {
                 print("FAILED after \(report.records) good records: \(problem)")
                 throw ExitCode(Exit.integrity.rawValue)
+            }
+            if let witness {
+                try AuditCommand.witnessCheck(witness, directory: dir ?? vault.vaultHome.auditDirectory, publicKey: witnessKey)
             }
             var what = ["hash chain", "signatures (through seq \(report.signedThrough))"]
             if report.checkedMACs { what.append("MACs") }
@@ -132,6 +146,16 @@ struct AuditCommand: ParsableCommand {
                          ?? "no keyring anchor (the keyring is not writable): an old copy of the log put back with its vault.db would pass"))
             }
         }
+    }
+
+    /// The witness check of `verify --witness`, with the public key (given, or the keyring's).
+    fileprivate static func witnessCheck(_ file: String, directory: String, publicKey: [UInt8]) throws {
+        let r = AuditWitnessCheck.check(directory: directory, witnessFile: file, publicKey: publicKey)
+        if let problem = r.problem {
+            print("FAILED against the witness file after \(r.statements) statement(s): \(problem)")
+            throw ExitCode(Exit.integrity.rawValue)
+        }
+        print("witness: \(r.statements) statement(s) in \(file) match the log, through seq \(r.matchedThrough)")
     }
 
     struct Query: ParsableCommand {

@@ -75,7 +75,7 @@ struct ServeSettings {
             "notify_command": nil, "check_interval": "86400", "warn_days": "7",
             "graph_url": GraphConfiguration.defaultBaseURL.absoluteString, "graph_version": GraphConfiguration.defaultVersion,
             "store": "sqlite:" + home.root + "/vault.db", "store_password_file": nil, "host_id": Vault.defaultHostID,
-            "audit.segment_size": String(64 << 20), "audit.index": "true", "audit.syslog": "false", "audit.syslog_socket": nil, "metrics.listen": nil, "metrics.token_names": "false",
+            "audit.segment_size": String(64 << 20), "audit.index": "true", "audit.syslog": "false", "audit.syslog_socket": nil, "audit.witness_command": nil, "audit.witness_journal": "false", "metrics.listen": nil, "metrics.token_names": "false",
         ]
         var entries: [Entry] = []
         for setting in DaemonConfig.settings {

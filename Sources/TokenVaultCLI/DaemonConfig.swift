@@ -24,6 +24,7 @@ import TOMLKit
 ///     [audit]
 ///     segment_size = 67108864          # bytes a segment grows to before the next one starts
 ///     syslog = true                    # also each record to the journal (or /dev/log), best effort
+///     witness_command = "ssh witness@vault-witness 'cat >> ads-worker-3.jsonl'"   # signed statements, off the host
 ///
 ///     [metrics]
 ///     listen = "127.0.0.1:9464"        # or "unix:/run/tokenvault/metrics.sock"; off unless set
@@ -61,6 +62,8 @@ struct DaemonConfig {
         Setting(key: "audit.segment_size", kind: .integer(1 << 20 ... 1 << 40), help: "bytes an audit segment grows to"),
         Setting(key: "audit.index", kind: .boolean, help: "index each finished segment for queries (default true)"),
         Setting(key: "audit.syslog", kind: .boolean, help: "also send each record to the journal or syslog, best effort"),
+        Setting(key: "audit.witness_command", kind: .string, help: "run with each witness statement on stdin (JSON), off the host"),
+        Setting(key: "audit.witness_journal", kind: .boolean, help: "also send each witness statement to the journal or syslog"),
         Setting(key: "audit.syslog_socket", kind: .path, help: "the socket for audit.syslog (default: the journal's, else /dev/log)"),
         Setting(key: "metrics.listen", kind: .string, help: "Prometheus metrics on unix:PATH or a loopback HOST:PORT (off unless set)"),
         Setting(key: "metrics.token_names", kind: .boolean, help: "metrics name tokens (each one's expiry); off by default"),

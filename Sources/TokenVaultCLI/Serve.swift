@@ -77,19 +77,27 @@ struct Serve: AsyncParsableCommand {
         if noGroupCommit { auditOptions.maxBatch = 1 }
         if let size = settings.int("audit.segment_size") { auditOptions.segmentBytes = size }
         auditOptions.indexSegments = settings.string("audit.index") != "false"
-        if settings.string("audit.syslog") == "true" {
+        let forwardRecords = settings.string("audit.syslog") == "true", witnessJournal = settings.string("audit.witness_journal") == "true"
+        if forwardRecords || witnessJournal {
             let target = settings.string("audit.syslog_socket").map { path in
                 (path: path, kind: path.hasSuffix("journal/socket") ? AuditForwarder.Kind.journal : .syslog)
             } ?? AuditForwarder.systemDefault()
-            auditOptions.forwarder = AuditForwarder(path: target.path, kind: target.kind)
-            logger.info("audit records also go to \(target.kind == .journal ? "the journal" : "syslog")", metadata: ["socket": "\(target.path)"])
+            let forwarder = AuditForwarder(path: target.path, kind: target.kind)
+            if forwardRecords { auditOptions.forwarder = forwarder }
+            if witnessJournal { auditOptions.witnesses.append(forwarder) }
+            logger.info("audit \(forwardRecords ? "records" : "witness statements") also go to \(target.kind == .journal ? "the journal" : "syslog")",
+                        metadata: ["socket": "\(target.path)"])
         }
+        if let command = settings.string("audit.witness_command") { auditOptions.witnesses.append(AuditWitnessCommand(command: command)) }
+        auditOptions.host = v.hostID
         do { audit = try AuditLog.open(for: v, options: auditOptions) } catch {
             throw CLIFailure(message: "error: the audit log cannot be opened: \(error); the daemon was not started", exit: .unavailable)
         }
         defer {
             audit.close()
             auditOptions.forwarder?.close()
+            for case let w as AuditWitnessCommand in auditOptions.witnesses { w.flush() }
+            for case let w as AuditForwarder in auditOptions.witnesses { w.close() }
             let c = audit.counters
             logger.info("audit log closed", metadata: ["records": "\(c.records)", "flushes": "\(c.batches)"])
         }

@@ -103,6 +103,11 @@ final class DaemonStatus: Sendable {
         if let p = a.flushMax { audit["flush_max_us"] = p }
         if let n = a.forwarded { audit["syslog_sent"] = n }
         if let n = a.forwardDropped { audit["syslog_dropped"] = n }
+        if let w = a.witnessCommand {
+            audit["witness_sent"] = w.sent
+            audit["witness_failed"] = w.failed
+            if let e = w.lastError { audit["witness_last_error"] = e }
+        }
         var meta: [String: Any] = ["check_interval_s": parts.checkInterval]
         if let s = parts.sweeps.lastSweep {
             meta["last_sweep_at"] = s.endedAt
@@ -184,7 +189,9 @@ struct Status: ParsableCommand {
             ("reads", "\(n(reads["granted_per_s"]))/s granted, \(n(reads["refused_per_s"]))/s refused (last 10 s); "
                 + "\(n(reads["granted_total"])) granted, \(n(reads["refused_total"])) refused, \(n(reads["failed_total"])) failed since start"),
             ("audit", "seq \(n(audit["seq"])), checkpoint \(n(audit["checkpoint_seq"])) (\(n(audit["checkpoint_lag"])) behind); "
-                + "flush p50 \(n(audit["flush_p50_us"])) µs, p99 \(n(audit["flush_p99_us"])) µs, max \(n(audit["flush_max_us"])) µs"),
+                + "flush p50 \(n(audit["flush_p50_us"])) µs, p99 \(n(audit["flush_p99_us"])) µs, max \(n(audit["flush_max_us"])) µs"
+                + (audit["syslog_sent"] == nil ? "" : "; syslog \(n(audit["syslog_sent"])) sent, \(n(audit["syslog_dropped"])) dropped")
+                + (audit["witness_sent"] == nil ? "" : "; witness \(n(audit["witness_sent"])) sent, \(n(audit["witness_failed"])) failed")),
             ("keys", "\(n(keys["master_keys"])) master keys, current \(keys["current"] as? String ?? "-"), \(n(keys["missing"])) missing"),
             ("tokens", "\(n(tokens["total"])) stored: \(n(tokens["expiring"])) expiring soon, \(n(tokens["expired"])) expired, "
                 + "\(n(tokens["invalid"])) invalid, \(n(tokens["unchecked"])) Meta tokens unchecked"),

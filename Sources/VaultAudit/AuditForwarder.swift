@@ -11,7 +11,11 @@ import Glibc
 /// with non-blocking sends, and whatever cannot be sent at once — no socket, a full socket, a queue that
 /// is already long — is dropped and counted (`tokenvault status` shows the count). A vault that blocks
 /// reads while its log socket is stuck is the failure this avoids.
-public final class AuditForwarder: @unchecked Sendable {
+///
+/// As a witness (`audit.witness_journal`), it also sends each witness statement as an entry of its own,
+/// `MESSAGE` being the statement and `TOKENVAULT_WITNESS=1`, so that
+/// `journalctl -o cat TOKENVAULT_WITNESS=1` (on the host that collects the journal) is a witness file.
+public final class AuditForwarder: AuditWitnessSink, @unchecked Sendable {
     public enum Kind: Sendable, Equatable {
         /// systemd-journald's native protocol: one datagram of `FIELD=value` lines per record.
         case journal
@@ -37,6 +41,7 @@ public final class AuditForwarder: @unchecked Sendable {
     private var wakeMutex = pthread_mutex_t()
     private struct State {
         var batches: [[UInt8]] = []
+        var statements: [String] = []
         var queued = 0
         var stopping = false
     }
@@ -80,6 +85,21 @@ public final class AuditForwarder: @unchecked Sendable {
         pthread_mutex_unlock(&wakeMutex)
     }
 
+    public func offer(_ statement: AuditWitnessStatement) {
+        let accepted = state.withLock { s -> Bool in
+            guard !s.stopping, s.statements.count < 1024 else { return false }
+            s.statements.append(statement.line)
+            return true
+        }
+        guard accepted else {
+            droppedCount.add(1, ordering: .relaxed)
+            return
+        }
+        pthread_mutex_lock(&wakeMutex)
+        pthread_cond_signal(&wake)
+        pthread_mutex_unlock(&wakeMutex)
+    }
+
     /// Sends what is queued (best effort) and stops the sender.
     public func close() {
         state.withLock { $0.stopping = true }
@@ -90,17 +110,19 @@ public final class AuditForwarder: @unchecked Sendable {
 
     private func senderLoop() {
         while true {
-            let (batches, stop) = state.withLock { s -> ([[UInt8]], Bool) in
-                let b = s.batches
+            let (batches, statements, stop) = state.withLock { s -> ([[UInt8]], [String], Bool) in
+                let b = s.batches, w = s.statements
                 s.batches.removeAll(keepingCapacity: true)
+                s.statements.removeAll(keepingCapacity: true)
                 s.queued = 0
-                return (b, s.stopping)
+                return (b, w, s.stopping)
             }
             for batch in batches { send(batch) }
+            for statement in statements { sendStatement(statement) }
             if stop { break }
-            if batches.isEmpty {
+            if batches.isEmpty && statements.isEmpty {
                 pthread_mutex_lock(&wakeMutex)
-                if state.withLock({ $0.batches.isEmpty && !$0.stopping }) {
+                if state.withLock({ $0.batches.isEmpty && $0.statements.isEmpty && !$0.stopping }) {
                     var deadline = timespec()
                     clock_gettime(CLOCK_REALTIME, &deadline)
                     deadline.tv_sec += 1
@@ -126,6 +148,16 @@ public final class AuditForwarder: @unchecked Sendable {
                 if sendOne(message) { sentCount.add(1, ordering: .relaxed) } else { droppedCount.add(1, ordering: .relaxed) }
             }
         }
+    }
+
+    private func sendStatement(_ line: String) {
+        var message: [UInt8]
+        switch kind {
+        case .journal: message = Array("MESSAGE=\(line)\nSYSLOG_IDENTIFIER=tokenvault\nSYSLOG_FACILITY=10\nPRIORITY=6\nTOKENVAULT_WITNESS=1\n".utf8)
+        case .syslog: message = Array("<86>tokenvault[\(getpid())]: \(line)".utf8)
+        }
+        if sendOne(message) { sentCount.add(1, ordering: .relaxed) } else { droppedCount.add(1, ordering: .relaxed) }
+        message.removeAll()
     }
 
     /// One record as the protocol wants it. A record has no raw newline (the writer escapes them), so the

@@ -32,6 +32,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         public var indexSegments = true
         /// The second sink (journal or syslog), sent every durable batch, best effort; nil for none.
         public var forwarder: AuditForwarder?
+        /// Given a statement (``AuditWitnessStatement``) each time a signed record is durable.
+        public var witnesses: [any AuditWitnessSink] = []
+        /// This host's name in witness statements.
+        public var host = "local"
         public init() {}
     }
 
@@ -163,6 +167,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         /// Records the second sink sent and dropped; nil without one.
         public let forwarded: Int?
         public let forwardDropped: Int?
+        /// Statements the witness command took, failed to take, and its last failure; nil without one.
+        public let witnessCommand: (sent: Int, failed: Int, lastError: String?)?
     }
 
     public var status: Status {
@@ -172,7 +178,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
                        flushP50: recent.isEmpty ? nil : Int(recent[recent.count / 2]),
                        flushP99: recent.isEmpty ? nil : Int(recent[min(recent.count - 1, recent.count * 99 / 100)]),
                        flushMax: recent.last.map(Int.init),
-                       forwarded: options.forwarder?.counters.sent, forwardDropped: options.forwarder?.counters.dropped)
+                       forwarded: options.forwarder?.counters.sent, forwardDropped: options.forwarder?.counters.dropped,
+                       witnessCommand: options.witnesses.lazy.compactMap { $0 as? AuditWitnessCommand }.first?.counters)
         pthread_mutex_unlock(&mutex)
         return s
     }
@@ -321,6 +328,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         // tens of µs: signing every quiet batch cost 6-8% of the 32-client throughput). Any other tail is
         // signed by `signTail` after an idle interval or at close.
         let sign = forceSignature || now - lastSignature >= options.checkpointInterval || (batch.count <= 2 && nothingPending())
+        var signed: (seq: Int64, time: Int64, hash: [UInt8], sig: [UInt8])?
         for index in batch.indices {
             seq += 1
             let start = bytes.count
@@ -329,10 +337,16 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
                                          tokenHMAC: batch[index].tokenHMAC, to: &bytes)
             hash = hash.withUnsafeBytes { prev in bytes[start...].withUnsafeBytes { AuditRecordFormat.Chain.v2.hash(previous: prev, line: $0) } }
             let signature = sign && index == batch.count - 1 ? keys.signer.sign(AuditKeys.signedMessage(hash: hash)) : nil
+            if let signature { signed = (seq, batch[index].timeMicros, hash, signature) }
             AuditRecordFormat.appendSuffix(hash: hash, mac: AuditRecordFormat.Chain.v2.mac(keys, hash: hash), signature: signature, to: &bytes)
         }
         try appendDurably(bytes)
         options.forwarder?.submit(bytes, records: batch.count)
+        if let signed, !options.witnesses.isEmpty {
+            let statement = AuditWitnessStatement(host: options.host, seq: signed.seq, time: AuditRecordFormat.formatTime(micros: signed.time),
+                                                  hash: hexString(signed.hash), sig: hexString(signed.sig))
+            for w in options.witnesses { w.offer(statement) }
+        }
         lastSeq = seq
         lastHash = hash
         lastSigned = sign

@@ -324,3 +324,108 @@ final class DatagramServer {
         }
     }
 }
+
+/// Collects witness statements in memory (a stand-in for the place off the host).
+final class CollectingWitness: AuditWitnessSink, @unchecked Sendable {
+    let statements = Mutex<[AuditWitnessStatement]>([])
+    func offer(_ statement: AuditWitnessStatement) { statements.withLock { $0.append(statement) } }
+    func file(_ path: String, extra: [String] = []) {
+        let lines = statements.withLock { $0.map(\.line) } + extra
+        try! (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    }
+}
+
+@Suite("Audit witnesses: statements off the host catch a rewritten log")
+struct AuditWitnessTests {
+    let dir = TempDir()
+
+    func witnessedLog(count: Int) throws -> (Vault, AuditKeys, CollectingWitness) {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        let witness = CollectingWitness()
+        var options = AuditLog.Options()
+        options.witnesses = [witness]
+        options.host = "ads-worker-3"
+        let log = try AuditLog.open(for: vault, options: options)
+        for i in 1...count { try log.appendAndWait(event(i, token: "tok-\(i)"), secret: nil) }
+        log.close()
+        return (vault, AuditKeys(auditKey: try vault.auditKey()), witness)
+    }
+
+    @Test func everySignedRecordIsWitnessedAndTheStatementsVerify() throws {
+        let (vault, keys, witness) = try witnessedLog(count: 8)
+        let statements = witness.statements.withLock { $0 }
+        #expect(statements.count >= 8, "records written one at a time are each signed")
+        #expect(statements.map(\.seq) == statements.map(\.seq).sorted() && statements.allSatisfy { $0.host == "ads-worker-3" })
+        let line = statements[0].line
+        #expect(line.hasPrefix("{\"witness\":\"tokenvault-audit-v1\",\"host\":\"ads-worker-3\",\"seq\":1,\"time\":\""))
+        #expect(try JSONDecoder().decode(AuditWitnessStatement.self, from: Data(line.utf8)) == statements[0])
+        let file = dir.path + "/witness.jsonl"
+        // Other journal output around the statements, and a syslog prefix, are skipped.
+        witness.file(file, extra: ["-- Boot 1 --", "Dec 03 08:00:00 host tokenvault[42]: " + statements[2].line])
+        let r = AuditWitnessCheck.check(directory: vault.home.auditDirectory, witnessFile: file, publicKey: keys.publicKey)
+        #expect(r.ok && r.matchedThrough == statements.last!.seq, "\(String(describing: r.problem))")
+    }
+
+    @Test func aLogRewrittenWithTheVaultsOwnKeyIsCaughtAtTheFirstChangedStatement() throws {
+        let (vault, keys, witness) = try witnessedLog(count: 10)
+        let file = dir.path + "/witness.jsonl"
+        witness.file(file)
+        // Root, holding the audit key, keeps the first four records and writes a different history after them:
+        // a log that passes verify on its own (chain, MACs, signatures all made with the right key).
+        let directory = vault.home.auditDirectory
+        let path = AuditSegments.path(directory, 1)
+        let kept = lines(path).prefix(4)
+        write(Array(kept) + [""], path)
+        let forger = try AuditLog(directory: directory, keys: keys)
+        for i in 5...12 { try forger.appendAndWait(event(i, token: "innocent-\(i)"), secret: nil) }
+        forger.close()
+        #expect(AuditVerifier.verify(directory: directory, keys: keys, publicKey: nil, checkpoint: nil).ok, "the rewrite is self-consistent")
+        let r = AuditWitnessCheck.check(directory: directory, witnessFile: file, publicKey: keys.publicKey)
+        #expect(!r.ok)
+        #expect(r.problem?.seq == 5, "\(String(describing: r.problem))")
+        #expect(r.problem?.message.contains("no longer matches") == true && r.problem?.message.contains("after seq 4") == true)
+        #expect(r.matchedThrough == 4)
+
+        // Cut instead of rewritten: the statements beyond the end say so.
+        write(Array(kept) + [""], path)
+        let cut = AuditWitnessCheck.check(directory: directory, witnessFile: file, publicKey: keys.publicKey)
+        #expect(cut.problem?.seq == 5 && cut.problem?.message.contains("records were cut") == true, "\(String(describing: cut.problem))")
+    }
+
+    @Test func aForgedOrForeignStatementIsRefused() throws {
+        let (vault, keys, witness) = try witnessedLog(count: 3)
+        var forged = witness.statements.withLock { $0[1] }
+        forged.hash = String(repeating: "ab", count: 32)
+        let file = dir.path + "/witness.jsonl"
+        witness.file(file, extra: [forged.line])
+        let r = AuditWitnessCheck.check(directory: vault.home.auditDirectory, witnessFile: file, publicKey: keys.publicKey)
+        #expect(r.problem?.message.contains("signature does not verify") == true)
+        let other = AuditKeys(auditKey: SecureKey.random())
+        witness.file(file)
+        #expect(!AuditWitnessCheck.check(directory: vault.home.auditDirectory, witnessFile: file, publicKey: other.publicKey).ok)
+        try "nothing here\n".write(toFile: file, atomically: true, encoding: .utf8)
+        #expect(AuditWitnessCheck.check(directory: vault.home.auditDirectory, witnessFile: file, publicKey: keys.publicKey).problem?
+            .message.contains("no witness statements") == true)
+    }
+
+    @Test func theWitnessCommandGetsEachStatementOnStdin() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        let collected = dir.path + "/collected.jsonl"
+        let command = AuditWitnessCommand(command: "cat >> '\(collected)'")
+        var options = AuditLog.Options()
+        options.witnesses = [command]
+        let log = try AuditLog.open(for: vault, options: options)
+        for i in 1...5 { try log.appendAndWait(event(i), secret: nil) }
+        log.close()
+        command.flush()
+        #expect(command.counters.sent >= 1 && command.counters.failed == 0)
+        let keys = AuditKeys(auditKey: try vault.auditKey())
+        let r = AuditWitnessCheck.check(directory: vault.home.auditDirectory, witnessFile: collected, publicKey: keys.publicKey)
+        #expect(r.ok && r.matchedThrough == 5, "coalesced, but the newest statement always arrives: \(String(describing: r.problem))")
+
+        let failing = AuditWitnessCommand(command: "exit 3")
+        failing.offer(AuditWitnessStatement(host: "h", seq: 1, time: "t", hash: "00", sig: "00"))
+        failing.flush()
+        #expect(failing.counters.failed == 1 && failing.counters.lastError?.contains("exited 3") == true)
+    }
+}
