@@ -1,0 +1,83 @@
+import Foundation
+import TestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The auditor's commands at scale, as an admin runs them against a real daemon: the second sink and the
+/// witness command configured in tokenvault.toml, `status`, `audit index`, `query --count`, `verify --witness`.
+@Suite("tokenvault audit: index, count, second sink, witnesses")
+struct AuditScaleCLITests {
+    let dir = TempDir()
+    var home: String { dir.path + "/vault" }
+    var cli: CLI { CLI(home: home) }
+
+    init() throws {
+        let cli = CLI(home: dir.path + "/vault")
+        for (args, stdin) in [(["init"], nil), (["put", "acme/ads"], "EAAB-scale-canary-1"), (["put", "acme/other"], "EAAB-scale-2")]
+            as [([String], String?)] {
+            let r = try cli.run(args, stdin: stdin)
+            precondition(r.status == 0, r.all)
+        }
+        try "[[allow]]\nuid = \(getuid())\ntokens = [\"acme/ads\"]\n".write(toFile: dir.path + "/vault/policy.toml", atomically: true, encoding: .utf8)
+    }
+
+    @Test func aDaemonWithBothSinksAndAWitnessThenTheAuditorsCommands() throws {
+        let journal = dir.path + "/log.sock"
+        let listener = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(listener) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &addr.sun_path) { $0.copyBytes(from: Array(journal.utf8)) }
+        let bound = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
+        #expect(bound == 0)
+        let witnessFile = dir.path + "/witness.jsonl"
+        try """
+            [audit]
+            syslog = true
+            syslog_socket = "\(journal)"
+            witness_command = "cat >> '\(witnessFile)'"
+            """.write(toFile: home + "/tokenvault.toml", atomically: true, encoding: .utf8)
+        let daemon = try cli.serve()
+        for _ in 0..<5 { #expect(try cli.run(["get", "acme/ads", "--socket", home + "/tokenvault.sock"]).status == 0) }
+        #expect(try cli.run(["get", "acme/other", "--socket", home + "/tokenvault.sock"]).status != 0)
+        usleep(1_500_000)  // the idle tail is signed and witnessed within a second
+        let status = try cli.run(["status", "--json"])
+        let audit = (try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])?["audit"] as? [String: Any] ?? [:]
+        #expect((audit["syslog_sent"] as? Int ?? 0) >= 6 && audit["syslog_dropped"] as? Int == 0, "\(status.all)")
+        #expect((audit["witness_sent"] as? Int ?? 0) >= 1 && audit["witness_failed"] as? Int == 0, "\(status.all)")
+        #expect(try cli.run(["status"]).stdout.contains("syslog "))
+        CLI.stop(daemon)
+
+        // What reached the socket (syslog's format: the path is not the journal's): the records, never a token.
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        var messages: [String] = []
+        while true {
+            let n = buffer.withUnsafeMutableBytes { recv(listener, $0.baseAddress!, $0.count, Int32(MSG_DONTWAIT)) }
+            guard n > 0 else { break }
+            messages.append(String(decoding: buffer[0..<n], as: UTF8.self))
+        }
+        #expect(messages.filter { $0.contains("\"token\":\"acme/ads\"") && $0.hasPrefix("<86>tokenvault[\(daemon.processIdentifier)]: {\"seq\":") }.count == 5)
+        #expect(!messages.contains { $0.contains("EAAB-") })
+
+        // The auditor: index, count, verify against the witness file.
+        let index = try cli.run(["audit", "index"])
+        #expect(index.status == 0 && index.stdout.contains("indexed 1 of 1 segment(s)"), "\(index.all)")
+        #expect(try cli.run(["audit", "query", "--token", "acme/ads", "--action", "get", "--count"]).stdout == "5\n")
+        #expect(try cli.run(["audit", "query", "--outcome", "denied", "--count"]).stdout == "1\n")
+        let json = try cli.run(["audit", "query", "--token", "acme/*", "--json"]).stdout.split(separator: "\n")
+        #expect(json.count >= 8 && json.allSatisfy { $0.hasPrefix("{\"seq\":") })
+        let verified = try cli.run(["audit", "verify", "--witness", witnessFile])
+        #expect(verified.status == 0 && verified.stdout.contains("witness: "), "\(verified.all)")
+
+        // A rewrite: the witnessed record's token changed (verify fails first; with a public key and a
+        // copy, the witness check is what names it).
+        let segment = home + "/audit/audit-000001.jsonl"
+        let text = try String(contentsOfFile: segment, encoding: .utf8)
+        try text.replacingOccurrences(of: "\"token\":\"acme/ads\"", with: "\"token\":\"acme/adz\"").write(toFile: segment, atomically: false, encoding: .utf8)
+        let bad = try cli.run(["audit", "verify", "--witness", witnessFile])
+        #expect(bad.status == 6, "\(bad.all)")
+        #expect(try cli.run(["audit", "verify", "--witness", dir.path + "/missing.jsonl"]).status != 0)
+    }
+}
