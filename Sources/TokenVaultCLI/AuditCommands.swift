@@ -3,6 +3,7 @@ import Foundation
 import VaultAudit
 import VaultCore
 import VaultCrypto
+import VaultPolicy
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -15,7 +16,7 @@ struct AuditCommand: ParsableCommand {
               tokenvault audit query --token acme/ads --since 30d
               tokenvault audit query --token acme/ads --outcome denied --json | jq .
             """,
-        subcommands: [Verify.self, Query.self, Tail.self, Hash.self, PublicKey.self, Report.self, Index.self, Ship.self])
+        subcommands: [Verify.self, Query.self, Tail.self, Hash.self, PublicKey.self, Report.self, Index.self, Prune.self, Ship.self])
 
     struct Filters: ParsableArguments {
         @Option(help: "Only this token (a trailing * matches a prefix).") var token: String?
@@ -137,8 +138,11 @@ struct AuditCommand: ParsableCommand {
             var what = ["hash chain", "signatures (through seq \(report.signedThrough))"]
             if report.checkedMACs { what.append("MACs") }
             if report.checkedCheckpoint { what.append("checkpoint") }
-            print("OK: \(report.records) records in \(report.segments) segment(s), seq 1–\(report.lastSeq); checked \(what.joined(separator: ", ")) "
+            print("OK: \(report.records) records in \(report.segments) segment(s), seq \(report.firstSeq)–\(report.lastSeq); checked \(what.joined(separator: ", ")) "
                   + String(format: "in %.2f s", seconds))
+            if let pruned = report.prunedThrough {
+                print("pruned: seq 1–\(pruned) were removed, as the signed audit_prune record in the log states (its last hash chains on)")
+            }
             if pubkey == nil {
                 let cp = report.checkpointSeq.map { "seq \($0)" } ?? "none"
                 print("freshness: vault.db's checkpoint at \(cp) (\(report.lastSeq - (report.checkpointSeq ?? 0)) records behind the log's end), "
@@ -155,7 +159,8 @@ struct AuditCommand: ParsableCommand {
             print("FAILED against the witness file after \(r.statements) statement(s): \(problem)")
             throw ExitCode(Exit.integrity.rawValue)
         }
-        print("witness: \(r.statements) statement(s) in \(file) match the log, through seq \(r.matchedThrough)")
+        print("witness: \(r.statements) statement(s) in \(file) match the log, through seq \(r.matchedThrough)"
+              + (r.pruned > 0 ? " (\(r.pruned) more are about pruned records)" : ""))
     }
 
     struct Query: ParsableCommand {
@@ -225,6 +230,63 @@ struct AuditCommand: ParsableCommand {
             if stats.unindexedFull > 1 && !noIndex {
                 printErr("note: \(stats.unindexedFull) full segment(s) have no index; `tokenvault audit index` builds them")
             }
+        }
+    }
+
+    struct Prune: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "prune",
+            abstract: "Remove whole old segments, after a signed record that says what was removed.",
+            discussion: """
+                Removes the oldest finished segments whose every record is older than --before (never the \
+                newest segment). The log is verified first, and nothing is removed unless it is intact. The \
+                prune record (action audit_prune) names the segments, the first and last seq and their \
+                hashes; `audit verify` then checks the rest of the log from there and reports the pruned range. \
+                With a shared store, records not yet shipped to it are never removed.
+
+                Keep a year:
+                  tokenvault audit prune --before 365d
+                """)
+
+        @OptionGroup var vault: VaultOptions
+        @Option(help: "Remove segments whose records are all older than this: 2026-01-01, or 365d ago.") var before: String
+        @Flag(help: "Say what would be removed, and remove nothing.") var dryRun = false
+
+        func run() throws {
+            guard let cutoff = AuditFilter.parseTime(before) else { throw ValidationError("--before: cannot read the time \"\(before)\"") }
+            let v = try vault.openVault()
+            let dir = v.home.auditDirectory
+            let plan: AuditPruneRecord
+            do {
+                guard let p = try AuditPrune.plan(directory: dir, before: cutoff) else {
+                    print("nothing to prune: no finished segment holds only records before \(cutoff)")
+                    return
+                }
+                plan = p
+            } catch {
+                throw CLIFailure(message: "error: \(error)", exit: .integrity)
+            }
+            let what = "segments \(plan.fromSegment)–\(plan.throughSegment) (seq \(plan.firstSeq)–\(plan.lastSeq))"
+            if dryRun {
+                print("would remove \(what)")
+                return
+            }
+            guard let report = try AuditCommand.verifyLocal(v, directory: dir), report.ok else {
+                throw CLIFailure(message: "error: the log does not verify; nothing was removed (run `tokenvault audit verify`)", exit: .integrity)
+            }
+            if v.storeIsShared {
+                let shipped = try reporting { try v.auditShippedThrough() }
+                guard shipped >= plan.lastSeq else {
+                    throw CLIFailure(message: "error: the shared store's copy of this host ends at seq \(shipped), before seq \(plan.lastSeq): "
+                                     + "nothing was removed (ship first: `tokenvault audit ship`)", exit: .unavailable)
+                }
+            }
+            try CLIAudit.around(v) { audit in
+                do { try AuditPrune.prune(plan, directory: dir, log: audit.log, actor: CLIAudit.actor) } catch {
+                    throw CLIFailure(message: "error: \(error)", exit: .failure)
+                }
+            }
+            print("removed \(what); the audit_prune record in the log says so")
         }
     }
 
@@ -343,12 +405,23 @@ struct AuditCommand: ParsableCommand {
     struct Report: ParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "report",
-            abstract: "Write a self-contained HTML report: reads per token per day, callers, refusals, and the verification verdict.")
+            abstract: "Write a self-contained HTML report of a period: reads, callers, refusals, admin actions, and the verdict.",
+            discussion: """
+                One page, no scripts, nothing fetched: the period, host and vault; exactly which records the \
+                signatures and MACs cover; reads per day (days with no record at all drawn as gaps); reads per \
+                token and per caller (user names and executables); refusals by reason and caller; admin actions; \
+                tokens never read; readers new in the period; and who the policy lets read each token beside \
+                who did.
+
+                Last month, for the review meeting:
+                  tokenvault audit report --html report.html --since 30d
+                """)
 
         @OptionGroup var vault: VaultOptions
         @OptionGroup var filters: Filters
         @OptionGroup var scope: HostScope
         @Option(help: ArgumentHelp("Where to write the page.", valueName: "file")) var html: String
+        @Option(help: ArgumentHelp("The policy to compare reads with (default: <home>/policy.toml).", valueName: "file")) var policy: String?
 
         func run() throws {
             let v = try vault.openVault()
@@ -357,12 +430,45 @@ struct AuditCommand: ParsableCommand {
             let verification = AuditVerifier.verify(directory: v.home.auditDirectory, keys: keys, publicKey: nil,
                                                     checkpoint: try reporting { try v.auditCheckpoint() },
                                                     anchor: try reporting { try v.keyring.readAnchor() }, requireCheckpoint: true)
-            let entries = AuditQuery.entries(directory: v.home.auditDirectory, filter: try filters.filter())
-            let page = AuditReport.html(entries: entries, verification: verification, generated: Date())
+            let f = try filters.filter()
+            var builder = AuditReport.Builder(since: f.since, until: f.until)
+            // With a period, the records before it are read too: they say who is a new reader.
+            var scan = f
+            scan.since = nil
+            AuditQuery.each(directory: v.home.auditDirectory, filter: scan) { builder.add($0.entry) }
+            let data = builder.finish(verification: verification, context: try context(v))
+            try write(AuditReport.html(data, generated: Date()))
+            printErr("wrote \(html): \(data.records) records, verification \(verification.ok ? "OK" : "FAILED")")
+        }
+
+        /// The host, the vault, its tokens and who the policy lets read each.
+        private func context(_ v: Vault) throws -> AuditReport.Context {
+            var name = [UInt8](repeating: 0, count: 256)
+            gethostname(&name, name.count - 1)
+            let hostname = String(decoding: name.prefix { $0 != 0 }, as: UTF8.self)
+            let tokens = (try? v.list().map(\.name)) ?? []
+            let policyPath = policy ?? v.home.policyPath
+            let rules: [Policy.Rule]
+            do { rules = try Policy.load(path: policyPath).rules } catch {
+                throw CLIFailure(message: "error: \(error)", exit: .badInput)
+            }
+            var readers: [String: [String]] = [:]
+            for token in tokens {
+                readers[token] = rules.filter { $0.matches(name: token) }.map { rule in
+                    switch rule.subject {
+                    case .uid(let u): return getpwuid(u).map { "\(String(cString: $0.pointee.pw_name)) (uid \(u))" } ?? "uid \(u)"
+                    case .gid(let g): return getgrgid(g).map { "group \(String(cString: $0.pointee.gr_name)) (gid \(g))" } ?? "gid \(g)"
+                    }
+                }
+            }
+            return AuditReport.Context(host: hostname == v.hostID || v.hostID == Vault.defaultHostID ? hostname : "\(hostname) (host id \(v.hostID))",
+                                       vault: v.home.root, tokens: tokens, policyReaders: readers)
+        }
+
+        private func write(_ page: String) throws {
             do { try page.write(toFile: html, atomically: true, encoding: .utf8) } catch {
                 throw CLIFailure(message: "error: cannot write \(html): \(error)", exit: .failure)
             }
-            printErr("wrote \(html): \(entries.count) records, verification \(verification.ok ? "OK" : "FAILED")")
         }
 
         /// Every host's copy: one page, the verdict the first host that fails (or all OK).
@@ -371,22 +477,28 @@ struct AuditCommand: ParsableCommand {
             let filter = try filters.filter()
             var combined = AuditVerifier.Report()
             var entries: [AuditEntry] = []
+            var scan = filter
+            scan.since = nil
             _ = try withStoreCopies(v, hosts: try scope.hosts(v)) { host, dir, last in
                 let cp = checkpoints.first { $0.host == host }.flatMap { $0.seq <= last ? $0 : nil }
                 let r = AuditVerifier.verify(directory: dir, keys: keys, publicKey: nil, checkpoint: cp)
                 combined.records += r.records
                 combined.lastSeq = max(combined.lastSeq, r.lastSeq)
+                combined.signedThrough = max(combined.signedThrough, r.signedThrough)
+                combined.checkedMACs = true
                 if combined.problem == nil, let p = r.problem {
                     combined.problem = AuditVerifier.Problem(file: "host \(host)", line: p.line, seq: p.seq, message: p.message)
                 }
-                AuditQuery.scan(directory: dir, filter: filter) { e, _ in entries.append(e) }
+                AuditQuery.each(directory: dir, filter: scan) { entries.append($0.entry) }
             }
             entries.sort { $0.time < $1.time }
-            let page = AuditReport.html(entries: entries, verification: combined, generated: Date())
-            do { try page.write(toFile: html, atomically: true, encoding: .utf8) } catch {
-                throw CLIFailure(message: "error: cannot write \(html): \(error)", exit: .failure)
-            }
-            printErr("wrote \(html): \(entries.count) records of every host, verification \(combined.ok ? "OK" : "FAILED")")
+            var builder = AuditReport.Builder(since: filter.since, until: filter.until)
+            for e in entries { builder.add(e) }
+            var context = try context(v)
+            context.host = "every host of the shared store"
+            let data = builder.finish(verification: combined, context: context)
+            try write(AuditReport.html(data, generated: Date()))
+            printErr("wrote \(html): \(data.records) records of every host, verification \(combined.ok ? "OK" : "FAILED")")
         }
     }
 }

@@ -82,6 +82,11 @@ extension Vault {
     func readAuditCopy<T>(_ body: (any AuditCopyTransaction) throws -> T) throws -> T {
         try inspect { try body(try $0.state((any AuditCopyTransaction).self)) }
     }
+
+    /// The last seq of this host's chain the shared store holds a copy of (0 for none).
+    public func auditShippedThrough() throws -> Int64 {
+        try readAuditCopy { try $0.lastCopiedSeq(host: hostID) }
+    }
 }
 
 /// Ships this host's local chain to the store: every record after the last one the store holds, in

@@ -40,7 +40,12 @@ public enum AuditVerifier {
         public var anchorSeq: Int64?
         /// The seq vault.db's checkpoint vouches for, when there is one.
         public var checkpointSeq: Int64?
+        /// When old segments were pruned: the last seq removed, as the signed prune record states it.
+        public var prunedThrough: Int64?
         public var problem: Problem?
+
+        /// The first seq the log still holds.
+        public var firstSeq: Int64 { (prunedThrough ?? 0) + 1 }
 
         public var ok: Bool { problem == nil }
 
@@ -344,12 +349,23 @@ public enum AuditVerifier {
         var expectedSeq: Int64 = 1
         var prevHash = AuditDigest(AuditRecordFormat.genesisHash)
         var checkpointHash: AuditDigest?
+        // Old segments pruned: the chain carries on from the hash the signed prune record names (and the
+        // first remaining record must chain from exactly it). Without such a record, a gap is a deletion.
+        var firstSegment = 1
+        if let first = segments.first, first > 1, let pruned = AuditPrune.covering(directory: directory, firstSegment: first),
+           let hash = decodeHex(pruned.lastHash), hash.count == 32 {
+            firstSegment = first
+            expectedSeq = pruned.lastSeq + 1
+            prevHash = AuditDigest(hash)
+            report.prunedThrough = pruned.lastSeq
+        }
 
         for (position, index) in segments.enumerated() {
             let path = AuditSegments.path(directory, index)
-            if index != position + 1 {
-                report.problem = Problem(file: AuditSegments.path(directory, position + 1), line: 0, seq: nil,
-                                         message: "segment missing: the log jumps to \(path)")
+            if index != firstSegment + position {
+                report.problem = Problem(file: AuditSegments.path(directory, firstSegment + position), line: 0, seq: nil,
+                                         message: "segment missing: the log jumps to \(path)" + (firstSegment == 1 && position == 0
+                                            ? " (and no signed prune record accounts for the segments before it)" : ""))
                 return report
             }
             report.segments += 1

@@ -1,5 +1,9 @@
+import CSystemShims
 import Foundation
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 import VaultCrypto
 
 /// A **witness statement**: the vault's signature over one record's chain hash, kept somewhere root on
@@ -95,17 +99,23 @@ public final class AuditWitnessCommand: AuditWitnessSink, @unchecked Sendable {
         }
     }
 
+    /// The statement is the command's stdin as a file in memory (memfd), not a pipe: a command that exits
+    /// without reading it cannot raise SIGPIPE in the daemon.
     private func run(_ line: String) -> String? {
+        let fd = tv_memfd("tokenvault-witness")
+        guard fd >= 0 else { return "cannot make the witness command's input: \(String(cString: strerror(errno)))" }
+        let input = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+        let bytes = Array((line + "\n").utf8)
+        guard bytes.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress!, $0.count) }) == bytes.count, lseek(fd, 0, SEEK_SET) == 0 else {
+            return "cannot write the witness command's input: \(String(cString: strerror(errno)))"
+        }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/bin/sh")
         p.arguments = ["-c", command]
-        let input = Pipe()
         p.standardInput = input
         p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
         p.standardError = FileHandle(forWritingAtPath: "/dev/null")
         do { try p.run() } catch { return "cannot run the witness command: \(error)" }
-        input.fileHandleForWriting.write(Data((line + "\n").utf8))
-        try? input.fileHandleForWriting.close()
         let deadline = Date().addingTimeInterval(timeout)
         while p.isRunning && Date() < deadline { usleep(5_000) }
         if p.isRunning {
@@ -123,6 +133,8 @@ public enum AuditWitnessCheck {
         public var statements = 0
         /// The highest seq a matching statement vouches for.
         public var matchedThrough: Int64 = 0
+        /// Statements about records since pruned (``AuditPrune``): nothing left to compare them with.
+        public var pruned = 0
         public var problem: AuditVerifier.Problem?
         public var ok: Bool { problem == nil }
     }
@@ -162,8 +174,9 @@ public enum AuditWitnessCheck {
         let wanted = Dictionary(statements.map { ($0.s.seq, $0.hash) }, uniquingKeysWith: { a, _ in a })
         // The hash each witnessed seq has in the log now, in one pass over the segments.
         var found: [Int64: (hash: [UInt8], file: String, line: Int)] = [:]
-        var lastSeq: Int64 = 0
-        for index in AuditSegments.list(directory) {
+        var lastSeq: Int64 = 0, firstSeq = Int64.max
+        let segments = AuditSegments.list(directory)
+        for index in segments {
             let path = AuditSegments.path(directory, index)
             guard let file = MappedFile(path: path, sequential: true) else { continue }
             withExtendedLifetime(file) {
@@ -174,6 +187,7 @@ public enum AuditWitnessCheck {
                     lineNumber += 1
                     if let p = AuditRecordFormat.parse(UnsafeRawBufferPointer(rebasing: bytes[start..<end])) {
                         lastSeq = max(lastSeq, p.seq)
+                        firstSeq = min(firstSeq, p.seq)
                         if wanted[p.seq] != nil { found[p.seq] = (p.hash.bytes, path, lineNumber) }
                     }
                     start = end + 1
@@ -181,7 +195,13 @@ public enum AuditWitnessCheck {
             }
         }
         var lastGood: Int64 = 0
+        // Statements from before the first remaining record of a pruned log (verify has checked the prune).
+        let prunedBelow = (segments.first ?? 1) > 1 ? firstSeq : 1
         for (_, s, hash) in statements {
+            if s.seq < prunedBelow {
+                result.pruned += 1
+                continue
+            }
             result.statements += 1
             let after = lastGood > 0 ? " (the last witnessed record that still matches is seq \(lastGood))" : ""
             guard let now = found[s.seq] else {

@@ -80,4 +80,44 @@ struct AuditScaleCLITests {
         #expect(bad.status == 6, "\(bad.all)")
         #expect(try cli.run(["audit", "verify", "--witness", dir.path + "/missing.jsonl"]).status != 0)
     }
+
+    /// The report in a real browser: headless Chromium (Debian's `chromium`, installed by `make deps` and
+    /// .ci/run) loads the page and dumps the DOM it built; each section must be there with its facts.
+    @Test func theHTMLReportRendersInChromiumWithEverySection() throws {
+        #expect(try cli.run(["put", "acme/never"], stdin: "EAAB-scale-3").status == 0)
+        let daemon = try cli.serve()
+        for _ in 0..<3 { #expect(try cli.run(["get", "acme/ads", "--socket", home + "/tokenvault.sock"]).status == 0) }
+        #expect(try cli.run(["get", "acme/other", "--socket", home + "/tokenvault.sock"]).status != 0)
+        CLI.stop(daemon)
+        let page = dir.path + "/report.html"
+        let r = try cli.run(["audit", "report", "--html", page, "--since", "30d"])
+        #expect(r.status == 0, "\(r.all)")
+
+        let browser = ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        guard let browser else {
+            Issue.record("headless Chromium is not installed (Debian's chromium package; `make deps` installs it)")
+            return
+        }
+        // Bounded: a browser that hangs fails the test after a minute.
+        let dom = try runProcess("/usr/bin/timeout", ["60", browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", "file://" + page])
+        #expect(dom.status == 0, "\(dom.stderr.suffix(500))")
+        func text(_ id: String) -> String {
+            guard let start = dom.stdout.range(of: "<section id=\"\(id)\">"),
+                  let end = dom.stdout.range(of: "</section>", range: start.upperBound..<dom.stdout.endIndex) else { return "" }
+            return String(dom.stdout[start.upperBound..<end.lowerBound]).replacingOccurrences(of: "<[^>]+>", with: " ", options: .regularExpression)
+                .replacingOccurrences(of: "&amp;", with: "&")
+        }
+        let me = getpwuid(getuid()).map { String(cString: $0.pointee.pw_name) } ?? "uid \(getuid())"
+        #expect(text("period").contains(home))
+        #expect(text("verdict").contains("OK:") && text("verdict").contains("signatures through seq"), "\(text("verdict"))")
+        #expect(text("reads-per-day").contains("3 reads over"))
+        #expect(text("reads-per-token").contains("acme/ads") && text("reads-per-token").contains(" 3 "))
+        #expect(text("reads-per-caller").contains("\(me) (uid \(getuid()))"), "\(text("reads-per-caller"))")
+        #expect(text("refusals").contains("denied") && text("refusals").contains(me))
+        #expect(text("admin-actions").contains("put") && text("admin-actions").contains("acme/never"))
+        #expect(text("never-read").contains("acme/never") && !text("never-read").contains("acme/ads"))
+        #expect(text("new-readers").contains(me))
+        #expect(text("policy-vs-actual").contains("acme/other") && text("policy-vs-actual").contains("nobody"))
+        #expect(!dom.stdout.contains("EAAB-"), "no token in the page")
+    }
 }

@@ -429,3 +429,91 @@ struct AuditWitnessTests {
         #expect(failing.counters.failed == 1 && failing.counters.lastError?.contains("exited 3") == true)
     }
 }
+
+@Suite("Audit retention: prune with a signed record")
+struct AuditPruneTests {
+    let dir = TempDir()
+
+    /// 400 records over three days (2025-11-24 to 27) in segments of 8 KiB, and a writer to add to it.
+    func prunable() throws -> (Vault, AuditKeys, String) {
+        let (vault, keys) = try mixedLog(dir)
+        return (vault, keys, vault.home.auditDirectory)
+    }
+
+    func verify(_ vault: Vault, _ keys: AuditKeys) throws -> AuditVerifier.Report {
+        AuditVerifier.verify(directory: vault.home.auditDirectory, keys: keys, publicKey: nil, checkpoint: try vault.auditCheckpoint())
+    }
+
+    @Test func pruneThenVerifyPassesAndReportsThePrunedRange() throws {
+        let (vault, keys, directory) = try prunable()
+        let before = AuditSegments.list(directory)
+        let cutoff = AuditRecordFormat.formatTime(micros: Int64(1_764_000_000 + 200 * 600) * 1_000_000)
+        let plan = try #require(try AuditPrune.plan(directory: directory, before: cutoff))
+        #expect(plan.fromSegment == 1 && plan.throughSegment >= 2 && plan.firstSeq == 1)
+        let log = try AuditLog.open(for: vault)
+        try AuditPrune.prune(plan, directory: directory, log: log, actor: actor)
+        log.close()
+        let after = AuditSegments.list(directory)
+        #expect(after.first == plan.throughSegment + 1 && after.last == before.last)
+        let report = try verify(vault, keys)
+        #expect(report.ok && report.prunedThrough == plan.lastSeq && report.firstSeq == plan.lastSeq + 1, "\(String(describing: report.problem))")
+        #expect(AuditVerifier.verify(directory: directory, keys: nil, publicKey: keys.publicKey, checkpoint: nil).ok, "with the public key alone too")
+        // Queries see what remains, and the prune record itself.
+        let remaining = AuditQuery.entries(directory: directory)
+        #expect(remaining.first?.seq == plan.lastSeq + 1)
+        var f = AuditFilter()
+        f.action = "audit_prune"
+        #expect(AuditQuery.entries(directory: directory, filter: f).first?.reason == plan.reason)
+        // A second prune later carries on from the first.
+        let cutoff2 = AuditRecordFormat.formatTime(micros: Int64(1_764_000_000 + 330 * 600) * 1_000_000)
+        if let plan2 = try AuditPrune.plan(directory: directory, before: cutoff2) {
+            #expect(plan2.fromSegment == plan.throughSegment + 1 && plan2.firstSeq == plan.lastSeq + 1)
+            let log2 = try AuditLog.open(for: vault)
+            try AuditPrune.prune(plan2, directory: directory, log: log2, actor: actor)
+            log2.close()
+            #expect(try verify(vault, keys).prunedThrough == plan2.lastSeq)
+        }
+        #expect(try AuditPrune.plan(directory: directory, before: "2000-01-01T00:00:00.000000Z") == nil)
+    }
+
+    @Test func segmentsRemovedWithoutAPruneRecordFail() throws {
+        let (vault, keys, directory) = try prunable()
+        unlink(AuditSegments.path(directory, 1))
+        unlink(AuditSegments.path(directory, 2))
+        let report = try verify(vault, keys)
+        #expect(!report.ok && report.problem?.message.contains("segment missing") == true && report.problem?.message.contains("no signed prune record") == true)
+    }
+
+    @Test func aForgedOrEditedPruneRecordFails() throws {
+        // Edited: the prune record's text changed after it was written (its hash and MAC no longer match).
+        do {
+            let (vault, keys, directory) = try prunable()
+            let cutoff = AuditRecordFormat.formatTime(micros: Int64(1_764_000_000 + 200 * 600) * 1_000_000)
+            let plan = try #require(try AuditPrune.plan(directory: directory, before: cutoff))
+            let log = try AuditLog.open(for: vault)
+            try AuditPrune.prune(plan, directory: directory, log: log, actor: actor)
+            log.close()
+            let last = AuditSegments.path(directory, AuditSegments.list(directory).last!)
+            let text = try String(contentsOfFile: last, encoding: .utf8)
+            let edited = text.replacingOccurrences(of: "removed segments 1–\(plan.throughSegment): seq 1–\(plan.lastSeq)",
+                                                   with: "removed segments 1–\(plan.throughSegment): seq 1–\(plan.lastSeq + 5)")
+            #expect(edited != text)
+            try edited.write(toFile: last, atomically: false, encoding: .utf8)
+            #expect(!(try verify(vault, keys).ok))
+        }
+        // Forged by someone holding the key: a prune record whose last hash is not what the removed
+        // segments ended with. The first remaining record does not chain from it.
+        let other = TempDir()
+        let (vault, keys) = try mixedLog(other)
+        let directory = vault.home.auditDirectory
+        let cutoff = AuditRecordFormat.formatTime(micros: Int64(1_764_000_000 + 200 * 600) * 1_000_000)
+        var plan = try #require(try AuditPrune.plan(directory: directory, before: cutoff))
+        plan.lastHash = String(repeating: "0", count: 64)
+        let log = try AuditLog.open(for: vault)
+        try AuditPrune.prune(plan, directory: directory, log: log, actor: actor)
+        log.close()
+        let report = try verify(vault, keys)
+        #expect(!report.ok && report.problem?.seq == plan.lastSeq + 1, "\(String(describing: report.problem))")
+        withExtendedLifetime(other) {}
+    }
+}
