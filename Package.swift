@@ -32,6 +32,9 @@ let package = Package(
             providers: [.apt(["libsodium-dev"])]),
 
         // The only other C: SO_PEERCRED (needs _GNU_SOURCE) and process hardening.
+        // zlib, for gzip-compressed old audit segments (the audit module alone uses it).
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+
         .target(name: "CSystemShims"),
 
         // Sealing, key material and secure memory: the only module that touches libsodium.
@@ -68,7 +71,7 @@ let package = Package(
         .target(name: "VaultStores", dependencies: ["VaultCore", "VaultCrypto", "VaultSQLite", "VaultPostgres", "MetaLifecycle", "VaultAudit"], swiftSettings: strict),
 
         // The audit log: chained, signed JSON Lines made durable by group commit; verification and reports.
-        .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto", "VaultWire", "CSystemShims", .product(name: "Metrics", package: "swift-metrics")],
+        .target(name: "VaultAudit", dependencies: ["VaultCore", "VaultCrypto", "VaultWire", "CSystemShims", "CZlib", .product(name: "Metrics", package: "swift-metrics")],
                 swiftSettings: strict),
 
         // The Graph API calls the vault makes (URLSession from FoundationNetworking: no extra HTTP stack to build).

@@ -6,6 +6,7 @@
 #   - `audit query --token tok-7 --since 30d` through the index (--count and --json), and without it;
 #   - full scans with a filter the index cannot answer (`--token-hmac`) and `--outcome denied --no-index`,
 #     beside `grep -c` of the same literal;
+#   - `audit report --html --since 30d` (verification of the whole log included);
 #   - the daemon's 32-client audited throughput with `audit.index` on and off, alternating (tvload).
 #   env: T (the release tokenvault), L (the loadgen instruments), D (a scratch directory), R (the results file)
 set -euo pipefail
@@ -57,6 +58,9 @@ q "token_hmac scan count" "\"token_hmac\":\"$hmac\"" --token-hmac "$hmac" --coun
 q "outcome denied scan count" '"outcome":"denied"' --outcome denied --no-index --count
 q "outcome denied index count" '"outcome":"denied"' --outcome denied --count
 cd - >/dev/null
+echo "== audit report --html of the last 30 days (at ${SECONDS} s)"
+s=$(date +%s.%N); "$T" audit report --html "$H/report.html" --since 30d 2>"$H/report.txt"; e=$(date +%s.%N)
+rec "{\"bench\":\"audit-report\",\"records\":$(grep -o 'wrote [^:]*: [0-9]*' "$H/report.txt" | grep -o '[0-9]*$'),\"seconds\":$(secs "$s" "$e")}"
 rm -rf "$H"
 
 echo "== the index's cost on the daemon's audited throughput (at ${SECONDS} s)"

@@ -141,6 +141,9 @@ done
 echo "== delivery: run, watch, the credential socket (at ${SECONDS} s)"
 T=$T D=$D R=$R "$ROOT/scripts/bench-delivery.sh"
 
+echo "== the auditor's side: 10M records, the index, the report (at ${SECONDS} s)"
+T=$T L=$L D=$D R=$R "$ROOT/scripts/bench-audit.sh"
+
 echo "== the shared store: PostgreSQL beside SQLite (at ${SECONDS} s)"
 T=$T L=$L D=$D R=$R "$ROOT/scripts/with-postgres.sh" "$ROOT/scripts/bench-shared.sh"
 

@@ -16,7 +16,7 @@ struct AuditCommand: ParsableCommand {
               tokenvault audit query --token acme/ads --since 30d
               tokenvault audit query --token acme/ads --outcome denied --json | jq .
             """,
-        subcommands: [Verify.self, Query.self, Tail.self, Hash.self, PublicKey.self, Report.self, Index.self, Prune.self, Ship.self])
+        subcommands: [Verify.self, Query.self, Tail.self, Hash.self, PublicKey.self, Report.self, Index.self, Prune.self, Compress.self, Ship.self])
 
     struct Filters: ParsableArguments {
         @Option(help: "Only this token (a trailing * matches a prefix).") var token: String?
@@ -287,6 +287,51 @@ struct AuditCommand: ParsableCommand {
                 }
             }
             print("removed \(what); the audit_prune record in the log says so")
+        }
+    }
+
+    struct Compress: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "compress",
+            abstract: "Compress finished audit segments with gzip; query, verify and report read them as they are.",
+            discussion: """
+                Each finished segment (never the newest) becomes audit-NNNNNN.jsonl.gz, holding the very same \
+                bytes: the compressed copy is synced, read back and compared before the plain file is removed, \
+                so the chain, the signatures and the index are unchanged. `zcat` reads them too.
+
+                Compress what is older than a week:
+                  tokenvault audit compress --before 7d
+                """)
+
+        @OptionGroup var vault: VaultOptions
+        @Option(help: "Only segments whose records are all older than this: 2026-11-01, or 7d ago.") var before: String?
+
+        func run() throws {
+            let cutoff = try before.map { b in
+                guard let t = AuditFilter.parseTime(b) else { throw ValidationError("--before: cannot read the time \"\(b)\"") }
+                return t
+            }
+            let dir = vault.vaultHome.auditDirectory
+            let segments = AuditSegments.list(dir)
+            var done = 0, plain = 0, packed = 0
+            let started = Date()
+            for segment in segments.dropLast() where !AuditSegments.isCompressed(dir, segment) {
+                if let cutoff {
+                    guard let last = AuditPrune.lastTime(directory: dir, segment: segment), last < cutoff else { continue }
+                }
+                do {
+                    let sizes = try AuditSegments.compress(directory: dir, segment: segment)
+                    (done, plain, packed) = (done + 1, plain + sizes.plain, packed + sizes.compressed)
+                } catch {
+                    throw CLIFailure(message: "error: \(error)", exit: .failure)
+                }
+            }
+            guard done > 0 else {
+                print("nothing to compress: every finished segment\(cutoff.map { " with records after \($0)" } ?? "") is already compressed or still in use")
+                return
+            }
+            print("compressed \(done) segment(s): \(plain) bytes to \(packed) (\(plain > 0 ? packed * 100 / plain : 0)%), "
+                  + String(format: "in %.2f s", Date().timeIntervalSince(started)))
         }
     }
 

@@ -145,11 +145,17 @@ public final class AuditShipper: Sendable {
         for segment in AuditSegments.list(directory) {
             if let s = start, segment < s.segment { continue }
             let base = start.flatMap { $0.segment == segment ? $0.offset : nil } ?? 0
-            guard let handle = FileHandle(forReadingAtPath: AuditSegments.path(directory, segment)) else { continue }
-            defer { try? handle.close() }
-            // Only the part after the cursor is read: a busy segment grows by megabytes a second.
-            guard (try? handle.seek(toOffset: UInt64(base))) != nil, let data = try? handle.readToEnd() else { continue }
-            let bytes = [UInt8](data)
+            let bytes: [UInt8]
+            if AuditSegments.isCompressed(directory, segment) {
+                guard let file = AuditSegments.open(directory, segment) else { continue }
+                bytes = withExtendedLifetime(file) { Array(file.bytes.dropFirst(base)) }
+            } else {
+                guard let handle = FileHandle(forReadingAtPath: AuditSegments.path(directory, segment)) else { continue }
+                defer { try? handle.close() }
+                // Only the part after the cursor is read: a busy segment grows by megabytes a second.
+                guard (try? handle.seek(toOffset: UInt64(base))) != nil, let data = try? handle.readToEnd() else { continue }
+                bytes = [UInt8](data)
+            }
             var lineStarts: [Int] = []
             var position = 0, end = 0, firstSeq: Int64?
             while position < bytes.count, lineStarts.count < max {
@@ -229,8 +235,8 @@ public enum AuditStoreCopy {
 public enum AuditLocalLog {
     public static func records(in directory: String, _ body: (AuditCopyRecord) throws -> Void) throws {
         for segment in AuditSegments.list(directory) {
-            guard let data = FileManager.default.contents(atPath: AuditSegments.path(directory, segment)) else { continue }
-            let bytes = [UInt8](data)
+            guard let file = AuditSegments.open(directory, segment) else { continue }
+            let bytes = withExtendedLifetime(file) { [UInt8](file.bytes) }
             var position = 0
             while position < bytes.count, let nl = bytes[position...].firstIndex(of: 0x0a) {
                 let line = bytes[position..<nl]

@@ -36,8 +36,8 @@ public struct AuditIndex {
     /// over the old one). Returns how many lines it covers. Segments of 4 GiB or more are not indexed.
     @discardableResult
     public static func build(directory: String, segment: Int) throws -> Int {
-        let source = AuditSegments.path(directory, segment)
-        guard let file = MappedFile(path: source, sequential: true) else {
+        let source = AuditSegments.file(directory, segment)
+        guard let file = AuditSegments.open(directory, segment, sequential: true) else {
             throw AuditWriteError(description: "cannot read \(source): \(String(cString: strerror(errno)))")
         }
         defer { withExtendedLifetime(file) {} }  // mapped until the index is written
@@ -179,7 +179,7 @@ public struct AuditIndex {
 
     /// Whether the segment has an index that still describes all of it.
     public static func isCurrent(directory: String, segment: Int) -> Bool {
-        guard let file = MappedFile(path: AuditSegments.path(directory, segment)),
+        guard let file = AuditSegments.open(directory, segment),
               let idx = AuditIndex(directory: directory, segment: segment, segmentBytes: file.bytes) else { return false }
         return withExtendedLifetime(file) { idx.covered == file.bytes.count }
     }
@@ -195,7 +195,9 @@ public struct AuditIndex {
             let start = Int(truncatingIfNeeded: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: at, as: UInt64.self)))
             let end = i + 1 < blockCount
                 ? Int(truncatingIfNeeded: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: at + Self.blockSize, as: UInt64.self))) : covered
-            guard start <= end, end <= covered else { return [0..<covered] }
+            // Blocks run on, in order, inside the covered part: anything else is a damaged index, and the
+            // whole covered part is read.
+            guard start <= end, end <= covered, start >= (out.last?.upperBound ?? 0) else { return [0..<covered] }
             let minTime = UnsafeRawBufferPointer(rebasing: b[(at + 8)..<(at + 35)])
             let maxTime = UnsafeRawBufferPointer(rebasing: b[(at + 35)..<(at + 62)])
             if let until = m.filter.until.map({ Array($0.utf8) }), AuditMatcher.compare(minTime, until) >= 0 { continue }

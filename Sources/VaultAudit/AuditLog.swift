@@ -110,6 +110,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         }
         try withFileLock {
             segment = AuditSegments.list(directory).last ?? 1
+            // A newest segment that only exists compressed is finished: the log carries on in the next one.
+            if AuditSegments.isCompressed(directory, segment) { segment += 1 }
             try openSegment(segment)
             try repairAndReadTail()
         }
@@ -480,12 +482,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
                 lastSigned = true  // nothing to vouch for
                 return
             }
-            let prev = Glibc.open(AuditSegments.path(directory, segment - 1), O_RDONLY | O_CLOEXEC)
-            guard prev >= 0 else { throw AuditWriteError(description: "cannot read the previous audit segment") }
-            defer { Glibc.close(prev) }
-            var st = stat()
-            fstat(prev, &st)
-            guard case .record(let seq, let hash, _, let signed) = AuditSegments.tail(fd: prev, size: st.st_size) else {
+            guard case .record(let seq, let hash, _, let signed) = AuditSegments.tail(directory, segment - 1) else {
                 throw AuditWriteError(description: "the previous audit segment has no valid last record; run `tokenvault audit verify`")
             }
             lastSeq = seq
@@ -547,13 +544,15 @@ public enum AuditSegments {
         return directory + "/audit-" + String(repeating: "0", count: max(0, 6 - digits.count)) + digits + ".jsonl"
     }
 
-    /// The segment numbers present, ascending.
+    /// The segment numbers present (plain or compressed), ascending.
     public static func list(_ directory: String) -> [Int] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.compactMap { name -> Int? in
-            guard name.hasPrefix("audit-"), name.hasSuffix(".jsonl") else { return nil }
-            return Int(name.dropFirst(6).dropLast(6))
-        }.sorted()
+        return Set(names.compactMap { name -> Int? in
+            guard name.hasPrefix("audit-") else { return nil }
+            if name.hasSuffix(".jsonl") { return Int(name.dropFirst(6).dropLast(6)) }
+            if name.hasSuffix(".jsonl.gz") { return Int(name.dropFirst(6).dropLast(9)) }
+            return nil
+        }).sorted()
     }
 
     enum Tail {
@@ -562,6 +561,26 @@ public enum AuditSegments {
         /// The last complete record's seq and hash, where the complete lines end, and whether it is signed.
         case record(Int64, [UInt8], off_t, signed: Bool)
         case corrupt
+    }
+
+    /// The last complete record of a segment, plain or compressed.
+    static func tail(_ directory: String, _ index: Int) -> Tail {
+        if isCompressed(directory, index) {
+            guard let file = open(directory, index) else { return .corrupt }
+            return withExtendedLifetime(file) {
+                let b = file.bytes
+                guard let lastNewline = b.lastIndex(of: 0x0a) else { return b.isEmpty ? .empty(0) : .corrupt }
+                let lineStart = b[..<lastNewline].lastIndex(of: 0x0a).map { $0 + 1 } ?? 0
+                guard let parsed = AuditRecordFormat.parse(UnsafeRawBufferPointer(rebasing: b[lineStart..<lastNewline])) else { return .corrupt }
+                return .record(parsed.seq, parsed.hash.bytes, off_t(lastNewline + 1), signed: parsed.signature != nil)
+            }
+        }
+        let fd = Glibc.open(path(directory, index), O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .corrupt }
+        defer { Glibc.close(fd) }
+        var st = stat()
+        fstat(fd, &st)
+        return tail(fd: fd, size: st.st_size)
     }
 
     /// The last complete record of a file.

@@ -57,8 +57,8 @@ public enum AuditPrune {
         var last: (seq: Int64, hash: [UInt8], time: String)
     }
 
-    static func ends(_ path: String) -> Ends? {
-        guard let file = MappedFile(path: path) else { return nil }
+    static func ends(_ directory: String, _ index: Int) -> Ends? {
+        guard let file = AuditSegments.open(directory, index) else { return nil }
         return withExtendedLifetime(file) {
             let b = file.bytes
             guard b.count > 0 else { return nil }
@@ -75,6 +75,11 @@ public enum AuditPrune {
         }
     }
 
+    /// The time of a segment's last record (nil when it does not end with one).
+    public static func lastTime(directory: String, segment: Int) -> String? {
+        ends(directory, segment)?.last.time
+    }
+
     /// What `prune --before` would remove: the oldest finished segments, in a row from the first one
     /// present, each of whose records is older than `before` (the newest segment is never removed).
     /// Nil when none qualifies.
@@ -83,8 +88,8 @@ public enum AuditPrune {
         var chosen: [(index: Int, ends: Ends)] = []
         for (n, index) in segments.enumerated() where n < segments.count - 1 {
             guard chosen.isEmpty || chosen.last!.index == index - 1 else { break }
-            guard let e = ends(AuditSegments.path(directory, index)) else {
-                throw PruneError(description: "\(AuditSegments.path(directory, index)) does not begin and end with a record; run `tokenvault audit verify`")
+            guard let e = ends(directory, index) else {
+                throw PruneError(description: "\(AuditSegments.file(directory, index)) does not begin and end with a record; run `tokenvault audit verify`")
             }
             guard e.last.time < before else { break }
             chosen.append((index, e))
@@ -101,7 +106,7 @@ public enum AuditPrune {
         let event = AuditEvent(action: AuditPruneRecord.action, channel: .cli, actor: actor, outcome: .granted, reason: record.reason)
         try log.appendAndWait(event, secret: nil)
         for index in record.fromSegment...record.throughSegment {
-            for path in [AuditSegments.path(directory, index), AuditIndex.path(directory, index)] where unlink(path) != 0 && errno != ENOENT {
+            for path in [AuditSegments.path(directory, index), AuditSegments.compressedPath(directory, index), AuditIndex.path(directory, index)] where unlink(path) != 0 && errno != ENOENT {
                 throw PruneError(description: "cannot remove \(path): \(String(cString: strerror(errno)))")
             }
         }

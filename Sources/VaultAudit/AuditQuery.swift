@@ -99,7 +99,7 @@ public enum AuditQuery {
         var stats = AuditQueryStats()
         let segments = AuditSegments.list(directory)
         for (n, index) in segments.enumerated() {
-            guard let file = MappedFile(path: AuditSegments.path(directory, index), sequential: true) else { continue }
+            guard let file = AuditSegments.open(directory, index, sequential: true) else { continue }
             defer { withExtendedLifetime(file) {} }  // mapped until the segment is done
             let bytes = file.bytes
             stats.segments += 1
@@ -115,10 +115,15 @@ public enum AuditQuery {
             let ranges = idx.ranges(for: m)
             // Lines not laid out as records are written have no entry but field 0's: always read them.
             let unindexed = idx.unindexed
+            // Lines are read in order and each at most once, whatever the index says (a damaged one may
+            // list a line twice, or point into the middle of one already read).
+            var readUpTo = 0
             func visit(_ offset: UInt32) {
                 let at = Int(offset)
-                guard at < idx.covered else { return }
-                AuditScan.visit(bytes, at..<AuditScan.lineEnd(bytes, from: at, limit: idx.covered), m, emit)
+                guard at < idx.covered, at >= readUpTo else { return }
+                let end = AuditScan.lineEnd(bytes, from: at, limit: idx.covered)
+                readUpTo = end + 1
+                AuditScan.visit(bytes, at..<end, m, emit)
             }
             if let candidates = idx.candidates(for: m) {
                 var kept: [UInt32] = []
@@ -132,7 +137,9 @@ public enum AuditQuery {
                 var u = 0
                 for range in ranges {
                     while u < unindexed.count, Int(unindexed[u]) < range.lowerBound { visit(unindexed[u]); u += 1 }
-                    AuditScan.scan(bytes, range: range, m, emit)
+                    let from = max(range.lowerBound, readUpTo)
+                    if from < range.upperBound { AuditScan.scan(bytes, range: from..<range.upperBound, m, emit) }
+                    readUpTo = max(readUpTo, range.upperBound)
                     while u < unindexed.count, range.contains(Int(unindexed[u])) { u += 1 }
                 }
                 while u < unindexed.count { visit(unindexed[u]); u += 1 }

@@ -201,6 +201,17 @@ struct AuditMatcher {
 final class MappedFile {
     let bytes: UnsafeRawBufferPointer
     private let length: Int
+    /// Memory of our own (a decompressed segment) rather than a mapping.
+    private var owned = false
+
+    /// Bytes held in memory, as if they were a mapped file (a decompressed segment).
+    init(owning data: [UInt8]) {
+        length = data.count
+        owned = true
+        let p = UnsafeMutableRawPointer.allocate(byteCount: max(1, data.count), alignment: 16)
+        data.withUnsafeBytes { if let b = $0.baseAddress { p.copyMemory(from: b, byteCount: data.count) } }
+        bytes = UnsafeRawBufferPointer(start: p, count: data.count)
+    }
 
     init?(path: String, sequential: Bool = false) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -219,7 +230,8 @@ final class MappedFile {
     }
 
     deinit {
-        if let p = bytes.baseAddress { munmap(UnsafeMutableRawPointer(mutating: p), length) }
+        guard let p = bytes.baseAddress else { return }
+        if owned { UnsafeMutableRawPointer(mutating: p).deallocate() } else { munmap(UnsafeMutableRawPointer(mutating: p), length) }
     }
 }
 

@@ -86,7 +86,9 @@ public enum AuditVerifier {
 
     /// A file's bytes with one copy (not Data, then an Array of it).
     static func readWhole(_ path: String) -> [UInt8]? {
-        withOpenFile(path) { fd, size in readAll(fd, size) }
+        let bytes = withOpenFile(path) { fd, size in readAll(fd, size) }
+        guard path.hasSuffix(".gz") else { return bytes }
+        return bytes.flatMap { b in try? b.withUnsafeBytes { try Gzip.decompress($0) } }
     }
 
     private static func readAll(_ fd: Int32, _ size: Int) -> [UInt8]? {
@@ -223,7 +225,14 @@ public enum AuditVerifier {
     /// that is not right — the caller then runs the slower exact pass, which names the record and the fault.
     static func verifyFast(path: String, expectedSeq: Int64, previous: AuditDigest, keys: AuditKeys?,
                            publicKey: [UInt8]?, checkpointSeq: Int64?) -> SegmentSummary? {
-        withOpenFile(path) { fd, size in
+        if path.hasSuffix(".gz") {
+            guard let bytes = readWhole(path) else { return nil }
+            return bytes.withUnsafeBytes { raw in
+                verifyBytes(raw.baseAddress ?? UnsafeRawPointer(bitPattern: 1)!, size: raw.count, expectedSeq: expectedSeq, previous: previous,
+                            keys: keys, publicKey: publicKey, checkpointSeq: checkpointSeq)
+            }
+        }
+        return withOpenFile(path) { fd, size in
             verifyMapped(fd: fd, size: size, expectedSeq: expectedSeq, previous: previous, keys: keys,
                          publicKey: publicKey, checkpointSeq: checkpointSeq)
         }
@@ -234,6 +243,15 @@ public enum AuditVerifier {
         guard size > 0 else { return SegmentSummary(lastSeq: expectedSeq - 1, lastHash: previous) }
         guard let map = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd, 0), map != MAP_FAILED else { return nil }
         defer { munmap(map, size) }
+        return verifyBytes(UnsafeRawPointer(map), size: size, expectedSeq: expectedSeq, previous: previous, keys: keys,
+                           publicKey: publicKey, checkpointSeq: checkpointSeq)
+    }
+
+    /// ``verifyFast(path:expectedSeq:previous:keys:publicKey:checkpointSeq:)`` of bytes in memory (mapped, or
+    /// a compressed segment decompressed).
+    static func verifyBytes(_ map: UnsafeRawPointer, size: Int, expectedSeq: Int64, previous: AuditDigest, keys: AuditKeys?,
+                            publicKey: [UInt8]?, checkpointSeq: Int64?) -> SegmentSummary? {
+        guard size > 0 else { return SegmentSummary(lastSeq: expectedSeq - 1, lastHash: previous) }
         let raw = UnsafeRawBufferPointer(start: map, count: size)
         guard raw[size - 1] == 0x0a else { return nil }  // a cut-off last line
 
@@ -243,7 +261,7 @@ public enum AuditVerifier {
         for k in 1..<workers {
             let guess = max(starts.last!, size * k / workers)
             guard let nl = memchr(map + guess, 0x0a, size - guess) else { break }
-            let next = map.distance(to: nl) + 1
+            let next = map.distance(to: UnsafeRawPointer(nl)) + 1
             if next < size && next > starts.last! { starts.append(next) }
         }
         starts.append(size)
@@ -361,7 +379,7 @@ public enum AuditVerifier {
         }
 
         for (position, index) in segments.enumerated() {
-            let path = AuditSegments.path(directory, index)
+            let path = AuditSegments.file(directory, index)
             if index != firstSegment + position {
                 report.problem = Problem(file: AuditSegments.path(directory, firstSegment + position), line: 0, seq: nil,
                                          message: "segment missing: the log jumps to \(path)" + (firstSegment == 1 && position == 0
@@ -383,7 +401,8 @@ public enum AuditVerifier {
             }
             // Something is wrong in this segment: the exact pass below finds the first bad record and says why.
             guard let bytes = readWhole(path) else {
-                report.problem = Problem(file: path, line: 0, seq: nil, message: "cannot read the segment")
+                report.problem = Problem(file: path, line: 0, seq: nil, message: path.hasSuffix(".gz")
+                    ? "cannot read the compressed segment: its gzip data is damaged or cut short" : "cannot read the segment")
                 return report
             }
             // Pass 1: find the lines, parse them on every core, then check seq continuity in order.
@@ -462,7 +481,7 @@ public enum AuditVerifier {
                 prevHash = last.parsed.hash
             }
         }
-        let last = segments.last.map { AuditSegments.path(directory, $0) } ?? directory
+        let last = segments.last.map { AuditSegments.file(directory, $0) } ?? directory
         if keys != nil {
             report.checkedCheckpoint = vouched != nil
             if let vouchProblem {

@@ -177,8 +177,8 @@ public enum AuditWitnessCheck {
         var lastSeq: Int64 = 0, firstSeq = Int64.max
         let segments = AuditSegments.list(directory)
         for index in segments {
-            let path = AuditSegments.path(directory, index)
-            guard let file = MappedFile(path: path, sequential: true) else { continue }
+            let path = AuditSegments.file(directory, index)
+            guard let file = AuditSegments.open(directory, index, sequential: true) else { continue }
             withExtendedLifetime(file) {
                 let bytes = file.bytes
                 var start = 0, lineNumber = 0

@@ -149,6 +149,33 @@ struct AuditScaleTests {
         #expect(query(directory, AuditFilter(), index: true).stats.indexed == segments.count)
     }
 
+    @Test func aHostileIndexNeverCrashesAQueryNorAddsOrRepeatsARecord() throws {
+        let (vault, keys) = try mixedLog(dir)
+        let directory = vault.home.auditDirectory
+        let segment = AuditSegments.list(directory)[1]
+        try AuditIndex.build(directory: directory, segment: segment)
+        let path = AuditIndex.path(directory, segment)
+        let good = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        var rng = SystemRandomNumberGenerator()
+        let checks = Array(filters(keys).prefix(12))
+        for round in 0..<150 {
+            var bytes = good
+            // Past the header (whose hash check would refuse the index outright): keys, blocks, postings.
+            for _ in 0..<(1 + round % 8) {
+                let at = Int.random(in: AuditIndex.headerSize..<bytes.count, using: &rng)
+                bytes[at] = UInt8.random(in: 0...255, using: &rng)
+            }
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            for filter in checks {
+                let got = query(directory, filter, index: true).entries
+                let all = Set(reference(directory, filter).map(\.seq))
+                #expect(got.allSatisfy { filter.matches($0) && all.contains($0.seq) }, "round \(round): a record that does not match")
+                #expect(Set(got.map(\.seq)).count == got.count, "round \(round): a record twice")
+                #expect(got.map(\.seq) == got.map(\.seq).sorted(), "round \(round): out of order")
+            }
+        }
+    }
+
     @Test func aForgedIndexNeverHidesARecordFromVerify() throws {
         let (vault, keys) = try mixedLog(dir)
         let directory = vault.home.auditDirectory
@@ -515,5 +542,78 @@ struct AuditPruneTests {
         let report = try verify(vault, keys)
         #expect(!report.ok && report.problem?.seq == plan.lastSeq + 1, "\(String(describing: report.problem))")
         withExtendedLifetime(other) {}
+    }
+}
+
+@Suite("Audit compression: old segments gzip'd, read as they are")
+struct AuditCompressTests {
+    let dir = TempDir()
+
+    @Test func compressedSegmentsVerifyQueryIndexAndCarryOn() throws {
+        let (vault, keys) = try mixedLog(dir)
+        let directory = vault.home.auditDirectory
+        let segments = AuditSegments.list(directory)
+        let before = AuditQuery.entries(directory: directory)
+        let sizeBefore = segments.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: AuditSegments.path(directory, $1))[.size] as? Int) ?? 0) }
+        for s in segments.dropLast() {
+            try AuditIndex.build(directory: directory, segment: s)
+            _ = try AuditSegments.compress(directory: directory, segment: s)
+            #expect(AuditSegments.isCompressed(directory, s) && access(AuditSegments.path(directory, s), F_OK) != 0)
+        }
+        #expect(AuditSegments.list(directory) == segments)
+        // zcat of a compressed segment is the original bytes: other tools read it too.
+        let zcat = try runProcess("/bin/sh", ["-c", "zcat '\(AuditSegments.compressedPath(directory, segments[0]))' | head -c 7"])
+        #expect(zcat.stdout == "{\"seq\":")
+
+        let report = AuditVerifier.verify(directory: directory, keys: keys, publicKey: nil, checkpoint: try vault.auditCheckpoint())
+        #expect(report.ok && report.records == 400, "\(String(describing: report.problem))")
+        #expect(AuditQuery.entries(directory: directory) == before)
+        var f = AuditFilter()
+        f.token = "tok-7"
+        var indexed = 0
+        let stats = AuditQuery.each(directory: directory, filter: f) { _ in indexed += 1 }
+        #expect(stats.indexed == segments.count - 1 && indexed == before.filter { $0.token == "tok-7" }.count)
+
+        // The writer carries on after compressed segments; the chain runs on across them.
+        let log = try AuditLog.open(for: vault)
+        try log.appendAndWait(event(1), secret: nil)
+        log.close()
+        #expect(AuditVerifier.verify(directory: directory, keys: keys, publicKey: nil, checkpoint: try vault.auditCheckpoint()).ok)
+        let sizeAfter = AuditSegments.list(directory).reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: AuditSegments.file(directory, $1))[.size] as? Int) ?? 0) }
+        #expect(sizeAfter < sizeBefore / 2, "\(sizeAfter) of \(sizeBefore) bytes")
+
+        // A damaged compressed segment fails verify (it cannot be read back), naming it.
+        let gz = AuditSegments.compressedPath(directory, segments[1])
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: gz)))
+        bytes[bytes.count / 2] ^= 0xff
+        try Data(bytes).write(to: URL(fileURLWithPath: gz))
+        let damaged = AuditVerifier.verify(directory: directory, keys: keys, publicKey: nil, checkpoint: try vault.auditCheckpoint())
+        #expect(!damaged.ok && damaged.problem?.file.hasSuffix(".jsonl.gz") == true, "\(String(describing: damaged.problem))")
+    }
+
+    @Test func aNewestSegmentThatWasCompressedIsNeverWrittenAgain() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        let log = try AuditLog.open(for: vault)
+        for i in 1...5 { try log.appendAndWait(event(i), secret: nil) }
+        log.close()
+        let directory = vault.home.auditDirectory
+        _ = try AuditSegments.compress(directory: directory, segment: 1)
+        let again = try AuditLog.open(for: vault)
+        try again.appendAndWait(event(6), secret: nil)
+        again.close()
+        #expect(AuditSegments.list(directory) == [1, 2] && AuditSegments.isCompressed(directory, 1) && !AuditSegments.isCompressed(directory, 2))
+        let keys = AuditKeys(auditKey: try vault.auditKey())
+        let report = AuditVerifier.verify(directory: directory, keys: keys, publicKey: nil, checkpoint: try vault.auditCheckpoint())
+        #expect(report.ok && report.lastSeq == 6, "\(String(describing: report.problem))")
+    }
+
+    @Test func gzipRoundTripsAndRefusesDamage() throws {
+        for size in [0, 1, 100, 1 << 20] {
+            let data = (0..<size).map { UInt8(truncatingIfNeeded: $0 * 7 / 3) }
+            let packed = try data.withUnsafeBytes { try Gzip.compress($0) }
+            #expect(try packed.withUnsafeBytes { try Gzip.decompress($0) } == data)
+        }
+        let packed = try Array("hello".utf8).withUnsafeBytes { try Gzip.compress($0) }
+        #expect(throws: (any Error).self) { try Array(packed.prefix(packed.count - 6)).withUnsafeBytes { try Gzip.decompress($0) } }
     }
 }
