@@ -123,7 +123,7 @@ struct BenchCommand: ParsableCommand {
                     if i % 11 == 3 { event.action = "get+proof" }
                     if i % 53 == 7 { (event.outcome, event.reason) = (.denied, "no policy rule allows it") }
                 }
-                let time = now - span + (count > 1 ? span * Int64(i) / Int64(count - 1) : 0)
+                let time = now - span + (count > 1 ? Int64(Double(span) * Double(i) / Double(count - 1)) : 0)
                 let completion: @Sendable (Result<Void, any Error>) -> Void = { _ in
                     remaining.lock()
                     left -= 1

@@ -162,7 +162,7 @@ public struct AuditIndex {
         let covered = u64(8), lastOffset = u64(16)
         let (records, blocks, keys, postings, names) = (u32(56), u32(60), u32(64), u32(68), u32(72))
         let namesAt = Self.headerSize + blocks * Self.blockSize + keys * Self.keySize
-        guard covered <= segmentBytes.count, lastOffset < covered, namesAt + names + 4 * postings == b.count else { return nil }
+        guard covered >= 0, lastOffset >= 0, covered <= segmentBytes.count, lastOffset < covered, namesAt + names + 4 * postings == b.count else { return nil }
         // The record the index ended on must still be there, with the same chain hash.
         let lineEnd = AuditScan.lineEnd(segmentBytes, from: lastOffset, limit: segmentBytes.count)
         guard lineEnd + 1 == covered,

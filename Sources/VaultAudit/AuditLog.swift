@@ -395,6 +395,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         guard let checkpoint else { return }
         let now = Date().timeIntervalSince1970
         guard force || now - lastCheckpoint >= options.checkpointInterval else { return }
+        // A forced checkpoint (idle, close) waits for one still being written rather than being skipped.
+        if force { checkpointQueue.sync {} }
         pthread_mutex_lock(&mutex)  // read under the lock by the flusher's wait and by `status`
         let due = lastSeq > checkpointedSeq && !checkpointPending
         if due { checkpointPending = true }

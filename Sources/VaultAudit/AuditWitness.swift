@@ -220,6 +220,11 @@ public enum AuditWitnessCheck {
             lastGood = s.seq
             result.matchedThrough = s.seq
         }
+        if result.statements == 0 {
+            result.problem = .init(file: witnessFile, line: 0, seq: nil, message: "every witnessed record (\(result.pruned)) is before the log's "
+                + "first record: nothing is left to compare, so the witness file vouches for none of this log (a prune keeps its own "
+                + "signed record, which is witnessed: a real prune leaves at least that statement)")
+        }
         return result
     }
 }
