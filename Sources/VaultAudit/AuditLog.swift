@@ -356,6 +356,12 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         if endOffset >= off_t(options.segmentBytes) { try rotate() }
     }
 
+    private func isStopping() -> Bool {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return stopping
+    }
+
     private func nothingPending() -> Bool {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
@@ -395,8 +401,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         guard let checkpoint else { return }
         let now = Date().timeIntervalSince1970
         guard force || now - lastCheckpoint >= options.checkpointInterval else { return }
-        // A forced checkpoint (idle, close) waits for one still being written rather than being skipped.
-        if force { checkpointQueue.sync {} }
+        // At close, the last checkpoint waits for one still being written rather than being skipped (every
+        // record is complete by then, so no appender holds the store while waiting for the flusher). Idle, it
+        // is never waited for: an appender may hold the store's write transaction (see above).
+        if force, isStopping() { checkpointQueue.sync {} }
         pthread_mutex_lock(&mutex)  // read under the lock by the flusher's wait and by `status`
         let due = lastSeq > checkpointedSeq && !checkpointPending
         if due { checkpointPending = true }
