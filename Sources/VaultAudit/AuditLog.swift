@@ -538,13 +538,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// Where finished segments are indexed: one at a time, at a low priority, never on the flusher.
     static let indexQueue = DispatchQueue(label: "tokenvault-audit-index", qos: .utility)
 
-    private func syncDirectory() {
-        let d = Glibc.open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if d >= 0 {
-            fsync(d)
-            Glibc.close(d)
-        }
-    }
+    private func syncDirectory() { AuditSegments.syncDirectory(directory) }
 }
 
 /// Naming and reading of segment files: `audit-000001.jsonl`, `audit-000002.jsonl`, …

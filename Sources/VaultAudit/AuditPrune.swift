@@ -110,11 +110,7 @@ public enum AuditPrune {
                 throw PruneError(description: "cannot remove \(path): \(String(cString: strerror(errno)))")
             }
         }
-        let d = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if d >= 0 {
-            fsync(d)
-            close(d)
-        }
+        AuditSegments.syncDirectory(directory)
     }
 
     /// The prune record that accounts for the segments before `firstSegment`: the newest `audit_prune`
