@@ -99,11 +99,15 @@ struct AuditCommand: ParsableCommand {
         @Option(help: ArgumentHelp("The audit directory (default: <home>/audit).", valueName: "dir")) var dir: String?
         @Option(help: ArgumentHelp("Also check the log against witness statements collected off the host.", valueName: "file"))
         var witness: String?
+        @Option(help: ArgumentHelp("With --witness: only the statements of this host (default: this vault's host id; with --pubkey, every statement).",
+                                   valueName: "host-id"))
+        var witnessHost: String?
 
         func run() throws {
             let report: AuditVerifier.Report
             let started = Date()
             var witnessKey: [UInt8] = []
+            var host = witnessHost
             if witness != nil, scope.readsStore(vault) {
                 throw ValidationError("--witness checks this host's log: leave out --all-hosts, --host and --store")
             }
@@ -126,6 +130,7 @@ struct AuditCommand: ParsableCommand {
                 }
                 report = local
                 if witness != nil, let key = try reporting({ try v.existingAuditKey() }) { witnessKey = AuditKeys(auditKey: key).publicKey }
+                host = host ?? v.hostID
             }
             let seconds = Date().timeIntervalSince(started)
             if let problem = report.problem {
@@ -133,7 +138,7 @@ struct AuditCommand: ParsableCommand {
                 throw ExitCode(Exit.integrity.rawValue)
             }
             if let witness {
-                try AuditCommand.witnessCheck(witness, directory: dir ?? vault.vaultHome.auditDirectory, publicKey: witnessKey)
+                try AuditCommand.witnessCheck(witness, directory: dir ?? vault.vaultHome.auditDirectory, publicKey: witnessKey, host: host)
             }
             var what = ["hash chain", "signatures (through seq \(report.signedThrough))"]
             if report.checkedMACs { what.append("MACs") }
@@ -142,6 +147,10 @@ struct AuditCommand: ParsableCommand {
                   + String(format: "in %.2f s", seconds))
             if let pruned = report.prunedThrough {
                 print("pruned: seq 1–\(pruned) were removed, as the signed audit_prune record in the log states (its last hash chains on)")
+            }
+            if let left = report.pruneLeftovers {
+                print("note: segments \(left.lowerBound)–\(left.upperBound) were to be removed by that prune, which was cut short; "
+                      + "they were not checked: `tokenvault audit prune` removes them")
             }
             if pubkey == nil {
                 let cp = report.checkpointSeq.map { "seq \($0)" } ?? "none"
@@ -153,8 +162,8 @@ struct AuditCommand: ParsableCommand {
     }
 
     /// The witness check of `verify --witness`, with the public key (given, or the keyring's).
-    fileprivate static func witnessCheck(_ file: String, directory: String, publicKey: [UInt8]) throws {
-        let r = AuditWitnessCheck.check(directory: directory, witnessFile: file, publicKey: publicKey)
+    fileprivate static func witnessCheck(_ file: String, directory: String, publicKey: [UInt8], host: String?) throws {
+        let r = AuditWitnessCheck.check(directory: directory, witnessFile: file, publicKey: publicKey, host: host)
         if let problem = r.problem {
             print("FAILED against the witness file after \(r.statements) statement(s): \(problem)")
             throw ExitCode(Exit.integrity.rawValue)
@@ -242,7 +251,8 @@ struct AuditCommand: ParsableCommand {
                 newest segment). The log is verified first, and nothing is removed unless it is intact. The \
                 prune record (action audit_prune) names the segments, the first and last seq and their \
                 hashes; `audit verify` then checks the rest of the log from there and reports the pruned range. \
-                With a shared store, records not yet shipped to it are never removed.
+                With a shared store, records not yet shipped to it are never removed. A prune cut short \
+                (a crash between its record and the last removal) is finished by the next run.
 
                 Keep a year:
                   tokenvault audit prune --before 365d
@@ -256,6 +266,17 @@ struct AuditCommand: ParsableCommand {
             guard let cutoff = AuditFilter.parseTime(before) else { throw ValidationError("--before: cannot read the time \"\(before)\"") }
             let v = try vault.openVault()
             let dir = v.home.auditDirectory
+            if let (record, left) = AuditPrune.interrupted(directory: dir) {
+                let what = "segments \(left.lowerBound)–\(left.upperBound), left behind by the prune of segments \(record.fromSegment)–\(record.throughSegment)"
+                if dryRun {
+                    print("would finish removing \(what)")
+                } else {
+                    do { try AuditPrune.finishInterrupted(directory: dir) } catch {
+                        throw CLIFailure(message: "error: \(error)", exit: .failure)
+                    }
+                    print("removed \(what) (its audit_prune record is already in the log)")
+                }
+            }
             let plan: AuditPruneRecord
             do {
                 guard let p = try AuditPrune.plan(directory: dir, before: cutoff) else {
@@ -480,7 +501,7 @@ struct AuditCommand: ParsableCommand {
             // With a period, the records before it are read too: they say who is a new reader.
             var scan = f
             scan.since = nil
-            AuditQuery.each(directory: v.home.auditDirectory, filter: scan) { builder.add($0.entry) }
+            AuditQuery.each(directory: v.home.auditDirectory, filter: scan) { builder.add($0) }
             let data = builder.finish(verification: verification, context: try context(v))
             try write(AuditReport.html(data, generated: Date()))
             printErr("wrote \(html): \(data.records) records, verification \(verification.ok ? "OK" : "FAILED")")

@@ -86,35 +86,198 @@ public enum AuditReport {
                                      "audit_prune"]
     static let adminRows = 500
 
-    /// Accumulates a report from records, oldest first. Records before the period only teach it who
-    /// read before (for "new readers"); records after it are ignored.
+    /// Accumulates a report from records. Records before the period only teach it who read before (for
+    /// "new readers"); records after it are ignored. Records straight from a scan (``add(_:)`` with an
+    /// ``AuditMatch``) are counted from their fields in place: days, tokens and callers are interned to
+    /// small integers, and only the rows the page shows are ever turned into text, so ten million records
+    /// take seconds, not a minute.
     public struct Builder {
         let since: String?
         let until: String?
-        var data: Data
-        private var priorReaders = Set<String>()
-        private var readers = Set<String>()
+        private let sinceBytes: [UInt8]?
+        private let untilBytes: [UInt8]?
+        private var records = 0
         private var firstTime: String?
-        private var lastTime: String?
-        private var refusals: [String: Refusal] = [:]
-        private var users: [UInt32: String] = [:]
-        private var callerTokens: [String: Set<String>] = [:]
-        private var tokenReaders: [String: Set<String>] = [:]
+        /// The time of the last record counted.
+        private var lastSeen: [UInt8] = []
+        // Interned days, tokens, callers and actions.
+        private var dayIDs: [DayKey: Int] = [:]
+        private var dayNames: [String] = []
+        private var lastDay: (key: DayKey, id: Int)?
+        private var tokenIDs: [String: Int] = [:]
+        private var tokenNames: [String] = []
+        private var callerSlots: [UInt32: [(exe: [UInt8]?, id: Int)]] = [:]
+        private var callers: [(uid: UInt32, exe: String?)] = []
+        private var kinds: [String: Kind] = [:]
+        // Counts, by interned id.
+        private var recordsPerDay: [Int] = []
+        private var readsPerDay: [Int] = []
+        private var refusalsPerDay: [Int] = []
+        private var readsPerToken: [Int] = []
+        private var readsPerCaller: [Int] = []
+        /// tokenID << 16 | dayID → granted reads.
+        private var tokenDay: [Int: Int] = [:]
+        /// tokenID << 32 | callerID → granted reads.
+        private var tokenCaller: [Int: Int] = [:]
+        private var priorReaders = Set<Int>()
+        private var refusals: [RefusalKey: Int] = [:]
+        private var adminTotal = 0
+        private var adminActions: [(seq: Int64, time: String, action: String, token: String?, caller: Int, outcome: String, reason: String?)] = []
+
+        enum Kind { case read, watch, admin, other }
+
+        struct DayKey: Hashable {
+            var head: UInt64
+            var tail: UInt16
+        }
+
+        struct RefusalKey: Hashable {
+            var outcome: String
+            var reason: String
+            var caller: Int
+        }
 
         public init(since: String?, until: String?) {
             self.since = since
             self.until = until
-            data = Data(verified: false, verdict: "", records: 0, days: [], readsPerTokenPerDay: [:], callersPerToken: [:], refusalsPerDay: [:])
+            sinceBytes = since.map { Array($0.utf8) }
+            untilBytes = until.map { Array($0.utf8) }
+        }
+
+        /// A record a scan matched, counted from its fields in place where it is laid out as written.
+        public mutating func add(_ m: AuditMatch) {
+            guard let f = m.fields else { return add(m.entry) }
+            let line = m.line
+            func text(_ r: Range<Int>) -> String { JSONUnescape.string(UnsafeRawBufferPointer(rebasing: line[r])) }
+            let exe = f.exe.map { UnsafeRawBufferPointer(rebasing: line[$0]) }
+            if let exe, exe.contains(UInt8(ascii: "\\")) {
+                var plain = text(f.exe!)
+                return plain.withUTF8 { e in
+                    add(seq: f.seq, time: UnsafeRawBufferPointer(rebasing: line[f.time]), action: text(f.action),
+                        outcome: UnsafeRawBufferPointer(rebasing: line[f.outcome]), token: f.token.map(text),
+                        reason: { f.reason.map(text) }, uid: f.uid, exe: UnsafeRawBufferPointer(e))
+                }
+            }
+            add(seq: f.seq, time: UnsafeRawBufferPointer(rebasing: line[f.time]), action: text(f.action),
+                outcome: UnsafeRawBufferPointer(rebasing: line[f.outcome]), token: f.token.map(text),
+                reason: { f.reason.map(text) }, uid: f.uid, exe: exe)
+        }
+
+        public mutating func add(_ e: AuditEntry) {
+            var time = e.time, outcome = e.outcome
+            time.withUTF8 { t in
+                outcome.withUTF8 { o in
+                    guard var exe = e.exe else {
+                        return add(seq: e.seq, time: UnsafeRawBufferPointer(t), action: e.action, outcome: UnsafeRawBufferPointer(o),
+                                   token: e.token, reason: { e.reason }, uid: e.uid, exe: nil)
+                    }
+                    exe.withUTF8 { x in
+                        add(seq: e.seq, time: UnsafeRawBufferPointer(t), action: e.action, outcome: UnsafeRawBufferPointer(o),
+                            token: e.token, reason: { e.reason }, uid: e.uid, exe: UnsafeRawBufferPointer(x))
+                    }
+                }
+            }
+        }
+
+        private static let granted = Array("granted".utf8)
+
+        private mutating func add(seq: Int64, time: UnsafeRawBufferPointer, action: String, outcome: UnsafeRawBufferPointer,
+                                  token: String?, reason: () -> String?, uid: UInt32, exe: UnsafeRawBufferPointer?) {
+            if let untilBytes, AuditMatcher.compare(time, untilBytes) >= 0 { return }
+            let kind = kind(action)
+            let granted = outcome.elementsEqual(Self.granted)
+            if let sinceBytes, AuditMatcher.compare(time, sinceBytes) < 0 {
+                if kind == .read && granted { priorReaders.insert(caller(uid, exe)) }
+                return
+            }
+            records += 1
+            let timeText = { String(decoding: time, as: UTF8.self) }
+            if firstTime == nil { firstTime = timeText() }
+            let day = day(time)
+            recordsPerDay[day] += 1
+            let outcomeText = { String(decoding: outcome, as: UTF8.self) }
+            if kind == .read {
+                let t = tokenID(token ?? "(list)")
+                if granted {
+                    let c = caller(uid, exe)
+                    readsPerDay[day] += 1
+                    readsPerToken[t] += 1
+                    readsPerCaller[c] += 1
+                    tokenDay[t << 16 | day, default: 0] += 1
+                    tokenCaller[t << 32 | c, default: 0] += 1
+                } else {
+                    refusalsPerDay[day] += 1
+                }
+            }
+            if !granted && (kind == .read || kind == .watch) {
+                let o = outcomeText()
+                refusals[RefusalKey(outcome: o, reason: reason() ?? o, caller: caller(uid, exe)), default: 0] += 1
+            }
+            if kind == .admin {
+                adminTotal += 1
+                if adminActions.count < AuditReport.adminRows {
+                    adminActions.append((seq, timeText(), action, token, caller(uid, exe), outcomeText(), reason()))
+                }
+            }
+            lastSeen.removeAll(keepingCapacity: true)
+            lastSeen.append(contentsOf: time)
+        }
+
+        private mutating func kind(_ action: String) -> Kind {
+            if let k = kinds[action] { return k }
+            let k: Kind = AuditReport.reads.contains(action) ? .read : action == "watch" ? .watch
+                : AuditReport.admin.contains(action) || action.hasPrefix("meta_") || action.hasPrefix("key_") ? .admin : .other
+            kinds[action] = k
+            return k
+        }
+
+        private mutating func day(_ time: UnsafeRawBufferPointer) -> Int {
+            guard time.count >= 10 else { return internDay(String(decoding: time, as: UTF8.self), key: DayKey(head: 0, tail: 0)) }
+            let key = DayKey(head: time.loadUnaligned(as: UInt64.self), tail: time.loadUnaligned(fromByteOffset: 8, as: UInt16.self))
+            if let last = lastDay, last.key == key { return last.id }
+            let id = dayIDs[key] ?? internDay(String(decoding: time.prefix(10), as: UTF8.self), key: key)
+            lastDay = (key, id)
+            return id
+        }
+
+        private mutating func internDay(_ name: String, key: DayKey) -> Int {
+            if let i = dayNames.firstIndex(of: name) { return i }
+            dayNames.append(name)
+            recordsPerDay.append(0)
+            readsPerDay.append(0)
+            refusalsPerDay.append(0)
+            dayIDs[key] = dayNames.count - 1
+            return dayNames.count - 1
+        }
+
+        private mutating func tokenID(_ name: String) -> Int {
+            if let id = tokenIDs[name] { return id }
+            tokenNames.append(name)
+            readsPerToken.append(0)
+            tokenIDs[name] = tokenNames.count - 1
+            return tokenNames.count - 1
+        }
+
+        /// One caller: a uid and the executable it ran.
+        private mutating func caller(_ uid: UInt32, _ exe: UnsafeRawBufferPointer?) -> Int {
+            if let slots = callerSlots[uid] {
+                for s in slots where s.exe.map({ exe?.elementsEqual($0) ?? false }) ?? (exe == nil) { return s.id }
+            }
+            let id = callers.count
+            callers.append((uid, exe.map { String(decoding: $0, as: UTF8.self) }))
+            callerSlots[uid, default: []].append((exe.map(Array.init), id))
+            readsPerCaller.append(0)
+            return id
         }
 
         /// "alice (uid 1001) /usr/bin/python3": the user name where this host knows the uid.
-        mutating func caller(_ e: AuditEntry) -> String {
+        static func callerName(_ uid: UInt32, _ exe: String?, users: inout [UInt32: String]) -> String {
             let name: String
-            if let known = users[e.uid] { name = known } else {
-                name = Self.userName(e.uid).map { "\($0) (uid \(e.uid))" } ?? "uid \(e.uid)"
-                users[e.uid] = name
+            if let known = users[uid] { name = known } else {
+                name = userName(uid).map { "\($0) (uid \(uid))" } ?? "uid \(uid)"
+                users[uid] = name
             }
-            return e.exe.map { "\(name) \($0)" } ?? name
+            return exe.map { "\(name) \($0)" } ?? name
         }
 
         static func userName(_ uid: UInt32) -> String? {
@@ -125,54 +288,30 @@ public enum AuditReport {
             return String(cString: name)
         }
 
-        public mutating func add(_ e: AuditEntry) {
-            if let until, e.time >= until { return }
-            let isRead = AuditReport.reads.contains(e.action)
-            if let since, e.time < since {
-                if isRead && e.outcome == "granted" { priorReaders.insert(caller(e)) }
-                return
-            }
-            data.records += 1
-            if firstTime == nil { firstTime = e.time }
-            lastTime = e.time
-            data.recordsPerDay[e.day, default: 0] += 1
-            if isRead {
-                let token = e.token ?? "(list)"
-                if e.outcome == "granted" {
-                    let who = caller(e)
-                    data.readsPerDay[e.day, default: 0] += 1
-                    data.readsPerTokenPerDay[token, default: [:]][e.day, default: 0] += 1
-                    data.callersPerToken[token, default: [:]]["uid \(e.uid)" + (e.exe.map { " (\($0))" } ?? ""), default: 0] += 1
-                    data.readsPerToken[token, default: 0] += 1
-                    data.readsPerCaller[who, default: 0] += 1
-                    callerTokens[who, default: []].insert(token)
-                    tokenReaders[token, default: []].insert(who)
-                    readers.insert(who)
-                } else {
-                    data.refusalsPerDay[e.day, default: 0] += 1
-                }
-            }
-            if e.outcome != "granted" && (isRead || e.action == "watch") {
-                let who = caller(e)
-                let reason = e.reason ?? e.outcome
-                let key = e.outcome + "\u{0}" + reason + "\u{0}" + who
-                refusals[key, default: Refusal(outcome: e.outcome, reason: reason, caller: who, count: 0)].count += 1
-            }
-            if AuditReport.admin.contains(e.action) || e.action.hasPrefix("meta_") || e.action.hasPrefix("key_") {
-                data.adminTotal += 1
-                if data.adminActions.count < AuditReport.adminRows {
-                    data.adminActions.append(AdminAction(seq: e.seq, time: e.time, action: e.action, token: e.token, caller: caller(e),
-                                                         outcome: e.outcome, reason: e.reason))
-                }
-            }
-        }
-
         /// The report's figures, with the verdict and what the caller knows.
         public func finish(verification: AuditVerifier.Report, context: Context) -> Data {
-            var d = data
-            d.verified = verification.ok
-            d.verdict = AuditReport.verdict(verification)
+            var users: [UInt32: String] = [:]
+            let who = callers.map { Self.callerName($0.uid, $0.exe, users: &users) }
+            let short = callers.map { "uid \($0.uid)" + ($0.exe.map { " (\($0))" } ?? "") }
+            var d = Data(verified: verification.ok, verdict: AuditReport.verdict(verification), records: records, days: [],
+                         readsPerTokenPerDay: [:], callersPerToken: [:], refusalsPerDay: [:])
+            for (day, name) in dayNames.enumerated() {
+                d.recordsPerDay[name] = recordsPerDay[day]
+                if readsPerDay[day] > 0 { d.readsPerDay[name] = readsPerDay[day] }
+                if refusalsPerDay[day] > 0 { d.refusalsPerDay[name] = refusalsPerDay[day] }
+            }
+            for (t, name) in tokenNames.enumerated() where readsPerToken[t] > 0 { d.readsPerToken[name] = readsPerToken[t] }
+            for (c, name) in who.enumerated() where readsPerCaller[c] > 0 { d.readsPerCaller[name, default: 0] += readsPerCaller[c] }
+            for (key, n) in tokenDay { d.readsPerTokenPerDay[tokenNames[key >> 16], default: [:]][dayNames[key & 0xffff]] = n }
+            var callerTokens: [String: Set<String>] = [:], tokenReaders: [String: Set<String>] = [:]
+            for (key, n) in tokenCaller {
+                let token = tokenNames[key >> 32], c = key & 0xffff_ffff
+                d.callersPerToken[token, default: [:]][short[c], default: 0] += n
+                callerTokens[who[c], default: []].insert(token)
+                tokenReaders[token, default: []].insert(who[c])
+            }
             d.days = d.readsPerDay.keys.sorted()
+            let lastTime = lastSeen.isEmpty ? nil : String(decoding: lastSeen, as: UTF8.self)
             d.periodFrom = since ?? firstTime ?? ""
             d.periodUntil = until ?? lastTime ?? ""
             d.host = context.host
@@ -180,9 +319,19 @@ public enum AuditReport {
             let from = String((since ?? firstTime ?? "").prefix(10)), to = String((until.map { AuditReport.dayBefore($0) } ?? lastTime ?? "").prefix(10))
             d.axis = AuditReport.days(from: from, through: to)
             d.tokensPerCaller = callerTokens.mapValues { $0.sorted() }
-            d.refusals = refusals.values.sorted { $0.count != $1.count ? $0.count > $1.count : ($0.reason, $0.caller) < ($1.reason, $1.caller) }
+            var merged: [String: Refusal] = [:]
+            for (key, n) in refusals {
+                let caller = who[key.caller]
+                merged[key.outcome + "\u{0}" + key.reason + "\u{0}" + caller, default: Refusal(outcome: key.outcome, reason: key.reason, caller: caller, count: 0)].count += n
+            }
+            d.refusals = merged.values.sorted { $0.count != $1.count ? $0.count > $1.count : ($0.reason, $0.caller) < ($1.reason, $1.caller) }
+            d.adminTotal = adminTotal
+            d.adminActions = adminActions.map {
+                AdminAction(seq: $0.seq, time: $0.time, action: $0.action, token: $0.token, caller: who[$0.caller], outcome: $0.outcome, reason: $0.reason)
+            }
             d.neverRead = context.tokens.filter { d.readsPerToken[$0] == nil }.sorted()
-            d.newReaders = since == nil ? [] : readers.subtracting(priorReaders).sorted()
+            let readers = Set(who.indices.filter { readsPerCaller[$0] > 0 }.map { who[$0] })
+            d.newReaders = since == nil ? [] : readers.subtracting(priorReaders.map { who[$0] }).sorted()
             d.policyReaders = context.policyReaders
             d.actualReaders = tokenReaders.mapValues { $0.sorted() }
             return d
