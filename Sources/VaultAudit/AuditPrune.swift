@@ -100,12 +100,17 @@ public enum AuditPrune {
     }
 
     /// Writes the prune record through `log` (durable, and signed: it is written alone) and then removes
-    /// the segments it names, with their indexes. A crash between the two leaves the segments in place and
-    /// the log intact; running the prune again removes them.
+    /// the segments it names, with their indexes. A crash before the record is durable leaves the log as it
+    /// was; a crash after it leaves some of the segments behind, which `verify` passes over (the record
+    /// vouches for them) and the next `prune` removes (``finishInterrupted(directory:)``).
     public static func prune(_ record: AuditPruneRecord, directory: String, log: AuditLog, actor: AuditActor) throws {
         let event = AuditEvent(action: AuditPruneRecord.action, channel: .cli, actor: actor, outcome: .granted, reason: record.reason)
         try log.appendAndWait(event, secret: nil)
-        for index in record.fromSegment...record.throughSegment {
+        try remove(record.fromSegment...record.throughSegment, directory: directory)
+    }
+
+    static func remove(_ segments: ClosedRange<Int>, directory: String) throws {
+        for index in segments {
             for path in [AuditSegments.path(directory, index), AuditSegments.compressedPath(directory, index), AuditIndex.path(directory, index)] where unlink(path) != 0 && errno != ENOENT {
                 throw PruneError(description: "cannot remove \(path): \(String(cString: strerror(errno)))")
             }
@@ -113,14 +118,33 @@ public enum AuditPrune {
         AuditSegments.syncDirectory(directory)
     }
 
+    /// A prune whose record was written but whose removals were cut short (a crash, a full disk): the
+    /// record, and the segments it names that are still present.
+    public static func interrupted(directory: String) -> (record: AuditPruneRecord, left: ClosedRange<Int>)? {
+        guard let first = AuditSegments.list(directory).first, first > 1,
+              let r = covering(directory: directory, firstSegment: first), r.throughSegment >= first else { return nil }
+        return (r, first...r.throughSegment)
+    }
+
+    /// Removes what an interrupted prune left behind; nil when there was nothing to finish. The record
+    /// already in the log says these segments went, so no new one is written.
+    @discardableResult
+    public static func finishInterrupted(directory: String) throws -> AuditPruneRecord? {
+        guard let (record, left) = interrupted(directory: directory) else { return nil }
+        try remove(left, directory: directory)
+        return record
+    }
+
     /// The prune record that accounts for the segments before `firstSegment`: the newest `audit_prune`
-    /// record in the log that removed exactly the segments up to it. Nil when there is none.
+    /// record in the log that removed the segments up to it, or that was removing them when it was cut
+    /// short (it names `firstSegment` itself, or later ones, among those it removes). Nil when there is none.
     static func covering(directory: String, firstSegment: Int) -> AuditPruneRecord? {
         var filter = AuditFilter()
         filter.action = AuditPruneRecord.action
         var found: AuditPruneRecord?
         AuditQuery.each(directory: directory, filter: filter, useIndex: false) { match in
-            if let reason = match.entry.reason, let r = AuditPruneRecord(reason: reason), r.throughSegment == firstSegment - 1 { found = r }
+            if let reason = match.entry.reason, let r = AuditPruneRecord(reason: reason),
+               r.fromSegment < firstSegment, firstSegment <= r.throughSegment + 1 { found = r }
         }
         return found
     }

@@ -42,6 +42,9 @@ public enum AuditVerifier {
         public var checkpointSeq: Int64?
         /// When old segments were pruned: the last seq removed, as the signed prune record states it.
         public var prunedThrough: Int64?
+        /// Segments a prune record says were removed that are still present (the prune was cut short):
+        /// passed over, since the record vouches for them; the next `audit prune` removes them.
+        public var pruneLeftovers: ClosedRange<Int>?
         public var problem: Problem?
 
         /// The first seq the log still holds.
@@ -363,7 +366,7 @@ public enum AuditVerifier {
                 }
             }
         }
-        let segments = AuditSegments.list(directory)
+        var segments = AuditSegments.list(directory)
         var expectedSeq: Int64 = 1
         var prevHash = AuditDigest(AuditRecordFormat.genesisHash)
         var checkpointHash: AuditDigest?
@@ -372,7 +375,11 @@ public enum AuditVerifier {
         var firstSegment = 1
         if let first = segments.first, first > 1, let pruned = AuditPrune.covering(directory: directory, firstSegment: first),
            let hash = decodeHex(pruned.lastHash), hash.count == 32 {
-            firstSegment = first
+            firstSegment = pruned.throughSegment + 1
+            if pruned.throughSegment >= first {
+                report.pruneLeftovers = first...pruned.throughSegment
+                segments.removeAll { $0 <= pruned.throughSegment }
+            }
             expectedSeq = pruned.lastSeq + 1
             prevHash = AuditDigest(hash)
             report.prunedThrough = pruned.lastSeq
