@@ -109,9 +109,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             throw AuditWriteError(description: "cannot open \(directory)/.lock: \(String(cString: strerror(errno)))")
         }
         try withFileLock {
-            segment = AuditSegments.list(directory).last ?? 1
             // A newest segment that only exists compressed is finished: the log carries on in the next one.
-            if AuditSegments.isCompressed(directory, segment) { segment += 1 }
+            segment = 1
+            segment = writableSegment()
             try openSegment(segment)
             try repairAndReadTail()
         }
@@ -310,8 +310,11 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             // The directory may have been removed under us (`rm -rf audit/`): make it, and its lock, anew.
             if mkdir(directory, 0o700) == 0 { syncDirectory() }
             try reopenLockIfUnlinked()
-            try openSegment(segment)
-            if endOffset == 0 {
+            // Our segment, or a newer one another writer started; never a plain file beside a compressed one.
+            let target = writableSegment()
+            let stayed = target == segment
+            try openSegment(target)
+            if endOffset == 0 && stayed {
                 // A fresh file where ours was moved away: carry the chain on.
                 (lastSeq, lastHash) = (seq, hash)
             } else {
@@ -444,6 +447,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
 
     private func openSegment(_ index: Int) throws {
         let path = AuditSegments.path(directory, index)
+        // A compressed segment is finished: a plain file created beside it would hide it from every reader.
+        if access(path, F_OK) != 0 && access(AuditSegments.compressedPath(directory, index), F_OK) == 0 {
+            throw AuditWriteError(description: "\(path).gz is a compressed, finished segment; it is never written to again")
+        }
         // Never through a symlink, and only a regular file: the daemon may run as root.
         let newFd = Glibc.open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0o600)
         guard newFd >= 0 else {
@@ -507,22 +514,30 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     ///
     /// A segment that was unlinked while open (`rm -rf audit/`) is never written to: records there would
     /// vanish with the last descriptor. Writing fails closed until a new segment is open (SIGHUP, `reopen()`).
+    ///
+    /// Once another writer has started a newer segment, ours is finished and may be compressed (its plain
+    /// file unlinked) at any time: the newer segment is looked for before the unlink counts as a deletion.
     private func catchUpWithOtherWriters() throws {
         var st = stat()
         guard fstat(fd, &st) == 0 else {
             throw AuditWriteError(description: "cannot stat \(AuditSegments.path(directory, segment)): \(String(cString: strerror(errno)))")
         }
-        guard st.st_nlink > 0 else {
+        guard st.st_size != endOffset || st.st_nlink == 0 else { return }
+        let target = writableSegment()
+        if target != segment { try openSegment(target) }
+        guard fstat(fd, &st) == 0, st.st_nlink > 0 else {
             throw AuditWriteError(description: "\(AuditSegments.path(directory, segment)) was deleted while in use; nothing is disclosed "
                 + "until a new segment is open: send the daemon SIGHUP (`systemctl reload tokenvault`) and run `tokenvault audit verify`")
         }
-        guard st.st_size != endOffset else { return }
-        while access(AuditSegments.path(directory, segment + 1), F_OK) == 0 {
-            try openSegment(segment + 1)
-        }
-        fstat(fd, &st)
         endOffset = st.st_size
         try repairAndReadTail()
+    }
+
+    /// The segment the log goes on in: ours, or the newest one present if another writer started it
+    /// (the one after that if it is compressed, so finished).
+    private func writableSegment() -> Int {
+        let newest = max(segment, AuditSegments.list(directory).last ?? segment)
+        return AuditSegments.isCompressed(directory, newest) ? newest + 1 : newest
     }
 
     private func rotate() throws {
