@@ -11,28 +11,44 @@ enum Gzip {
         let description: String
     }
 
-    static func compress(_ input: UnsafeRawBufferPointer, level: Int32 = 6) throws -> [UInt8] {
+    /// zlib counts in 32-bit `uInt`s: input and output go through it at most this much at a time.
+    static let step = 1 << 30
+    /// Output a decompression may produce before the data is refused as damaged (or hostile: a small
+    /// file that expands without end). Far above any segment the writer makes.
+    static let maxOutput = 1 << 36
+
+    static func compress(_ input: UnsafeRawBufferPointer, level: Int32 = 6, step: Int = Gzip.step) throws -> [UInt8] {
         var s = z_stream()
         // 15 + 16: a gzip header and trailer rather than zlib's.
         guard deflateInit2_(&s, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY, zlibVersion(), Int32(MemoryLayout<z_stream>.size)) == Z_OK else {
             throw Failure(description: "zlib: deflateInit2 failed")
         }
         defer { deflateEnd(&s) }
-        let bound = Int(deflateBound(&s, uLong(input.count)))
-        var out = [UInt8](repeating: 0, count: bound)
-        let status = out.withUnsafeMutableBytes { o -> Int32 in
-            s.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
-            s.avail_in = uInt(input.count)
-            s.next_out = o.baseAddress!.assumingMemoryBound(to: Bytef.self)
-            s.avail_out = uInt(o.count)
-            return deflate(&s, Z_FINISH)
+        var out = [UInt8](repeating: 0, count: Int(deflateBound(&s, uLong(min(input.count, step)))) + 64)
+        var consumed = 0
+        var status = Z_OK
+        while status == Z_OK {
+            if s.avail_in == 0 && consumed < input.count {
+                let n = min(step, input.count - consumed)
+                s.next_in = UnsafeMutablePointer(mutating: input.baseAddress!.assumingMemoryBound(to: Bytef.self)) + consumed
+                s.avail_in = uInt(n)
+                consumed += n
+            }
+            let produced = Int(s.total_out)
+            if produced == out.count { out.append(contentsOf: repeatElement(0, count: max(out.count, 1 << 16))) }
+            status = out.withUnsafeMutableBytes { o -> Int32 in
+                s.next_out = o.baseAddress!.assumingMemoryBound(to: Bytef.self) + produced
+                s.avail_out = uInt(min(step, o.count - produced))
+                return deflate(&s, consumed == input.count ? Z_FINISH : Z_NO_FLUSH)
+            }
+            if status == Z_BUF_ERROR { status = Z_OK }  // no room or no input this round: go on
         }
         guard status == Z_STREAM_END else { throw Failure(description: "zlib: deflate did not finish (\(status))") }
         out.removeLast(out.count - Int(s.total_out))
         return out
     }
 
-    static func decompress(_ input: UnsafeRawBufferPointer) throws -> [UInt8] {
+    static func decompress(_ input: UnsafeRawBufferPointer, limit: Int = maxOutput, step: Int = Gzip.step) throws -> [UInt8] {
         guard input.count >= 18 else { throw Failure(description: "not a gzip file (too short)") }
         // The trailer's ISIZE (the size mod 2^32) is the first guess; the buffer grows if it is short.
         let isize = Int(UInt32(littleEndian: input.loadUnaligned(fromByteOffset: input.count - 4, as: UInt32.self)))
@@ -42,21 +58,30 @@ enum Gzip {
             throw Failure(description: "zlib: inflateInit2 failed")
         }
         defer { inflateEnd(&s) }
-        var out = [UInt8](repeating: 0, count: max(isize, input.count * 4, 4096))
-        s.next_in = UnsafeMutablePointer(mutating: input.baseAddress!.assumingMemoryBound(to: Bytef.self))
-        s.avail_in = uInt(input.count)
+        // Deflate expands at most about 1032:1: a trailer (or a stream) that says more is not to be believed.
+        let limit = min(limit, input.count * 1032 + 65536)
+        var out = [UInt8](repeating: 0, count: min(limit, max(isize, 4096)))
+        var consumed = 0
         while true {
+            if s.avail_in == 0 && consumed < input.count {
+                let n = min(step, input.count - consumed)
+                s.next_in = UnsafeMutablePointer(mutating: input.baseAddress!.assumingMemoryBound(to: Bytef.self)) + consumed
+                s.avail_in = uInt(n)
+                consumed += n
+            }
             let produced = Int(s.total_out)
+            if produced == out.count {
+                guard out.count < limit else { throw Failure(description: "the gzip data expands past \(limit) bytes: refused as damaged") }
+                out.append(contentsOf: repeatElement(0, count: min(out.count, limit - out.count)))  // more than the trailer said
+            }
             let status = out.withUnsafeMutableBytes { o -> Int32 in
                 s.next_out = o.baseAddress!.assumingMemoryBound(to: Bytef.self) + produced
-                s.avail_out = uInt(o.count - produced)
+                s.avail_out = uInt(min(step, o.count - produced))
                 return inflate(&s, Z_NO_FLUSH)
             }
             if status == Z_STREAM_END { break }
             guard status == Z_OK || status == Z_BUF_ERROR else { throw Failure(description: "damaged gzip data (zlib \(status))") }
-            if s.avail_out == 0 {
-                out.append(contentsOf: repeatElement(0, count: out.count))  // more output than the trailer said
-            } else if s.avail_in == 0 {
+            if s.avail_in == 0 && consumed == input.count && s.avail_out > 0 {
                 throw Failure(description: "the gzip data ends early (truncated)")
             }
         }
