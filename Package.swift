@@ -42,7 +42,7 @@ let package = Package(
 
         // The vault: keyring on disk, key hierarchy, sealed tokens, import/export, the audit interface, and
         // the storage seam (the protocols every store backend implements). No SQL, no store engine.
-        .target(name: "VaultCore", dependencies: ["VaultCrypto"], swiftSettings: strict),
+        .target(name: "VaultCore", dependencies: ["VaultCrypto", "CSystemShims"], swiftSettings: strict),
 
         // One process-wide SQLite setting that only variadic C can make (part of the SQLite store).
         .target(name: "CStoreShims", dependencies: [.product(name: "GRDBSQLite", package: "GRDB.swift")]),

@@ -1,4 +1,4 @@
-import CSystemShims
+import VaultCore
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -99,30 +99,9 @@ public final class AuditWitnessCommand: AuditWitnessSink, @unchecked Sendable {
         }
     }
 
-    /// The statement is the command's stdin as a file in memory (memfd), not a pipe: a command that exits
-    /// without reading it cannot raise SIGPIPE in the daemon.
+    /// The statement on the command's stdin (from memory: ``AdminCommand``).
     private func run(_ line: String) -> String? {
-        let fd = tv_memfd("tokenvault-witness")
-        guard fd >= 0 else { return "cannot make the witness command's input: \(String(cString: strerror(errno)))" }
-        let input = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
-        let bytes = Array((line + "\n").utf8)
-        guard bytes.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress!, $0.count) }) == bytes.count, lseek(fd, 0, SEEK_SET) == 0 else {
-            return "cannot write the witness command's input: \(String(cString: strerror(errno)))"
-        }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/bin/sh")
-        p.arguments = ["-c", command]
-        p.standardInput = input
-        p.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        p.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        do { try p.run() } catch { return "cannot run the witness command: \(error)" }
-        let deadline = Date().addingTimeInterval(timeout)
-        while p.isRunning && Date() < deadline { usleep(5_000) }
-        if p.isRunning {
-            p.terminate()
-            return "the witness command did not finish within \(Int(timeout)) s"
-        }
-        return p.terminationStatus == 0 ? nil : "the witness command exited \(p.terminationStatus)"
+        AdminCommand.run(command, input: line, timeout: timeout, what: "the witness command")
     }
 }
 
