@@ -68,8 +68,17 @@ struct AuditScaleCLITests {
         #expect(try cli.run(["audit", "query", "--outcome", "denied", "--count"]).stdout == "1\n")
         let json = try cli.run(["audit", "query", "--token", "acme/*", "--json"]).stdout.split(separator: "\n")
         #expect(json.count >= 8 && json.allSatisfy { $0.hasPrefix("{\"seq\":") })
+        // The collected file also holds another host's statements (a shared journal): they are not this
+        // vault's to check, and are passed over unless asked for.
+        let foreign = #"{"witness":"tokenvault-audit-v1","host":"other-host","seq":1,"time":"2026-12-01T00:00:00.000000Z","hash":""#
+            + String(repeating: "ab", count: 32) + #"","sig":""# + String(repeating: "cd", count: 64) + "\"}\n"
+        let handle = try #require(FileHandle(forWritingAtPath: witnessFile))
+        handle.seekToEndOfFile()
+        handle.write(Data(foreign.utf8))
+        try handle.close()
         let verified = try cli.run(["audit", "verify", "--witness", witnessFile])
         #expect(verified.status == 0 && verified.stdout.contains("witness: "), "\(verified.all)")
+        #expect(try cli.run(["audit", "verify", "--witness", witnessFile, "--witness-host", "other-host"]).status == 6)
 
         // A rewrite: the witnessed record's token changed (verify fails first; with a public key and a
         // copy, the witness check is what names it).
