@@ -80,11 +80,15 @@ struct AuditFields {
             if literal("null") { return .some(nil) }
             guard i < line.count, line[i] == UInt8(ascii: "\"") else { return nil }
             let start = i + 1
-            var j = start
-            while j < line.count {
-                let b = line[j]
-                if b == UInt8(ascii: "\"") { i = j + 1; return .some(start..<j) }
-                j += b == UInt8(ascii: "\\") ? 2 : 1
+            var from = start
+            let base = line.baseAddress!
+            // The next quote (memchr), unless an odd run of backslashes before it escapes it.
+            while from < line.count, let q = memchr(base + from, 0x22, line.count - from) {
+                let j = base.distance(to: UnsafeRawPointer(q))
+                var slashes = 0
+                while j - slashes - 1 >= start && line[j - slashes - 1] == UInt8(ascii: "\\") { slashes += 1 }
+                if slashes % 2 == 0 { i = j + 1; return .some(start..<j) }
+                from = j + 1
             }
             return nil
         }

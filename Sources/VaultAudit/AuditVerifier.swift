@@ -3,6 +3,7 @@ import Dispatch
 import Glibc
 #endif
 import Foundation
+import Synchronization
 import VaultCore
 import VaultCrypto
 
@@ -333,6 +334,27 @@ public enum AuditVerifier {
     /// `keys` checks MACs, the checkpoint and the keyring's anchor (`anchor`: the anchor file's bytes); a
     /// vault that has an audit key must have a checkpoint (`requireCheckpoint`). `publicKey` alone checks
     /// the chain and signatures, and then every record up to the end must be covered by a valid signature.
+    /// ``verify(directory:keys:publicKey:checkpoint:anchor:requireCheckpoint:)`` on a thread of its own,
+    /// while the caller reads the log for something else (the report): the answer, when it is done.
+    public static func verifyConcurrently(directory: String, keys: AuditKeys?, publicKey: [UInt8]?, checkpoint: AuditCheckpointRecord?,
+                                          anchor: [UInt8]? = nil, requireCheckpoint: Bool = false) -> () -> Report {
+        let result = Mutex<Report?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        let t = Thread {
+            let r = verify(directory: directory, keys: keys, publicKey: publicKey, checkpoint: checkpoint, anchor: anchor,
+                           requireCheckpoint: requireCheckpoint)
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        t.name = "tokenvault-verify"
+        t.start()
+        return {
+            done.wait()
+            done.signal()  // a second call returns at once
+            return result.withLock { $0! }
+        }
+    }
+
     public static func verify(directory: String, keys: AuditKeys?, publicKey: [UInt8]?,
                               checkpoint: AuditCheckpointRecord?, anchor: [UInt8]? = nil, requireCheckpoint: Bool = false) -> Report {
         var report = Report()
