@@ -186,7 +186,7 @@ let package = Package(
         .testTarget(
             name: "MetaTests",
             dependencies: [
-                "MetaGraph", "MetaLifecycle", "VaultCore", "VaultCrypto", "VaultStores", "VaultAudit", "TokenVaultCLI", "TestSupport",
+                "MetaGraph", "MetaLifecycle", "VaultCore", "VaultCrypto", "VaultStores", "VaultAudit", "TokenVaultCLI", "TokenVaultClient", "TestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
@@ -12,19 +13,64 @@ public struct GraphConfiguration: Sendable {
     /// The login dialog's host.
     public var dialogURL: URL
     public var timeout: TimeInterval = 15
-    /// Attempts per call for transport errors and throttling; OAuth errors are never retried.
+    /// Attempts per call for transport and server errors. OAuth errors are never retried, nor is
+    /// throttling: Meta asks for the whole app to back off (the error says for how long), which is the
+    /// caller's to honour (the re-checker pauses its sweep), not a retry half a second later.
     public var maxAttempts = 3
     /// First retry delay; doubled for each further attempt.
     public var backoff: TimeInterval = 0.5
 
     public static let defaultBaseURL = URL(string: "https://graph.facebook.com")!
-    public static let defaultVersion = "v25.0"
+    /// The current Graph version (``GraphVersions``).
+    public static let defaultVersion = GraphVersions.current
 
     public init(baseURL: URL = defaultBaseURL, version: String = defaultVersion,
                 dialogURL: URL = URL(string: "https://www.facebook.com")!) {
         self.baseURL = baseURL
         self.version = version
         self.dialogURL = dialogURL
+    }
+}
+
+/// What Meta says of the app's and its businesses' call budgets: the `X-App-Usage` header
+/// (`{"call_count":…,"total_cputime":…,"total_time":…}`, percentages) and `X-Business-Use-Case-Usage`
+/// (per business id, a list of `{type, call_count, total_cputime, total_time, estimated_time_to_regain_access}`).
+public struct GraphUsage: Sendable, Equatable {
+    /// The highest of the app's three percentages.
+    public var appPercent: Int?
+    /// The highest percentage of any business use case.
+    public var businessPercent: Int?
+    /// The longest `estimated_time_to_regain_access` announced, in minutes (0: not throttled).
+    public var regainAccessMinutes: Int?
+
+    public init(appPercent: Int? = nil, businessPercent: Int? = nil, regainAccessMinutes: Int? = nil) {
+        self.appPercent = appPercent
+        self.businessPercent = businessPercent
+        self.regainAccessMinutes = regainAccessMinutes
+    }
+
+    /// The highest percentage of either budget.
+    public var percent: Int? { [appPercent, businessPercent].compactMap { $0 }.max() }
+
+    /// Parses the two headers; nil when neither is there or readable.
+    public static func parse(appUsage: String?, businessUsage: String?) -> GraphUsage? {
+        func number(_ v: Any?) -> Int? { (v as? NSNumber)?.intValue ?? (v as? String).flatMap { Int($0) } }
+        func object(_ text: String?) -> Any? { text.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) } }
+        var u = GraphUsage()
+        if let app = object(appUsage) as? [String: Any] {
+            u.appPercent = ["call_count", "total_cputime", "total_time"].compactMap { number(app[$0]) }.max()
+        }
+        if let business = object(businessUsage) as? [String: Any] {
+            for case let cases as [[String: Any]] in business.values {
+                for c in cases {
+                    if let p = ["call_count", "total_cputime", "total_time"].compactMap({ number(c[$0]) }).max() {
+                        u.businessPercent = max(u.businessPercent ?? 0, p)
+                    }
+                    if let m = number(c["estimated_time_to_regain_access"]) { u.regainAccessMinutes = max(u.regainAccessMinutes ?? 0, m) }
+                }
+            }
+        }
+        return u == GraphUsage() ? nil : u
     }
 }
 
@@ -36,11 +82,19 @@ public struct GraphAPIError: Error, Sendable, Equatable, CustomStringConvertible
     public var code: Int?
     public var subcode: Int?
     public var fbtraceId: String?
+    /// The usage headers that came with it (throttling says there how long to wait).
+    public var usage: GraphUsage?
 
     /// Codes Meta uses for rate limiting: retry later with backoff.
     public var isThrottling: Bool {
         guard let code else { return false }
-        return [4, 17, 32, 613, 80000, 80001, 80002, 80003, 80004, 80005, 80006, 80008, 80009, 80014].contains(code)
+        return [4, 17, 32, 613].contains(code) || (80000...80014).contains(code)
+    }
+
+    /// How long Meta asks the app to wait, when it says (`estimated_time_to_regain_access`).
+    public var retryAfter: TimeInterval? {
+        guard let m = usage?.regainAccessMinutes, m > 0 else { return nil }
+        return TimeInterval(m) * 60
     }
 
     public var description: String {
@@ -58,6 +112,9 @@ public enum GraphClientError: Error, Sendable, Equatable, CustomStringConvertibl
     case transport(String)
     case badResponse(String)
     case api(GraphAPIError)
+    /// `debug_token` itself was refused with an OAuth error: the app's own credential (id and secret) is
+    /// what Meta rejected (the secret was reset, the app removed), not the token being checked.
+    case appCredentialRejected(GraphAPIError)
 
     public var description: String {
         switch self {
@@ -65,6 +122,7 @@ public enum GraphClientError: Error, Sendable, Equatable, CustomStringConvertibl
         case .transport(let why): return "could not reach the Graph API: \(why)"
         case .badResponse(let why): return "unexpected Graph API response: \(why)"
         case .api(let e): return e.description
+        case .appCredentialRejected(let e): return "Meta rejected the app's credentials (app id and secret): \(e)"
         }
     }
 }
@@ -118,6 +176,7 @@ public struct DebugTokenInfo: Sendable, Equatable, Codable {
 public final class GraphClient: Sendable {
     public let configuration: GraphConfiguration
     private let session: URLSession
+    private let usage = Mutex<GraphUsage?>(nil)
 
     public init(configuration: GraphConfiguration = GraphConfiguration()) throws {
         try Self.checkSecure(configuration.baseURL)
@@ -146,31 +205,71 @@ public final class GraphClient: Sendable {
         ], secrets: [appSecret, code]))
     }
 
-    /// `GET /{ver}/oauth/access_token?grant_type=fb_exchange_token&…`: a long-lived token for a short-lived one.
-    public func exchangeForLongLived(appId: String, appSecret: String, token: String) async throws -> AccessTokenGrant {
-        try grant(try await get("oauth/access_token", [
-            ("grant_type", "fb_exchange_token"), ("client_id", appId), ("client_secret", appSecret), ("fb_exchange_token", token),
-        ], secrets: [appSecret, token]))
+    /// `GET /{ver}/oauth/access_token?grant_type=fb_exchange_token&…`: a long-lived token for a short-lived one;
+    /// with `setTokenExpiresIn60Days`, a fresh 60-day token for an expiring system-user token.
+    public func exchangeForLongLived(appId: String, appSecret: String, token: String,
+                                     setTokenExpiresIn60Days: Bool = false) async throws -> AccessTokenGrant {
+        var query = [("grant_type", "fb_exchange_token"), ("client_id", appId), ("client_secret", appSecret), ("fb_exchange_token", token)]
+        if setTokenExpiresIn60Days { query.append(("set_token_expires_in_60_days", "true")) }
+        return try grant(try await get("oauth/access_token", query, secrets: [appSecret, token]))
     }
 
-    /// `GET /{ver}/debug_token?input_token&access_token=APP_ID|APP_SECRET`.
+    /// One permission of `GET /me/permissions`: `granted`, `declined` or `expired`.
+    public struct Permission: Sendable, Equatable, Codable {
+        public var permission: String
+        public var status: String
+    }
+
+    /// `GET /{ver}/me/permissions`: what the token's user granted, declined or let expire. With the app's
+    /// proof (`appsecret_proof`, `appsecret_time`), for apps that require one.
+    public func permissions(_ token: String, proof: (hex: String, time: Int64?)?) async throws -> [Permission] {
+        var query = [("access_token", token)]
+        if let proof {
+            query.append(("appsecret_proof", proof.hex))
+            if let t = proof.time { query.append(("appsecret_time", String(t))) }
+        }
+        let body = try await get("me/permissions", query, secrets: [token])
+        struct Envelope: Decodable { var data: [Permission] }
+        do { return try JSONDecoder().decode(Envelope.self, from: body).data } catch {
+            throw GraphClientError.badResponse("/me/permissions' reply has no usable \"data\"")
+        }
+    }
+
+    /// `GET /{ver}/debug_token?input_token&access_token=APP_ID|APP_SECRET`. An OAuth error on the call
+    /// itself is ``GraphClientError/appCredentialRejected(_:)``: a dead token is an answer (HTTP 200, `is_valid` false).
     public func debugToken(_ token: String, appId: String, appSecret: String) async throws -> DebugTokenInfo {
-        let body = try await get("debug_token", [("input_token", token), ("access_token", "\(appId)|\(appSecret)")],
+        let body: Data
+        do {
+            body = try await get("debug_token", [("input_token", token), ("access_token", "\(appId)|\(appSecret)")],
                                  secrets: [token, appSecret])
+        } catch GraphClientError.api(let e) where !e.isThrottling && e.httpStatus < 500 && [101, 102, 190].contains(e.code ?? 0) {
+            throw GraphClientError.appCredentialRejected(e)
+        }
         struct Envelope: Decodable { var data: DebugTokenInfo }
         do { return try JSONDecoder().decode(Envelope.self, from: body).data } catch {
             throw GraphClientError.badResponse("debug_token's reply has no usable \"data\"")
         }
     }
 
-    /// The login dialog a user opens to grant the app its scopes.
-    public func loginDialogURL(appId: String, redirectURI: String, state: String, scopes: [String]) -> URL {
+    /// The login dialog a user opens to grant the app its scopes. `rerequest` asks again for permissions
+    /// the user declined before (`auth_type=rerequest`; without it the dialog does not); `configId` is a
+    /// Facebook Login for Business configuration, which takes the place of `scope`.
+    public func loginDialogURL(appId: String, redirectURI: String, state: String, scopes: [String],
+                               rerequest: Bool = false, configId: String? = nil) -> URL {
         var c = URLComponents(url: configuration.dialogURL.appendingPathComponent("\(configuration.version)/dialog/oauth"),
                               resolvingAgainstBaseURL: false)!
-        c.queryItems = [.init(name: "client_id", value: appId), .init(name: "redirect_uri", value: redirectURI),
-                        .init(name: "state", value: state), .init(name: "scope", value: scopes.joined(separator: ","))]
+        var items: [URLQueryItem] = [.init(name: "client_id", value: appId), .init(name: "redirect_uri", value: redirectURI),
+                                     .init(name: "state", value: state)]
+        if let configId { items.append(.init(name: "config_id", value: configId)) } else {
+            items.append(.init(name: "scope", value: scopes.joined(separator: ",")))
+        }
+        if rerequest { items.append(.init(name: "auth_type", value: "rerequest")) }
+        c.queryItems = items
         return c.url!
     }
+
+    /// The usage Meta reported with the last answer (see ``GraphUsage``), for pacing.
+    public var lastUsage: GraphUsage? { usage.withLock { $0 } }
 
     // MARK: - transport
 
@@ -194,12 +293,17 @@ public final class GraphClient: Sendable {
             var failure: GraphClientError
             do {
                 let (data, response) = try await session.data(for: request)
-                let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+                let http = response as? HTTPURLResponse
+                let status = http?.statusCode ?? 0
+                let reported = GraphUsage.parse(appUsage: http?.value(forHTTPHeaderField: "X-App-Usage"),
+                                                businessUsage: http?.value(forHTTPHeaderField: "X-Business-Use-Case-Usage"))
+                usage.withLock { $0 = reported }
                 if (200..<300).contains(status) { return data }
-                let apiError = Self.parseError(data, status: status, secrets: secrets)
+                var apiError = Self.parseError(data, status: status, secrets: secrets)
+                apiError.usage = reported
                 failure = .api(apiError)
-                // OAuth and other client errors are final; throttling and server errors may pass.
-                guard apiError.isThrottling || (status >= 500 && apiError.code == nil) else { throw failure }
+                // OAuth errors, other client errors and throttling are final; server errors may pass.
+                guard !apiError.isThrottling, status >= 500, apiError.code == nil else { throw failure }
             } catch let e as GraphClientError {
                 throw e
             } catch {

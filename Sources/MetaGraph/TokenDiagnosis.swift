@@ -13,7 +13,7 @@ public struct TokenDiagnosis: Sendable, Equatable {
         case (190, 467): return .init(reason: "the token is invalid", action: "get a new token")
         case (190, _), (102, _): return .init(reason: "the token expired, was revoked or is invalid", action: "get a new token")
         case (100, 36007): return .init(reason: "the verification code is invalid", action: "start the login again")
-        case (let c?, _) where [4, 17, 32, 613].contains(c): return .init(reason: "Meta is throttling the app", action: "nothing: the check is retried later")
+        case (let c?, _) where [4, 17, 32, 613].contains(c) || (80000...80014).contains(c): return .init(reason: "Meta is throttling the app", action: "nothing: the check is retried later")
         default: return .init(reason: "Meta reports the token as invalid", action: "check the token in the Access Token Debugger, then re-authorise")
         }
     }

@@ -76,6 +76,8 @@ struct ServeSettings {
             "graph_url": GraphConfiguration.defaultBaseURL.absoluteString, "graph_version": GraphConfiguration.defaultVersion,
             "store": "sqlite:" + home.root + "/vault.db", "store_password_file": nil, "host_id": Vault.defaultHostID,
             "audit.segment_size": String(64 << 20), "audit.index": "true", "audit.syslog": "false", "audit.syslog_socket": nil, "audit.witness_command": nil, "audit.witness_journal": "false", "metrics.listen": nil, "metrics.token_names": "false",
+            "meta.login_redirect_uri": nil, "meta.refresh": "system_user", "meta.refresh_days": "15", "meta.remind_after": "259200",
+            "meta.history_days": "400",
         ]
         var entries: [Entry] = []
         for setting in DaemonConfig.settings {

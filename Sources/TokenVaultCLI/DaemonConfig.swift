@@ -16,10 +16,17 @@ import TOMLKit
 ///     check_interval = 86400           # seconds between Meta re-checks
 ///     warn_days = 7                    # notify this many days before expiry
 ///     graph_url = "https://graph.facebook.com"
-///     graph_version = "v25.0"
+///     graph_version = "v26.0"
 ///     store = "postgres://vault@db.internal/tokenvault?sslmode=verify-full&sslrootcert=/etc/tokenvault/db-ca.pem"
 ///     store_password_file = "/etc/tokenvault/db-password"
 ///     host_id = "ads-worker-3"
+///
+///     [meta]
+///     login_redirect_uri = "https://ads.example.com/fb-callback"   # notifications carry a login link for the user
+///     refresh = "system_user"          # refresh expiring tokens: "off", "system_user" or "all" (user tokens too)
+///     refresh_days = 15                # that many days before expiry
+///     remind_after = 259200            # seconds before a problem still open is notified again (0: never)
+///     history_days = 400               # days of check history kept
 ///
 ///     [audit]
 ///     segment_size = 67108864          # bytes a segment grows to before the next one starts
@@ -59,6 +66,11 @@ struct DaemonConfig {
         Setting(key: "store", kind: .string, help: "the store (sqlite:PATH or a postgres:// URL)"),
         Setting(key: "store_password_file", kind: .path, help: "file holding the PostgreSQL password"),
         Setting(key: "host_id", kind: .string, help: "this host's name in a shared store"),
+        Setting(key: "meta.login_redirect_uri", kind: .string, help: "an https redirect URI of the app: notifications carry a login link"),
+        Setting(key: "meta.refresh", kind: .choice(["off", "system_user", "all"]), help: "which expiring tokens the daemon refreshes (default system_user)"),
+        Setting(key: "meta.refresh_days", kind: .integer(1...59), help: "days before expiry to refresh (default 15)"),
+        Setting(key: "meta.remind_after", kind: .integer(0...31_536_000), help: "seconds before an open problem is notified again (default 259200; 0: never)"),
+        Setting(key: "meta.history_days", kind: .integer(1...3650), help: "days of check history kept (default 400)"),
         Setting(key: "audit.segment_size", kind: .integer(1 << 20 ... 1 << 40), help: "bytes an audit segment grows to"),
         Setting(key: "audit.index", kind: .boolean, help: "index each finished segment for queries (default true)"),
         Setting(key: "audit.syslog", kind: .boolean, help: "also send each record to the journal or syslog, best effort"),

@@ -208,10 +208,10 @@ struct Doctor: ParsableCommand {
         let url = settings.string("graph_url") ?? GraphConfiguration.defaultBaseURL.absoluteString
         let version = settings.string("graph_version") ?? GraphConfiguration.defaultVersion
         if let u = URL(string: url), u.scheme == "https" || ["127.0.0.1", "localhost", "::1"].contains(u.host ?? "") {
-            if version.range(of: #"^v[0-9]+\.[0-9]+$"#, options: .regularExpression) != nil {
-                ok("graph", "\(url), \(version)")
+            if let warning = GraphVersions.warning(for: version) {
+                problem("graph", "graph_version \(version) (\(settings.source("graph_version"))): \(warning)", fix: "graph_version = \"\(GraphConfiguration.defaultVersion)\"")
             } else {
-                problem("graph", "graph_version \"\(version)\" (\(settings.source("graph_version"))) is not a Graph version like v25.0", fix: "graph_version = \"\(GraphConfiguration.defaultVersion)\"")
+                ok("graph", "\(url), \(version)" + (GraphVersions.version(version)?.availableUntil.map { " (available until \($0))" } ?? ""))
             }
         } else {
             problem("graph", "graph_url \(url) (\(settings.source("graph_url"))) is not https: tokens would cross the network in clear", fix: "graph_url = \"https://graph.facebook.com\"")

@@ -1,4 +1,5 @@
 import Foundation
+import MetaLifecycle
 import VaultCore
 import VaultStores
 #if canImport(Glibc)
@@ -68,6 +69,23 @@ enum Output {
             "last_error": parsed(r.lastError),
             "created_at": r.createdAt, "updated_at": r.updatedAt,
         ]
+    }
+
+    /// A token's metadata with its lifecycle state (`"state"`, always: `unchecked` before any check),
+    /// the scopes it must keep and who issued it.
+    static func json(_ r: TokenRecord, meta m: MetaTokenState?) -> [String: Any] {
+        var o = json(r)
+        o["state"] = m?.state ?? TokenState.unchecked.rawValue
+        o["required_scopes"] = m?.required ?? []
+        o["required_targets"] = m?.targets ?? []
+        o["user_id"] = m?.userId as Any? ?? NSNull()
+        o["token_app_id"] = m?.appId as Any? ?? NSNull()
+        o["issued_at"] = m?.issuedAt as Any? ?? NSNull()
+        o["app_mismatch"] = m?.appMismatch ?? false
+        o["last_success_at"] = m?.lastSuccessAt as Any? ?? NSNull()
+        o["refreshed_at"] = m?.refreshedAt as Any? ?? NSNull()
+        o["refresh_error"] = m?.refreshError as Any? ?? NSNull()
+        return o
     }
 
     static func jsonLine(_ object: [String: Any]) -> String {

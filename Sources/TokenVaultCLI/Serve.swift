@@ -141,14 +141,26 @@ struct Serve: AsyncParsableCommand {
         graphOptions.graphURL = settings.string("graph_url")
         graphOptions.graphVersion = settings.string("graph_version")
         let warnDays = try number("warn_days", flag: "--warn-days", at: 0) ?? 7
+        if let warning = GraphVersions.warning(for: graphOptions.graphVersion ?? GraphConfiguration.defaultVersion) {
+            logger.warning("\(warning)", metadata: ["setting": "graph_version"])
+        }
+        let loginRedirect = settings.string("meta.login_redirect_uri")
+        if let r = loginRedirect, URL(string: r)?.scheme?.lowercased() != "https" {
+            throw CLIFailure(message: "error: meta.login_redirect_uri (\(settings.source("meta.login_redirect_uri"))) must be an https URL", exit: .badInput)
+        }
         let meta = MetaTokenService(
             vault: v, graph: try graphOptions.client(), audit: audit,
             actor: CLIAudit.actor, channel: .daemon,
             notifier: settings.string("notify_command").map { Notifier(command: $0) },
-            warnDays: warnDays)
+            warnDays: warnDays, loginRedirectURI: loginRedirect)
         let checkInterval = try number("check_interval", flag: "--check-interval") ?? 86_400
         let sweeps = SweepLog()
-        let rechecker = Rechecker(service: meta, interval: Int64(checkInterval), logger: logger, sweeps: sweeps)
+        var recheck = Rechecker.Options()
+        if let mode = settings.string("meta.refresh").flatMap(Rechecker.RefreshMode.init(rawValue:)) { recheck.refresh = mode }
+        if let d = settings.int("meta.refresh_days") { recheck.refreshDays = d }
+        if let r = settings.int("meta.remind_after") { recheck.remindAfter = Int64(r) }
+        if let h = settings.int("meta.history_days") { recheck.historyDays = h }
+        let rechecker = Rechecker(service: meta, interval: Int64(checkInterval), logger: logger, sweeps: sweeps, options: recheck)
         let processor = RequestProcessor(vault: v, policy: initialPolicy, audit: audit, logger: logger)
         let server = VaultServer(configuration: config, processor: processor, logger: logger)
         let reloader = PolicyReloader(path: policyPath, processor: processor, audit: audit, systemd: systemd, logger: logger)

@@ -114,6 +114,13 @@ final class DaemonStatus: Sendable {
             meta["last_sweep_checked"] = s.checked
             meta["last_sweep_failed"] = s.failed
             meta["sweep_lease_elsewhere"] = s.leaseHeldElsewhere
+            meta["last_sweep_refreshed"] = s.refreshed
+            meta["last_sweep_refresh_failed"] = s.refreshFailed
+            meta["stale_tokens"] = s.stale
+        }
+        if let p = parts.sweeps.paused, p.until > Int64(Date().timeIntervalSince1970) {
+            meta["paused_until"] = p.until
+            meta["paused_because"] = p.reason
         }
         var object: [String: Any] = [
             "ok": true,

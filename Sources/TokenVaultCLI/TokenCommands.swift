@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import MetaLifecycle
 import TokenVaultClient
 import VaultCore
 import VaultCrypto
@@ -80,6 +81,8 @@ struct Put: ParsableCommand {
     @Option(help: "user, system_user, page, app or other.") var kind: TokenKind = .other
     @Option(help: "The app the token belongs to (see `tokenvault app add`).") var app: String?
     @Option(help: ArgumentHelp("Read the token from this file instead of stdin.", valueName: "file")) var fromFile: String?
+    @Option(name: .customLong("require-scope"), help: ArgumentHelp("A Meta permission the token must keep (repeatable); checks flag it scope_missing without.", valueName: "scope"))
+    var requireScopes: [String] = []
     @Flag(help: "Replace an existing token of that name.") var force = false
     @Argument(help: .hidden) var extra: [String] = []
 
@@ -92,6 +95,7 @@ struct Put: ParsableCommand {
                 if that argument was a real token, treat it as exposed.
                 """)
         }
+        do { try MetaTokenService.validateScopes(requireScopes) } catch { throw ValidationError("--require-scope: \(error)") }
     }
 
     func run() throws {
@@ -101,7 +105,17 @@ struct Put: ParsableCommand {
             try audit.admin("put", token: name, reason: existed ? "replaced" : "created") { commit in
                 try v.put(name: name, secret: secret, kind: kind, app: app, replace: force, beforeCommit: commit)
             }
-            printErr("\(existed ? "replaced" : "stored") \(name)")
+            if !requireScopes.isEmpty {
+                do {
+                    try audit.admin("meta_require", token: name, reason: "requires " + requireScopes.joined(separator: ",")) { commit in
+                        try MetaTokenService.require(vault: v, name: name, scopes: requireScopes, targets: nil) { _ in try commit() }
+                    }
+                } catch {
+                    throw CLIFailure(message: "error: \(name) was stored, but its required scopes were not: \(error); "
+                                     + "run `tokenvault meta require \(name) \(requireScopes.joined(separator: " "))`", exit: .failure)
+                }
+            }
+            printErr("\(existed ? "replaced" : "stored") \(name)" + (requireScopes.isEmpty ? "" : ", requiring \(requireScopes.joined(separator: ","))"))
         }
     }
 }
@@ -215,15 +229,16 @@ struct List: ParsableCommand {
         let v = try vault.openVault()
         let start = prefix.map { $0.hasSuffix("*") ? String($0.dropLast()) : $0 } ?? ""
         let records = try reporting { try v.list() }.filter { $0.name.hasPrefix(start) }
+        let states = try reporting { try MetaTokenService.states(of: v) }
         if json {
-            for r in records { print(Output.jsonLine(Output.json(r))) }
+            for r in records { print(Output.jsonLine(Output.json(r, meta: states[r.name]))) }
             return
         }
         if records.isEmpty { printErr(start.isEmpty ? "no tokens stored" : "no tokens stored under \(start)"); return }
         print(Output.table(
-            ["NAME", "KIND", "APP", "VALID", "EXPIRES", "CHECKED"],
+            ["NAME", "KIND", "APP", "STATE", "EXPIRES", "CHECKED"],
             records.map { r in
-                [r.name, r.kind, r.app ?? "-", Output.valid(r.valid),
+                [r.name, r.kind, r.app ?? "-", states[r.name]?.state ?? TokenState.unchecked.rawValue,
                  r.checkedAt == nil ? "-" : Output.date(r.expiresAt == 0 ? nil : r.expiresAt, never: "never"),
                  Output.date(r.checkedAt)]
             }))
@@ -240,10 +255,14 @@ struct Show: ParsableCommand {
     func run() throws {
         let v = try vault.openVault()
         let r = try reporting { try v.show(name: name) }
-        if json { print(Output.jsonLine(Output.json(r))); return }
+        let m = try reporting { try MetaTokenService.states(of: v)[name] }
+        if json { print(Output.jsonLine(Output.json(r, meta: m))); return }
+        let required = m.map { $0.required.joined(separator: ",") + ($0.targets.isEmpty ? "" : " on " + $0.targets.joined(separator: ",")) } ?? ""
         let rows: [(String, String)] = [
             ("name", r.name), ("kind", r.kind), ("app", r.app ?? "-"), ("meta type", r.tokenType ?? "-"),
-            ("valid", Output.valid(r.valid)), ("scopes", r.scopes),
+            ("state", (m?.state ?? TokenState.unchecked.rawValue) + (m?.appMismatch == true ? " (issued for app \(m?.appId ?? "?"))" : "")),
+            ("valid", Output.valid(r.valid)), ("scopes", r.scopes), ("required scopes", required.isEmpty ? "-" : required),
+            ("facebook user", m?.userId ?? "-"), ("issued", Output.date(m?.issuedAt)),
             ("expires", r.checkedAt == nil ? "-" : Output.date(r.expiresAt, never: "never")),
             ("data access expires", Output.date(r.dataAccessExpiresAt)),
             ("checked", Output.date(r.checkedAt)), ("last error", r.lastError ?? "-"),

@@ -438,19 +438,25 @@ public final class Vault: Sendable {
     /// app and creation time, and setting its new expiry.
     public func replaceSecret(name: String, secret: SecretBytes, expiresAt: Int64?, beforeCommit: () throws -> Void = {}) throws {
         try Self.validateSecret(secret)
-        try store.write { tx in
-            let (keyId, key) = try currentDataKey(tx)
-            let sealed = Sealer.seal(secret, key: key, context: .token(name))
-            let now = Self.now()
-            try updateToken(named: name, in: tx) { r in
-                r.sealed = Data(sealed)
-                r.dataKeyId = keyId
-                r.expiresAt = expiresAt
-                r.updatedAt = now
-            }
-            try tx.recordTokenChanges([TokenChange(name: name, kind: .refreshed)])
+        try change { c in
+            try c.replaceSecret(name: name, secret: secret, expiresAt: expiresAt)
             try beforeCommit()
         }
+    }
+
+    /// Seals `secret` under the current data key in place of `name`'s, in `tx` (a `refreshed` change).
+    func replaceSecret(name: String, secret: SecretBytes, expiresAt: Int64?, in tx: any StorageTransaction) throws {
+        try Self.validateSecret(secret)
+        let (keyId, key) = try currentDataKey(tx)
+        let sealed = Sealer.seal(secret, key: key, context: .token(name))
+        let now = Self.now()
+        try updateToken(named: name, in: tx) { r in
+            r.sealed = Data(sealed)
+            r.dataKeyId = keyId
+            r.expiresAt = expiresAt
+            r.updatedAt = now
+        }
+        try tx.recordTokenChanges([TokenChange(name: name, kind: .refreshed)])
     }
 
     /// Runs `body` in one write transaction, for a module that keeps state of its own beside the tokens
@@ -561,6 +567,11 @@ public struct VaultChange {
     /// Changes a stored token, checked and MAC'd as ``Vault/updateToken(named:in:_:)`` does.
     public func updateToken(named name: String, _ change: (inout TokenRecord) throws -> Void) throws {
         try vault.updateToken(named: name, in: tx, change)
+    }
+
+    /// Replaces a token's secret (sealed under the current data key), as ``Vault/replaceSecret(name:secret:expiresAt:beforeCommit:)``.
+    public func replaceSecret(name: String, secret: SecretBytes, expiresAt: Int64?) throws {
+        try vault.replaceSecret(name: name, secret: secret, expiresAt: expiresAt, in: tx)
     }
 
     /// A token's row as this transaction sees it (not opened).

@@ -325,7 +325,7 @@ public struct PostgresTransaction: StorageTransaction {
 
 extension PostgresTransaction {
     public func removeEverything() throws {
-        for table in ["token_changes", "tokens", "apps", "data_keys", "notifications", "audit_checkpoints", "audit_chunks", "vault_meta"] {
+        for table in ["token_changes", "meta_checks", "meta_state", "tokens", "apps", "data_keys", "notifications", "audit_checkpoints", "audit_chunks", "vault_meta"] {
             try run(PostgresQuery(unsafeSQL: "DELETE FROM \(table)"))
         }
     }
@@ -373,10 +373,83 @@ extension PostgresTransaction: LifecycleStateTransaction {
     }
 
     public func checkCandidates() throws -> [CheckCandidate] {
-        try run("SELECT name, checked_at, expires_at, data_access_expires_at FROM tokens WHERE app IS NOT NULL ORDER BY name").map { row in
-            let (name, checked, expires, dataAccess) = try row.decode((String, Int64?, Int64?, Int64?).self)
-            return CheckCandidate(name: name, checkedAt: checked, expiresAt: expires, dataAccessExpiresAt: dataAccess)
+        try run("SELECT name, checked_at, expires_at, data_access_expires_at, kind, app FROM tokens WHERE app IS NOT NULL ORDER BY name").map { row in
+            let (name, checked, expires, dataAccess, kind, app) = try row.decode((String, Int64?, Int64?, Int64?, String, String?).self)
+            return CheckCandidate(name: name, checkedAt: checked, expiresAt: expires, dataAccessExpiresAt: dataAccess, kind: kind, app: app)
         }
+    }
+
+    static let metaStateColumns = """
+        token, state, required_scopes, required_targets, user_id, app_id, issued_at, app_mismatch, last_success_at, problem_since, \
+        refreshed_at, refresh_error, updated_at
+        """
+
+    static func metaState(_ row: PostgresRow) throws -> MetaTokenState {
+        let r = row.makeRandomAccess()
+        var m = MetaTokenState(token: try r[0].decode(String.self), now: try r[12].decode(Int64.self))
+        m.state = try r[1].decode(String.self)
+        m.requiredScopes = try r[2].decode(String.self)
+        m.requiredTargets = try r[3].decode(String.self)
+        m.userId = try r[4].decode(String?.self)
+        m.appId = try r[5].decode(String?.self)
+        m.issuedAt = try r[6].decode(Int64?.self)
+        m.appMismatch = try r[7].decode(Bool.self)
+        m.lastSuccessAt = try r[8].decode(Int64?.self)
+        m.problemSince = try r[9].decode(Int64?.self)
+        m.refreshedAt = try r[10].decode(Int64?.self)
+        m.refreshError = try r[11].decode(String?.self)
+        return m
+    }
+
+    public func metaState(token: String) throws -> MetaTokenState? {
+        try run("SELECT \(unescaped: Self.metaStateColumns) FROM meta_state WHERE token = \(token)\(unescaped: lock)").first.map(Self.metaState)
+    }
+
+    public func saveMetaState(_ m: MetaTokenState) throws {
+        try run("""
+            INSERT INTO meta_state(\(unescaped: Self.metaStateColumns)) VALUES (\(m.token), \(m.state), \(m.requiredScopes), \(m.requiredTargets),
+              \(m.userId), \(m.appId), \(m.issuedAt), \(m.appMismatch), \(m.lastSuccessAt), \(m.problemSince), \(m.refreshedAt),
+              \(m.refreshError), \(m.updatedAt))
+            ON CONFLICT (token) DO UPDATE SET state = EXCLUDED.state, required_scopes = EXCLUDED.required_scopes,
+              required_targets = EXCLUDED.required_targets, user_id = EXCLUDED.user_id, app_id = EXCLUDED.app_id,
+              issued_at = EXCLUDED.issued_at, app_mismatch = EXCLUDED.app_mismatch, last_success_at = EXCLUDED.last_success_at,
+              problem_since = EXCLUDED.problem_since, refreshed_at = EXCLUDED.refreshed_at, refresh_error = EXCLUDED.refresh_error,
+              updated_at = EXCLUDED.updated_at
+            """)
+    }
+
+    public func metaStates() throws -> [MetaTokenState] {
+        try run("SELECT \(unescaped: Self.metaStateColumns) FROM meta_state ORDER BY token").map(Self.metaState)
+    }
+
+    static let checkColumns = "id, token, checked_at, verdict, state, scopes, expires_at, data_access_expires_at, error"
+
+    static func check(_ row: PostgresRow) throws -> MetaCheckRecord {
+        let (id, token, checkedAt, verdict, state, scopes, expires, dataAccess, error) =
+            try row.decode((Int64, String, Int64, String, String, String, Int64?, Int64?, String?).self)
+        return MetaCheckRecord(id: id, token: token, checkedAt: checkedAt, verdict: verdict, state: state, scopes: scopes,
+                               expiresAt: expires, dataAccessExpiresAt: dataAccess, error: error)
+    }
+
+    public func appendCheck(_ c: MetaCheckRecord) throws {
+        try run("""
+            INSERT INTO meta_checks(token, checked_at, verdict, state, scopes, expires_at, data_access_expires_at, error)
+            VALUES (\(c.token), \(c.checkedAt), \(c.verdict), \(c.state), \(c.scopes), \(c.expiresAt), \(c.dataAccessExpiresAt), \(c.error))
+            """)
+    }
+
+    public func checks(token: String, limit: Int) throws -> [MetaCheckRecord] {
+        try run("""
+            SELECT \(unescaped: Self.checkColumns) FROM meta_checks WHERE token = \(token) ORDER BY id DESC LIMIT \(Int64(limit))
+            """).map(Self.check).reversed()
+    }
+
+    public func allChecks() throws -> [MetaCheckRecord] {
+        try run("SELECT \(unescaped: Self.checkColumns) FROM meta_checks ORDER BY id").map(Self.check)
+    }
+
+    public func pruneChecks(before: Int64) throws {
+        try run("DELETE FROM meta_checks WHERE checked_at < \(before)")
     }
 }
 

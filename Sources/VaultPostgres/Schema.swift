@@ -142,5 +142,38 @@ enum Schema {
               change text NOT NULL)
             """,
         ]),
+        ("v5: Meta token state and check history", [
+            // The lifecycle's own state of a token and one row per check; both go with the token.
+            """
+            CREATE TABLE meta_state (
+              token text COLLATE "C" PRIMARY KEY REFERENCES tokens(name) ON DELETE CASCADE,
+              state text NOT NULL DEFAULT 'unchecked',
+              required_scopes text NOT NULL DEFAULT '[]',
+              required_targets text NOT NULL DEFAULT '[]',
+              user_id text,
+              app_id text,
+              issued_at bigint,
+              app_mismatch boolean NOT NULL DEFAULT false,
+              last_success_at bigint,
+              problem_since bigint,
+              refreshed_at bigint,
+              refresh_error text,
+              updated_at bigint NOT NULL)
+            """,
+            """
+            CREATE TABLE meta_checks (
+              id bigserial PRIMARY KEY,
+              token text COLLATE "C" NOT NULL REFERENCES tokens(name) ON DELETE CASCADE,
+              checked_at bigint NOT NULL,
+              verdict text NOT NULL,
+              state text NOT NULL,
+              scopes text NOT NULL DEFAULT '[]',
+              expires_at bigint,
+              data_access_expires_at bigint,
+              error text)
+            """,
+            "CREATE INDEX meta_checks_by_token ON meta_checks(token, id)",
+            "CREATE INDEX meta_checks_by_time ON meta_checks(checked_at)",
+        ]),
     ]
 }

@@ -8,6 +8,19 @@ extension NotificationRecord: FetchableRecord, PersistableRecord {
     public static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
 }
 
+extension MetaTokenState: FetchableRecord, PersistableRecord {
+    public static let databaseTableName = "meta_state"
+    public static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    public static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+}
+
+extension MetaCheckRecord: FetchableRecord, MutablePersistableRecord {
+    public static let databaseTableName = "meta_checks"
+    public static let databaseColumnDecodingStrategy = DatabaseColumnDecodingStrategy.convertFromSnakeCase
+    public static let databaseColumnEncodingStrategy = DatabaseColumnEncodingStrategy.convertToSnakeCase
+    public mutating func didInsert(_ inserted: InsertionSuccess) { id = inserted.rowID }
+}
+
 /// The Meta lifecycle's state in SQLite: the `notifications` table and the check candidates' index.
 extension SQLiteTransaction: LifecycleStateTransaction {
     public func notification(token: String) throws -> NotificationRecord? {
@@ -28,7 +41,37 @@ extension SQLiteTransaction: LifecycleStateTransaction {
     }
 
     public func checkCandidates() throws -> [CheckCandidate] {
-        try Row.fetchAll(db, sql: "SELECT name, checked_at, expires_at, data_access_expires_at FROM tokens WHERE app IS NOT NULL ORDER BY name")
-            .map { CheckCandidate(name: $0[0], checkedAt: $0[1], expiresAt: $0[2], dataAccessExpiresAt: $0[3]) }
+        try Row.fetchAll(db, sql: "SELECT name, checked_at, expires_at, data_access_expires_at, kind, app FROM tokens WHERE app IS NOT NULL ORDER BY name")
+            .map { CheckCandidate(name: $0[0], checkedAt: $0[1], expiresAt: $0[2], dataAccessExpiresAt: $0[3], kind: $0[4], app: $0[5]) }
+    }
+
+    public func metaState(token: String) throws -> MetaTokenState? {
+        try MetaTokenState.fetchOne(db, key: token)
+    }
+
+    public func saveMetaState(_ state: MetaTokenState) throws {
+        try state.save(db)
+    }
+
+    public func metaStates() throws -> [MetaTokenState] {
+        try MetaTokenState.order(Column("token")).fetchAll(db)
+    }
+
+    public func appendCheck(_ check: MetaCheckRecord) throws {
+        var c = check
+        c.id = nil
+        try c.insert(db)
+    }
+
+    public func checks(token: String, limit: Int) throws -> [MetaCheckRecord] {
+        try MetaCheckRecord.filter(Column("token") == token).order(Column("id").desc).limit(limit).fetchAll(db).reversed()
+    }
+
+    public func allChecks() throws -> [MetaCheckRecord] {
+        try MetaCheckRecord.order(Column("id")).fetchAll(db)
+    }
+
+    public func pruneChecks(before: Int64) throws {
+        try db.execute(sql: "DELETE FROM meta_checks WHERE checked_at < ?", arguments: [before])
     }
 }

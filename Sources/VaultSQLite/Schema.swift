@@ -103,6 +103,38 @@ enum Schema {
             // (AUTOINCREMENT: a number is never reused once pruned). The vault keeps the newest 10,000.
             try db.execute(sql: "CREATE TABLE token_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, change TEXT NOT NULL)")
         }
+        migrator.registerMigration("v9: Meta token state and check history") { db in
+            // The lifecycle's own state of a token (required scopes, the state its last check put it in, who
+            // issued it) and one row per check. Both go with the token: removing it removes them.
+            try db.create(table: "meta_state", options: .withoutRowID) { t in
+                t.primaryKey("token", .text).references("tokens", column: "name", onDelete: .cascade)
+                t.column("state", .text).notNull().defaults(to: "unchecked")
+                t.column("required_scopes", .text).notNull().defaults(to: "[]")
+                t.column("required_targets", .text).notNull().defaults(to: "[]")
+                t.column("user_id", .text)
+                t.column("app_id", .text)
+                t.column("issued_at", .integer)
+                t.column("app_mismatch", .boolean).notNull().defaults(to: false)
+                t.column("last_success_at", .integer)
+                t.column("problem_since", .integer)
+                t.column("refreshed_at", .integer)
+                t.column("refresh_error", .text)
+                t.column("updated_at", .integer).notNull()
+            }
+            try db.create(table: "meta_checks") { t in
+                t.autoIncrementedPrimaryKey("id")
+                t.column("token", .text).notNull().references("tokens", column: "name", onDelete: .cascade)
+                t.column("checked_at", .integer).notNull()
+                t.column("verdict", .text).notNull()
+                t.column("state", .text).notNull()
+                t.column("scopes", .text).notNull().defaults(to: "[]")
+                t.column("expires_at", .integer)
+                t.column("data_access_expires_at", .integer)
+                t.column("error", .text)
+            }
+            try db.execute(sql: "CREATE INDEX meta_checks_by_token ON meta_checks(token, id)")
+            try db.execute(sql: "CREATE INDEX meta_checks_by_time ON meta_checks(checked_at)")
+        }
         return migrator
     }
 }

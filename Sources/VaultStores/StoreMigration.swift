@@ -18,6 +18,8 @@ public enum StoreMigration {
         public var apps = 0
         public var dataKeys = 0
         public var notifications = 0
+        public var metaStates = 0
+        public var checks = 0
         public var checkpoints = 0
         /// Audit records in the target's copy, by host.
         public var auditRecords: [String: Int] = [:]
@@ -70,7 +72,8 @@ public enum StoreMigration {
                 audit[host] = records
             }
             return Snapshot(meta: meta, dataKeys: try tx.dataKeys(), apps: try tx.apps(), tokens: try tx.tokens(),
-                            notifications: try lifecycle.notifications(), checkpoints: try tx.auditCheckpoints(), audit: audit)
+                            notifications: try lifecycle.notifications(), metaStates: try lifecycle.metaStates(),
+                            checks: try lifecycle.allChecks(), checkpoints: try tx.auditCheckpoints(), audit: audit)
         }
         // This host's local chain joins the copy (a SQLite vault ships nothing until it moves).
         var local: [AuditCopyRecord] = []
@@ -93,6 +96,8 @@ public enum StoreMigration {
             try tx.insertTokens(source.tokens)
             let lifecycle = try state(tx, (any LifecycleStateTransaction).self)
             for n in source.notifications { try lifecycle.saveNotification(n) }
+            for m in source.metaStates { try lifecycle.saveMetaState(m) }
+            for c in source.checks { try lifecycle.appendCheck(c) }
             for var cp in source.checkpoints {
                 // A single-host store's checkpoint is this host's; a single-host target keeps only this host's.
                 if cp.host == AuditCheckpointRecord.localHost { cp.host = vault.hostID }
@@ -111,15 +116,20 @@ public enum StoreMigration {
             summary.tokens = try tx.tokens().count
             summary.apps = try tx.apps().count
             summary.dataKeys = try tx.dataKeys().count
-            summary.notifications = try state(tx, (any LifecycleStateTransaction).self).notifications().count
+            let lifecycle = try state(tx, (any LifecycleStateTransaction).self)
+            summary.notifications = try lifecycle.notifications().count
+            summary.metaStates = try lifecycle.metaStates().count
+            summary.checks = try lifecycle.allChecks().count
             summary.checkpoints = try tx.auditCheckpoints().count
             let copies = try state(tx, (any AuditCopyTransaction).self)
             for host in try copies.auditHosts() { summary.auditRecords[host] = Int(try copies.lastCopiedSeq(host: host)) }
         }
         let expected = (source.tokens.count, source.apps.count, source.dataKeys.count, source.notifications.count)
-        guard (summary.tokens, summary.apps, summary.dataKeys, summary.notifications) == expected else {
+        guard (summary.tokens, summary.apps, summary.dataKeys, summary.notifications) == expected,
+              summary.metaStates == source.metaStates.count, summary.checks == source.checks.count else {
             throw Refused(description: "the copy does not match: \(summary.tokens)/\(expected.0) tokens, \(summary.apps)/\(expected.1) apps, "
-                          + "\(summary.dataKeys)/\(expected.2) data keys, \(summary.notifications)/\(expected.3) notifications")
+                          + "\(summary.dataKeys)/\(expected.2) data keys, \(summary.notifications)/\(expected.3) notifications, "
+                          + "\(summary.metaStates)/\(source.metaStates.count) Meta token states, \(summary.checks)/\(source.checks.count) checks")
         }
         for (host, records) in audit where summary.auditRecords[host] != records.last.map({ Int($0.seq) }) {
             throw Refused(description: "the copy of host \(host)'s audit chain ends at seq \(summary.auditRecords[host] ?? 0), not \(records.last?.seq ?? 0)")
@@ -145,6 +155,8 @@ public enum StoreMigration {
         var apps: [AppRecord]
         var tokens: [TokenRecord]
         var notifications: [NotificationRecord]
+        var metaStates: [MetaTokenState]
+        var checks: [MetaCheckRecord]
         var checkpoints: [AuditCheckpointRecord]
         var audit: [String: [AuditCopyRecord]]
     }

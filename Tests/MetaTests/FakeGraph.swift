@@ -17,6 +17,8 @@ final class FakeGraph: Sendable {
     final class State: Sendable {
         let requests = Mutex<[Request]>([])
         let handler: Mutex<Handler>
+        /// Sent with every answer (Meta's usage headers, say).
+        let headers = Mutex<[String: String]>([:])
         init(_ h: @escaping Handler) { handler = Mutex(h) }
     }
 
@@ -33,10 +35,10 @@ final class FakeGraph: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { ch in
                 ch.pipeline.configureHTTPServerPipeline().flatMap {
-                    ch.pipeline.addHandler(FakeGraphHandler { req in
+                    ch.pipeline.addHandler(FakeGraphHandler(respond: { req in
                         state.requests.withLock { $0.append(req) }
                         return state.handler.withLock { $0 }(req)
-                    })
+                    }, headers: { state.headers.withLock { $0 } }))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -44,6 +46,8 @@ final class FakeGraph: Sendable {
     }
 
     func setHandler(_ h: @escaping Handler) { state.handler.withLock { $0 = h } }
+
+    func setHeaders(_ h: [String: String]) { state.headers.withLock { $0 = h } }
 
     var requests: [Request] { state.requests.withLock { $0 } }
 
@@ -58,9 +62,14 @@ final class FakeGraph: Sendable {
         return (status, #"{"error":{"message":"\#(message)","type":"\#(type)","code":\#(code)\#(sub),"fbtrace_id":"AbCdEf123"}}"#)
     }
 
-    static func debug(valid: Bool, type: String = "USER", expiresAt: Int64 = 0, dataAccess: Int64 = 0, code: Int? = nil, subcode: Int? = nil) -> (Int, String) {
+    static func debug(valid: Bool, type: String = "USER", expiresAt: Int64 = 0, dataAccess: Int64 = 0, code: Int? = nil, subcode: Int? = nil,
+                      appId: String = "138483919580948", scopes: [String] = ["ads_read", "ads_management"],
+                      targets: [String] = ["act_101"]) -> (Int, String) {
         let error = code.map { c in #","error":{"code":\#(c),"message":"Error validating access token","subcode":\#(subcode.map(String.init) ?? "null")}"# } ?? ""
-        return (200, #"{"data":{"app_id":"138483919580948","type":"\#(type)","application":"Acme Ads Sync","data_access_expires_at":\#(dataAccess),"expires_at":\#(expiresAt),"is_valid":\#(valid),"issued_at":1570733000,"scopes":["ads_read","ads_management"],"granular_scopes":[{"scope":"ads_management","target_ids":["act_101"]}],"user_id":"10215241773831025"\#(error)}}"#)
+        let scopeList = scopes.map { "\"\($0)\"" }.joined(separator: ",")
+        let granular = scopes.contains("ads_management")
+            ? #"[{"scope":"ads_management","target_ids":[\#(targets.map { "\"\($0)\"" }.joined(separator: ","))]}]"# : "[]"
+        return (200, #"{"data":{"app_id":"\#(appId)","type":"\#(type)","application":"Acme Ads Sync","data_access_expires_at":\#(dataAccess),"expires_at":\#(expiresAt),"is_valid":\#(valid),"issued_at":1570733000,"scopes":[\#(scopeList)],"granular_scopes":\#(granular),"user_id":"10215241773831025"\#(error)}}"#)
     }
 }
 
@@ -68,9 +77,13 @@ private final class FakeGraphHandler: ChannelInboundHandler, @unchecked Sendable
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
     let respond: @Sendable (FakeGraph.Request) -> (Int, String)
+    let extraHeaders: @Sendable () -> [String: String]
     private var uri = ""
 
-    init(_ respond: @escaping @Sendable (FakeGraph.Request) -> (Int, String)) { self.respond = respond }
+    init(respond: @escaping @Sendable (FakeGraph.Request) -> (Int, String), headers: @escaping @Sendable () -> [String: String]) {
+        self.respond = respond
+        self.extraHeaders = headers
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -83,6 +96,7 @@ private final class FakeGraphHandler: ChannelInboundHandler, @unchecked Sendable
             var headers = HTTPHeaders()
             headers.add(name: "Content-Type", value: "application/json")
             headers.add(name: "Content-Length", value: String(body.utf8.count))
+            for (name, value) in extraHeaders() { headers.add(name: name, value: value) }
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .init(statusCode: status), headers: headers))), promise: nil)
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)

@@ -56,7 +56,7 @@ struct MetaEndToEndTests {
             if chunk.isEmpty { break }
             printed += String(decoding: chunk, as: UTF8.self)
         }
-        let dialog = try #require(printed.split(separator: "\n").first { $0.hasPrefix("https://www.facebook.com/v25.0/dialog/oauth") })
+        let dialog = try #require(printed.split(separator: "\n").first { $0.hasPrefix("https://www.facebook.com/v") && $0.contains("/dialog/oauth?") })
         let items = URLComponents(string: String(dialog))?.queryItems ?? []
         let redirect = try #require(items.first { $0.name == "redirect_uri" }?.value)
         let state = try #require(items.first { $0.name == "state" }?.value)
@@ -82,7 +82,7 @@ struct MetaEndToEndTests {
             req.query["input_token"] == "EAAB-good" ? FakeGraph.debug(valid: true) : FakeGraph.debug(valid: false, code: 190, subcode: 458)
         }
         #expect(try tv(["init"], home: home, graph: graph.url).status == 0)
-        #expect(try tv(["app", "add", "acme", "--app-id", "42"], home: home, graph: graph.url, stdin: appSecret).status == 0)
+        #expect(try tv(["app", "add", "acme", "--app-id", "138483919580948"], home: home, graph: graph.url, stdin: appSecret).status == 0)
         #expect(try tv(["put", "good", "--app", "acme"], home: home, graph: graph.url, stdin: "EAAB-good").status == 0)
         #expect(try tv(["put", "bad", "--app", "acme"], home: home, graph: graph.url, stdin: "EAAB-bad").status == 0)
         #expect(try tv(["meta", "check", "good"], home: home, graph: graph.url).status == 0)

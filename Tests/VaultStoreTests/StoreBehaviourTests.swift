@@ -190,7 +190,7 @@ struct StoreBehaviourTests {
         let state = { (tx: any StorageTransaction) throws -> any LifecycleStateTransaction in
             try #require(tx as? any LifecycleStateTransaction)
         }
-        #expect(try store.read { try state($0).checkCandidates() } == [CheckCandidate(name: "acme/ads", checkedAt: 50, expiresAt: 60, dataAccessExpiresAt: nil)])
+        #expect(try store.read { try state($0).checkCandidates() } == [CheckCandidate(name: "acme/ads", checkedAt: 50, expiresAt: 60, dataAccessExpiresAt: nil, kind: "user", app: "acme")])
         var owed = NotificationRecord(token: "acme/ads", state: "expiring", payload: "{}", pending: true, now: 100)
         try store.write { try state($0).saveNotification(owed) }
         #expect(try store.read { try state($0).dueNotifications(now: 100).map(\.token) } == ["acme/ads"])
@@ -201,6 +201,35 @@ struct StoreBehaviourTests {
         #expect(try store.read { try state($0).dueNotifications(now: 499) }.isEmpty)
         #expect(try store.read { try state($0).notification(token: "acme/ads") } == owed)
         #expect(try store.read { try state($0).notifications().count } == 1)
+
+        // The lifecycle's token state and check history: saved, read back, pruned, and gone with the token.
+        var m = MetaTokenState(token: "acme/ads", now: 100)
+        m.state = TokenState.scopeMissing.rawValue
+        m.requiredScopes = #"["ads_management"]"#
+        m.requiredTargets = #"["act_101"]"#
+        (m.userId, m.appId, m.issuedAt, m.appMismatch, m.lastSuccessAt, m.problemSince) = ("1021", "1384", 90, true, 100, 95)
+        (m.refreshedAt, m.refreshError) = (80, "Meta said no")
+        try store.write { try state($0).saveMetaState(m) }
+        #expect(try store.read { try state($0).metaState(token: "acme/ads") } == m)
+        m.appMismatch = false
+        m.refreshError = nil
+        try store.write { try state($0).saveMetaState(m) }
+        #expect(try store.read { try state($0).metaStates() } == [m])
+        for t in [100, 200, 300] as [Int64] {
+            try store.write {
+                try state($0).appendCheck(MetaCheckRecord(token: "acme/ads", checkedAt: t, verdict: "valid", state: "ok", scopes: #"["ads_read"]"#,
+                                                          expiresAt: t + 1, dataAccessExpiresAt: nil, error: t == 200 ? "x" : nil))
+            }
+        }
+        let history = try store.read { try state($0).checks(token: "acme/ads", limit: 10) }
+        #expect(history.map(\.checkedAt) == [100, 200, 300] && history[1].error == "x" && history.allSatisfy { $0.id != nil })
+        #expect(try store.read { try state($0).checks(token: "acme/ads", limit: 2) }.map(\.checkedAt) == [200, 300])
+        #expect(try store.read { try state($0).allChecks() }.count == 3)
+        try store.write { try state($0).pruneChecks(before: 150) }
+        #expect(try store.read { try state($0).checks(token: "acme/ads", limit: 10) }.map(\.checkedAt) == [200, 300])
+        _ = try store.write { try $0.deleteToken(named: "acme/ads") }
+        #expect(try store.read { try state($0).metaStates() }.isEmpty)
+        #expect(try store.read { try state($0).allChecks() }.isEmpty)
     }
 
     /// A reader that remembers rows never outlives a commit made elsewhere — another connection here, which

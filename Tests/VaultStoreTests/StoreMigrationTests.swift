@@ -28,8 +28,16 @@ struct StoreMigrationTests {
                 r.checkedAt = 1_800_000_000
                 r.lastError = "{\"code\":190}"
             }
-            try change.state((any LifecycleStateTransaction).self)
-                .saveNotification(NotificationRecord(token: "t/0", state: "invalid:190/460", payload: "{}", pending: true, now: 1_800_000_000))
+            let lifecycle = try change.state((any LifecycleStateTransaction).self)
+            try lifecycle.saveNotification(NotificationRecord(token: "t/0", state: "invalid:190/460", payload: "{}", pending: true, now: 1_800_000_000))
+            var m = MetaTokenState(token: "t/0", now: 1_800_000_000)
+            (m.state, m.requiredScopes, m.userId) = ("invalid", #"["ads_management"]"#, "1021")
+            try lifecycle.saveMetaState(m)
+            for t in [1_700_000_000, 1_800_000_000] as [Int64] {
+                try lifecycle.appendCheck(MetaCheckRecord(token: "t/0", checkedAt: t, verdict: t == 1_700_000_000 ? "valid" : "invalid",
+                                                          state: t == 1_700_000_000 ? "ok" : "invalid", scopes: "[]", expiresAt: nil,
+                                                          dataAccessExpiresAt: nil, error: nil))
+            }
         }
         let log = try AuditLog.open(for: vault)
         for i in 0..<50 {
@@ -46,6 +54,12 @@ struct StoreMigrationTests {
         #expect(try copy.appSecret(app: "acme").secret.unsafeStringCopy() == "app-secret-42")
         let owed = try copy.inspect { try $0.state((any LifecycleStateTransaction).self).notification(token: "t/0") }
         #expect(owed?.state == "invalid:190/460" && owed?.pending == true)
+        let (state, history) = try copy.inspect { change in
+            let lifecycle = try change.state((any LifecycleStateTransaction).self)
+            return (try lifecycle.metaState(token: "t/0"), try lifecycle.checks(token: "t/0", limit: 10))
+        }
+        #expect(state?.required == ["ads_management"] && state?.state == "invalid" && state?.userId == "1021")
+        #expect(history.map(\.verdict) == ["valid", "invalid"], "the check history, in order")
     }
 
     @Test func sqliteToPostgresAndBackRoundTripsEverything() throws {
