@@ -189,6 +189,11 @@ struct Status: ParsableCommand {
         } else {
             sweep = "none yet"
         }
+        var metaLine = sweep
+        if let stale = meta["stale_tokens"] as? NSNumber, stale.intValue > 0 { metaLine += "; \(stale) tokens not checked for two intervals" }
+        if let until = meta["paused_until"] as? NSNumber {
+            metaLine += "; Meta calls paused until \(Output.date(until.int64Value)) (\(meta["paused_because"] as? String ?? "throttled"))"
+        }
         let rows: [(String, String)] = [
             ("daemon", "pid \(n(o["pid"])), version \(o["version"] as? String ?? "?"), up \(Self.duration(n(o["uptime_s"])))"),
             ("host", "\(o["host_id"] as? String ?? "?") (store: \(o["store"] as? String ?? "?"))"),
@@ -202,7 +207,7 @@ struct Status: ParsableCommand {
             ("keys", "\(n(keys["master_keys"])) master keys, current \(keys["current"] as? String ?? "-"), \(n(keys["missing"])) missing"),
             ("tokens", "\(n(tokens["total"])) stored: \(n(tokens["expiring"])) expiring soon, \(n(tokens["expired"])) expired, "
                 + "\(n(tokens["invalid"])) invalid, \(n(tokens["unchecked"])) Meta tokens unchecked"),
-            ("meta checks", sweep),
+            ("meta checks", metaLine),
         ]
         let width = rows.map(\.0.count).max() ?? 0
         for (k, v) in rows { print(k.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + v) }
