@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import MetaGraph
+import MetaLifecycle
 import VaultAudit
 import VaultCore
 import VaultDaemon
@@ -186,10 +187,20 @@ struct Doctor: ParsableCommand {
         let warnDays = settings.int("warn_days") ?? 7
         if let records = try? v.list() {
             let now = Int64(Date().timeIntervalSince1970)
+            let states = (try? MetaTokenService.states(of: v)) ?? [:]
             var clean = true
             for r in records {
                 let expiry = TokenExpiry(r, now: now, warnDays: warnDays)
-                if r.valid == false {
+                let m = states[r.name]
+                if m?.appMismatch == true {
+                    clean = false
+                    problem("token \(r.name)", "it was issued for app \(m?.appId ?? "?"), not for \(r.app ?? "its app")",
+                            fix: "store it with the app it belongs to (`tokenvault put \(r.name) --app APP --force`), or get one from \(r.app ?? "its app")")
+                } else if m?.state == TokenState.scopeMissing.rawValue {
+                    clean = false
+                    problem("token \(r.name)", "a required scope is missing (requires \(m?.required.joined(separator: ",") ?? ""))",
+                            fix: "`tokenvault meta login \(r.name) --app \(r.app ?? "APP") --rerequest --force`, or for a system user, Business Manager")
+                } else if r.valid == false {
                     clean = false
                     problem("token \(r.name)", "Meta says it is invalid\(r.lastError.map { ": \($0)" } ?? "")",
                             fix: "re-issue it (Docs/META.md), then `tokenvault put \(r.name) --force`")
