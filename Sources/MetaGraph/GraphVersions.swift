@@ -45,10 +45,12 @@ public enum GraphVersions {
     public static func version(_ name: String) -> Version? { table.first { $0.name == name } }
 
     /// Why `name` should not be used on `today` (`YYYY-MM-DD`), or nil when it is fine: retired, retiring
-    /// within ``warnDays``, or not a version this release knows.
+    /// within ``warnDays``, or an old version this release does not know. A version newer than the table's
+    /// newest is fine (Meta released it after this release).
     public static func warning(for name: String, today: String = GraphVersions.today()) -> String? {
         guard let v = version(name) else {
-            guard name.wholeMatch(of: #/v\d+\.\d+/#) != nil else { return "\"\(name)\" is not a Graph API version like \(current)" }
+            guard let asked = number(name) else { return "\"\(name)\" is not a Graph API version like \(current)" }
+            if let newest = number(current), newest.lexicographicallyPrecedes(asked) { return nil }
             return "\(name) is not in this release's table of Graph API versions (newest known: \(current)); check Meta's changelog"
         }
         guard let end = v.availableUntil else { return nil }
@@ -60,6 +62,12 @@ public enum GraphVersions {
     }
 
     public static func today(_ now: Date = Date()) -> String { day(now) }
+
+    /// `v25.0` as (25, 0), for ordering.
+    static func number(_ name: String) -> [Int]? {
+        guard let m = name.wholeMatch(of: #/v(\d+)\.(\d+)/#), let major = Int(m.1), let minor = Int(m.2) else { return nil }
+        return [major, minor]
+    }
 
     static func day(_ date: Date) -> String {
         let f = DateFormatter()

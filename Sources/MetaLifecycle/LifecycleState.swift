@@ -28,6 +28,24 @@ public protocol LifecycleStateTransaction {
     func allChecks() throws -> [MetaCheckRecord]
     /// Removes checks made before `before` (Unix seconds): the history's retention.
     func pruneChecks(before: Int64) throws
+    /// The pause Meta asked for, shared by every daemon of the store (nil: none).
+    func sweepPause() throws -> SweepPauseRecord?
+    /// Sets or (nil) clears it.
+    func saveSweepPause(_ pause: SweepPauseRecord?) throws
+}
+
+/// Meta asked the app to back off: no call before `untilAt` (Unix seconds), from any daemon of the store.
+public struct SweepPauseRecord: Codable, Sendable, Equatable {
+    public var untilAt: Int64
+    public var reason: String
+    /// Throttles in a row (the next backoff doubles).
+    public var throttles: Int
+
+    public init(untilAt: Int64, reason: String, throttles: Int) {
+        self.untilAt = untilAt
+        self.reason = reason
+        self.throttles = throttles
+    }
 }
 
 /// What the lifecycle keeps of a token besides the token row: what the admin requires of it, the state
@@ -50,8 +68,11 @@ public struct MetaTokenState: Codable, Sendable, Equatable {
     /// When it left `ok` (nil while ok or never checked).
     public var problemSince: Int64?
     public var refreshedAt: Int64?
-    /// Why the last automatic refresh failed (nil after a success).
+    /// Why the last automatic refresh failed (nil after a success), and when.
     public var refreshError: String?
+    public var refreshFailedAt: Int64?
+    /// Which stored value the failed refresh was of (a tag of its sealed bytes): a new value ends the alert.
+    public var refreshFailedSeal: String?
     public var updatedAt: Int64
 
     public init(token: String, now: Int64) {

@@ -48,7 +48,7 @@ struct MetaNotice {
     func dialogURL() -> String? {
         guard !isSystemUser, !evaluation.appMismatch, let redirect = service.loginRedirectURI,
               [.expired, .invalid, .dataAccessExpired, .dataAccessExpiring, .scopeMissing, .expiring].contains(evaluation.state),
-              let loginState = try? LoginState.make(vault: service.vault, name: name, app: app, now: now) else { return nil }
+              let loginState = try? LoginState.make(vault: service.vault, name: name, app: app, redirectURI: redirect, now: now) else { return nil }
         var scopes = info.scopes ?? []
         for s in state.required where !scopes.contains(s) { scopes.append(s) }
         return service.graph.loginDialogURL(appId: appId, redirectURI: redirect, state: loginState, scopes: scopes,
@@ -193,26 +193,35 @@ public enum MetaAlert {
 }
 
 /// The login dialog's `state` for a user who is not at the vault host: `<time>.<mac>`, where the MAC
-/// (HMAC-SHA256 under the app's secret) binds the token name and the time. `meta exchange --state`
-/// accepts it for that name only, for 7 days; nothing needs to be stored in between.
+/// (HMAC-SHA256 under a key derived from the app's secret for this one use, `tokenvault-login-state-v1`)
+/// binds the token name, the redirect URI and the time. `meta exchange --state` accepts it for that name
+/// and redirect URI only, for 7 days; nothing needs to be stored in between. (Meta's code is single-use,
+/// so a state seen twice completes at most one exchange per login the user makes.)
 public enum LoginState {
     public static let maxAge: Int64 = 7 * 86_400
 
-    public static func make(vault: Vault, name: String, app: String, now: Int64) throws -> String {
-        "\(now).\(try mac(vault: vault, name: name, app: app, time: now))"
+    public static func make(vault: Vault, name: String, app: String, redirectURI: String, now: Int64) throws -> String {
+        "\(now).\(try mac(vault: vault, name: name, app: app, redirectURI: redirectURI, time: now))"
     }
 
-    static func mac(vault: Vault, name: String, app: String, time: Int64) throws -> String {
-        let message = SecretBytes(copying: Array("tokenvault-login|\(name)|\(time)".utf8))
-        return String(try vault.appsecretProof(token: message, app: app, timed: false).hex.prefix(32))
+    static func mac(vault: Vault, name: String, app: String, redirectURI: String, time: Int64) throws -> String {
+        let (_, secret) = try vault.appSecret(app: app)
+        // The key is the app secret MAC'd under a label (not a MAC keyed with the secret, which is what an
+        // appsecret_proof is): no proof the vault hands out is ever a state.
+        let label = Array("tokenvault-login-state-v1".utf8)
+        let key = label.withUnsafeBytes { l in secret.withUnsafeBytes { HMACSHA256.mac(key: l, message: $0) } }
+        let message = Array("\(name)\n\(redirectURI)\n\(time)".utf8)
+        let mac = key.withUnsafeBytes { k in message.withUnsafeBytes { HMACSHA256.mac(key: k, message: $0) } }
+        return String(hexString(mac).prefix(32))
     }
 
-    /// Whether `state` was made for `name` (and `app`) within ``maxAge``; why not, when it was not.
-    public static func problem(_ state: String, vault: Vault, name: String, app: String, now: Int64) throws -> String? {
+    /// Whether `state` was made for `name` (and `app`, `redirectURI`) within ``maxAge``; why not, when not.
+    public static func problem(_ state: String, vault: Vault, name: String, app: String, redirectURI: String, now: Int64) throws -> String? {
         let parts = state.split(separator: ".", maxSplits: 1)
         guard parts.count == 2, let time = Int64(parts[0]) else { return "the state is not one this vault made" }
-        guard constantTimeEqual(Array(parts[1].utf8), Array(try mac(vault: vault, name: name, app: app, time: time).utf8)) else {
-            return "the state was not made for \(name) with app \(app) (a forged or mixed-up link)"
+        let expected = try mac(vault: vault, name: name, app: app, redirectURI: redirectURI, time: time)
+        guard constantTimeEqual(Array(parts[1].utf8), Array(expected.utf8)) else {
+            return "the state was not made for \(name) with app \(app) and this redirect URI (a forged or mixed-up link)"
         }
         guard now - time <= maxAge, time <= now + 300 else { return "the link is older than 7 days: make a new one with `meta login --redirect-uri`" }
         return nil

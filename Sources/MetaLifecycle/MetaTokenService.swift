@@ -140,7 +140,8 @@ public final class MetaTokenService: Sendable {
         }
     }
 
-    static func requirement(_ scopes: [String], _ targets: [String]) -> String {
+    /// The audit reason of a requirement: `requires ads_read,ads_management on act_101`.
+    public static func requirement(_ scopes: [String], _ targets: [String]) -> String {
         "requires " + (scopes.isEmpty ? "no scope" : scopes.joined(separator: ",")) + (targets.isEmpty ? "" : " on " + targets.joined(separator: ","))
     }
 
@@ -229,6 +230,9 @@ public final class MetaTokenService: Sendable {
             m.lastSuccessAt = now
             m.problemSince = eval.state == .ok ? nil : (m.problemSince ?? now)
             m.updatedAt = now
+            // A refresh that failed is over once the token was replaced since (put --force, extend, a login).
+            let replacedSinceFailure = m.refreshFailedSeal.map { $0 != Self.sealTag(opened.record.sealed) } ?? false
+            if replacedSinceFailure { (m.refreshError, m.refreshFailedAt, m.refreshFailedSeal) = (nil, nil, nil) }
             try tx.saveMetaState(m)
             let checkError = eval.appMismatch ? "issued for app \(info.appId ?? "?"), not \(appId)"
                 : eval.missing.isEmpty ? lastError : "missing " + eval.missing.joined(separator: ",")
@@ -239,8 +243,9 @@ public final class MetaTokenService: Sendable {
             // The app answers again: an alert about its credentials is over.
             try resolveAlert(tx, key: MetaAlert.appKey(app), now: now, about: "the app \(app)'s credentials work again")
             try resolveAlert(tx, key: MetaAlert.staleKey(name), now: now, about: "\(name) is checked again")
+            if replacedSinceFailure { try resolveAlert(tx, key: MetaAlert.refreshKey(name), now: now, about: "\(name) was replaced") }
             let previous = try tx.notification(token: name)
-            guard previous?.state != eval.noticeKey else { return (eval, false) }
+            guard !TokenEvaluation.sameNotice(previous?.state, eval.noticeKey) else { return (eval, false) }
             // A first check that finds the token fine is not news; a return to ok from a problem is (`resolved`).
             let wasProblem = previous.map { $0.state != "ok" } ?? false
             let notify = eval.state != .ok || wasProblem
@@ -268,7 +273,12 @@ public final class MetaTokenService: Sendable {
     /// Marks an alert (`#app …`, `#stale …`, `#refresh …`) as over, queuing a `resolved` notification if
     /// admins were told of it.
     func resolveAlert(_ tx: any LifecycleStateTransaction, key: String, now: Int64, about: String) throws {
-        guard let n = try tx.notification(token: key), n.state != "ok" else { return }
+        guard var n = try tx.notification(token: key), n.state != "ok" else { return }
+        if n.deliveredAt == nil {
+            // Nobody was told yet: it is settled without a word either way.
+            (n.state, n.pending, n.payload, n.nextAttemptAt, n.updatedAt) = ("ok", false, nil, nil, now)
+            return try tx.saveNotification(n)
+        }
         let payload = MetaAlert.resolved(key: key, about: about, vault: vault.home.root, now: now)
         try tx.saveNotification(NotificationRecord(token: key, state: "ok", payload: payload, pending: true, now: now))
     }
@@ -332,22 +342,42 @@ public final class MetaTokenService: Sendable {
                                                      setTokenExpiresIn60Days: kind == TokenKind.systemUser.rawValue)
             }
         } catch {
-            noteRefreshFailure(name, app: app, record: opened.record, error: error)
+            // Throttling and an unreachable Meta are not a refusal: the next sweep tries again, no one is told.
+            if !Self.isTransient(error) { noteRefreshFailure(name, app: app, record: opened.record, error: error) }
             throw error
         }
         let now = Self.now
         let expiresAt = grant.expiresIn.map { now + $0 }
         try vault.lifecycle { change, tx in
+            // The token an admin stored while the exchange was in flight (a rotation after a leak, say) wins.
+            guard let current = try change.token(named: name), current.sealed == opened.record.sealed else {
+                throw RefreshError(description: "\(name) was replaced while Meta refreshed it; the refreshed token was not stored")
+            }
             try change.replaceSecret(name: name, secret: SecretBytes(copying: Array(grant.accessToken.utf8)), expiresAt: expiresAt)
             var m = try tx.metaState(token: name) ?? MetaTokenState(token: name, now: now)
             m.refreshedAt = now
-            m.refreshError = nil
+            (m.refreshError, m.refreshFailedAt, m.refreshFailedSeal) = (nil, nil, nil)
             m.updatedAt = now
             try tx.saveMetaState(m)
             try recordBeforeCommit("meta_refresh", token: name, reason: expiresAt.map { "expires \(MetaNotice.date($0))" } ?? "does not expire")()
             try resolveAlert(tx, key: MetaAlert.refreshKey(name), now: now, about: "\(name) was refreshed")
         }
         return try? await check(name: name)
+    }
+
+    /// A tag of a stored value's sealed bytes (a new nonce each time it is stored): which value a refresh was of.
+    static func sealTag(_ sealed: Data) -> String {
+        let label = Array("tokenvault-seal-tag".utf8)
+        return String(hexString(label.withUnsafeBytes { l in sealed.withUnsafeBytes { HMACSHA256.mac(key: l, message: $0) } }).prefix(16))
+    }
+
+    /// An error that says nothing about the token: throttling, a server or transport failure.
+    static func isTransient(_ error: any Error) -> Bool {
+        switch error as? GraphClientError {
+        case .api(let e)?: return e.isThrottling || e.httpStatus >= 500
+        case .transport?: return true
+        default: return false
+        }
     }
 
     func noteRefreshFailure(_ name: String, app: String, record: TokenRecord, error: any Error) {
@@ -357,6 +387,8 @@ public final class MetaTokenService: Sendable {
             guard try change.token(named: name) != nil else { return }
             var m = try tx.metaState(token: name) ?? MetaTokenState(token: name, now: now)
             m.refreshError = why
+            m.refreshFailedAt = now
+            m.refreshFailedSeal = Self.sealTag(record.sealed)
             m.updatedAt = now
             try tx.saveMetaState(m)
             let key = MetaAlert.refreshKey(name)
@@ -376,7 +408,7 @@ public final class MetaTokenService: Sendable {
                   let e = c.expiresAt, e != 0, e > now, e <= horizon else { return false }
             let m = states[c.name]
             if let at = m?.refreshedAt, now - at < retryAfter { return false }
-            if m?.refreshError != nil, let at = m?.updatedAt, now - at < retryAfter { return false }
+            if let at = m?.refreshFailedAt, now - at < retryAfter { return false }
             return m.map { $0.state != TokenState.invalid.rawValue && $0.state != TokenState.expired.rawValue } ?? true
         }.map(\.name)
     }
@@ -387,12 +419,17 @@ public final class MetaTokenService: Sendable {
     /// when never): each is a `check_stale` alert once, until a check gets through.
     public func noteStaleChecks(limit: Int64, now: Int64 = MetaTokenService.now) throws -> [String] {
         let states = try states()
-        let candidates = try vault.lifecycleState { try $0.checkCandidates() }
+        let (candidates, appAlerts) = try vault.lifecycleState { tx in
+            (try tx.checkCandidates(), Set(try tx.notifications().filter { $0.token.hasPrefix("#app ") && $0.state != "ok" }.map { String($0.token.dropFirst(5)) }))
+        }
         let records = Dictionary(uniqueKeysWithValues: try vault.list().map { ($0.name, $0) })
         var stale: [String] = []
         for c in candidates {
-            let since = states[c.name]?.lastSuccessAt ?? records[c.name]?.createdAt ?? now
+            // A check before this release kept no history: its time is the token row's.
+            let since = states[c.name]?.lastSuccessAt ?? c.checkedAt ?? records[c.name]?.createdAt ?? now
             guard now - since >= limit else { continue }
+            // An app whose credentials Meta rejects has its own alert: its tokens are not news one by one.
+            if let app = c.app, appAlerts.contains(app) { continue }
             stale.append(c.name)
             try vault.lifecycle { _, tx in
                 let key = MetaAlert.staleKey(c.name)
@@ -422,9 +459,20 @@ public final class MetaTokenService: Sendable {
         guard after > 0 else { return 0 }
         return try vault.lifecycle { _, tx in
             var queued = 0
+            let tokens = Set(try tx.checkCandidates().map(\.name))
+            let apps = Set(try vault.apps().map(\.name))
             for var n in try tx.notifications() where !n.pending && n.state != "ok" {
                 guard let delivered = n.deliveredAt, now - delivered >= after, let payload = n.payload else { continue }
-                n.payload = MetaNotice.markReminder(payload, since: delivered)
+                // Its token (or app) is gone, or no longer Meta's to check: nothing to remind of; settled quietly.
+                let subjectGone = n.token.hasPrefix("#app ") ? !apps.contains(String(n.token.dropFirst(5)))
+                    : !(MetaAlert.token(ofKey: n.token).map(tokens.contains) ?? false)
+                if subjectGone {
+                    (n.state, n.updatedAt) = ("ok", now)
+                    try tx.saveNotification(n)
+                    continue
+                }
+                let since = MetaAlert.isAlert(n.token) ? delivered : (try tx.metaState(token: n.token)?.problemSince ?? delivered)
+                n.payload = MetaNotice.markReminder(payload, since: since)
                 n.pending = true
                 n.nextAttemptAt = now
                 n.attempts = 0

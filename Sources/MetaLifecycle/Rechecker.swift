@@ -27,41 +27,65 @@ public final class SweepLog: Sendable {
     }
 
     private let last = Mutex<Sweep?>(nil)
-    private let pause = Mutex<(Pause?, throttles: Int)>((nil, 0))
-    /// When the hourly chores (stale tokens, reminders, history retention) last ran.
-    private let chores = Mutex<Int64>(0)
+    private let pause = Mutex<Pause?>(nil)
+    /// When the hourly chores (stale tokens, reminders, history retention) last ran, and what they found.
+    private let chores = Mutex<(at: Int64, stale: Int)>((0, 0))
+    /// Apps whose credentials Meta rejected (retry one token after the time), and tokens whose last check
+    /// failed (retried after the time): without this they would stay first in line and starve the rest.
+    private let waits = Mutex<(apps: [String: Int64], tokens: [String: Int64])>(([:], [:]))
 
     public init() {}
 
     public var lastSweep: Sweep? { last.withLock { $0 } }
-    public var paused: Pause? { pause.withLock { $0.0 } }
+    /// The pause the last sweep found or made (the store holds it for every daemon).
+    public var paused: Pause? { pause.withLock { $0 } }
 
     func note(_ sweep: Sweep) { last.withLock { $0 = sweep } }
+    func show(_ p: SweepPauseRecord?) { pause.withLock { $0 = p.map { Pause(until: $0.untilAt, reason: $0.reason) } } }
 
-    /// Holds calls back until `now + wait`, or, when Meta did not say how long, for 5 minutes doubling
-    /// with each throttle in a row up to an hour (throttling can last that long). Returns the pause.
-    @discardableResult
-    func hold(now: Int64, wait: TimeInterval?, reason: String) -> Pause {
-        pause.withLock { state in
-            state.throttles += 1
-            let backoff = min(3600, 300 << min(state.throttles - 1, 4))
-            let p = Pause(until: now + Int64(wait ?? TimeInterval(backoff)), reason: reason)
-            state.0 = p
-            return p
-        }
+    /// The pause after one more throttle: until `now + wait`, or, when Meta did not say how long, for 5
+    /// minutes doubling with each throttle in a row up to an hour (throttling can last that long).
+    static func pause(after previous: SweepPauseRecord?, now: Int64, wait: TimeInterval?, reason: String) -> SweepPauseRecord {
+        let throttles = (previous?.throttles ?? 0) + 1
+        let backoff = min(3600, 300 << min(throttles - 1, 4))
+        return SweepPauseRecord(untilAt: now + Int64(wait ?? TimeInterval(backoff)), reason: reason, throttles: throttles)
     }
 
     /// Whether the hourly chores are due (and, if so, that they run now).
     func choresDue(now: Int64) -> Bool {
-        chores.withLock { last in
-            guard now - last >= 3600 else { return false }
-            last = now
+        chores.withLock { c in
+            guard now - c.at >= 3600 else { return false }
+            c.at = now
             return true
         }
     }
 
-    /// Calls went through: the next throttle starts from the shortest backoff again.
-    func clearThrottles() { pause.withLock { $0 = (nil, 0) } }
+    func noteStale(_ n: Int) { chores.withLock { $0.stale = n } }
+    var stale: Int { chores.withLock { $0.stale } }
+
+    /// Which of `due` (in order) this sweep may call: not a token waiting after a failure, not an app
+    /// waiting after a rejection, and of an app whose wait is over, one token (to see if it works again).
+    func callable(_ due: [CheckCandidate], now: Int64) -> [CheckCandidate] {
+        waits.withLock { w in
+            var trying = Set<String>()
+            return due.filter { c in
+                if let t = w.tokens[c.name], t > now { return false }
+                guard let app = c.app, let until = w.apps[app] else { return true }
+                guard until <= now, !trying.contains(app) else { return false }
+                trying.insert(app)
+                return true
+            }
+        }
+    }
+
+    func appRejected(_ app: String, now: Int64) { waits.withLock { $0.apps[app] = now + 1800 } }
+    func checkFailed(_ name: String, now: Int64) { waits.withLock { $0.tokens[name] = now + 900 } }
+    func checkWorked(_ c: CheckCandidate) {
+        waits.withLock { w in
+            w.tokens[c.name] = nil
+            if let app = c.app { w.apps[app] = nil }
+        }
+    }
 }
 
 /// In the daemon: re-checks Meta tokens on an interval (default daily), sooner when near expiry; refreshes
@@ -143,10 +167,13 @@ public struct Rechecker: Service {
         }
         defer { lease.release() }
         var sweep = SweepLog.Sweep(endedAt: now, checked: 0, failed: 0, leaseHeldElsewhere: false)
-        if let p = sweeps.paused, now < p.until {
-            logger.debug("Meta calls held back", metadata: ["until": "\(p.until)", "reason": "\(p.reason)"])
+        // The pause is in the store: a throttle seen by one daemon holds back every daemon of the store.
+        let pause = try? service.vault.lifecycleState { try $0.sweepPause() }
+        sweeps.show(pause)
+        if let p = pause, now < p.untilAt {
+            logger.debug("Meta calls held back", metadata: ["until": "\(p.untilAt)", "reason": "\(p.reason)"])
         } else {
-            await callMeta(now: now, sweep: &sweep)
+            await callMeta(now: now, sweep: &sweep, pause: pause)
         }
         doChores(now: now, sweep: &sweep)
         sweeps.note(.init(endedAt: MetaTokenService.now, checked: sweep.checked, failed: sweep.failed, leaseHeldElsewhere: false,
@@ -157,21 +184,42 @@ public struct Rechecker: Service {
         }
     }
 
+    /// Makes (or lengthens) the store's pause and shows it; `now` is when Meta said so.
+    private func hold(after previous: SweepPauseRecord?, now: Int64, wait: TimeInterval?, reason: String) -> SweepPauseRecord {
+        let p = SweepLog.pause(after: previous, now: now, wait: wait, reason: reason)
+        try? service.vault.lifecycle { _, tx in try tx.saveSweepPause(p) }
+        sweeps.show(p)
+        return p
+    }
+
     /// Refreshes, then checks; stops at the first sign that Meta wants less.
-    private func callMeta(now: Int64, sweep: inout SweepLog.Sweep) async {
+    private func callMeta(now start: Int64, sweep: inout SweepLog.Sweep, pause: SweepPauseRecord?) async {
+        // The sweep's clock: `start` (which tests set), moved on by the time the calls take, so a pause
+        // runs from when Meta asked for it, not from when a long sweep began.
+        let begun = MetaTokenService.now
+        var now: Int64 { start + max(0, MetaTokenService.now - begun) }
+        var throttled = pause
         var rejectedApps = Set<String>()
-        let apps = (try? service.vault.lifecycleState { try $0.checkCandidates() }) ?? []
-        let appOf = Dictionary(apps.map { ($0.name, $0.app) }, uniquingKeysWith: { a, _ in a })
-        var calls: [(name: String, refresh: Bool)] = []
+        let candidates = (try? service.vault.lifecycleState { try $0.checkCandidates() }) ?? []
+        let byName = Dictionary(candidates.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var calls: [(candidate: CheckCandidate, refresh: Bool)] = []
         if options.refresh != .off {
             let due = (try? service.dueForRefresh(days: options.refreshDays, userTokens: options.refresh == .all, now: now)) ?? []
-            calls += due.map { ($0, true) }
+            calls += sweeps.callable(due.compactMap { byName[$0] }, now: now).map { ($0, true) }
         }
         let due = (try? service.dueCandidates(interval: interval, jitter: options.jitter, now: now)) ?? []
-        calls += due.prefix(budget(candidates: apps.count)).map { ($0.name, false) }
-        for call in calls {
+        calls += sweeps.callable(due, now: now).map { ($0, false) }
+        // The budget counts calls made: tokens of an app rejected on the way are passed over, not spent.
+        let limit = budget(candidates: candidates.count)
+        var checks = 0
+        for (candidate, refresh) in calls {
+            let call = (name: candidate.name, refresh: refresh)
             if Task.isShuttingDownGracefully { return }
-            if let app = appOf[call.name] ?? nil, rejectedApps.contains(app) { continue }
+            if let app = candidate.app, rejectedApps.contains(app) { continue }
+            if !refresh {
+                guard checks < limit else { break }
+                checks += 1
+            }
             do {
                 if call.refresh {
                     try await service.refresh(name: call.name)
@@ -184,27 +232,35 @@ public struct Rechecker: Service {
                         logger.notice("token state changed", metadata: ["token": "\(call.name)", "state": "\(outcome.state)"])
                     }
                 }
-                sweeps.clearThrottles()
+                sweeps.checkWorked(candidate)
+                if throttled != nil {
+                    // Calls go through again: the next throttle starts from the shortest backoff.
+                    throttled = nil
+                    try? service.vault.lifecycle { _, tx in try tx.saveSweepPause(nil) }
+                    sweeps.show(nil)
+                }
             } catch GraphClientError.appCredentialRejected(let e) {
                 sweep.failed += 1
-                if let app = appOf[call.name] ?? nil {
+                if let app = candidate.app {
                     rejectedApps.insert(app)
+                    sweeps.appRejected(app, now: now)
                     service.noteAppRejected(app: app, error: e, now: now)
                     logger.error("Meta rejected an app's credentials: its tokens wait", metadata: ["app": "\(app)", "error": "\(e)"])
                 }
             } catch GraphClientError.api(let e) where e.isThrottling {
                 sweep.failed += 1
-                let p = sweeps.hold(now: now, wait: e.retryAfter, reason: "throttled: \(e)")
-                logger.warning("Meta is throttling the app: the sweep pauses", metadata: ["until": "\(p.until)", "code": "\(e.code ?? 0)"])
+                let p = hold(after: throttled, now: now, wait: e.retryAfter, reason: "throttled: \(e)")
+                logger.warning("Meta is throttling the app: the sweep pauses", metadata: ["until": "\(p.untilAt)", "code": "\(e.code ?? 0)"])
                 return
             } catch {
                 if call.refresh { sweep.refreshFailed += 1 } else { sweep.failed += 1 }
+                sweeps.checkFailed(call.name, now: now)
                 logger.warning(call.refresh ? "token refresh failed" : "token check failed", metadata: ["token": "\(call.name)", "error": "\(error)"])
             }
             if let usage = service.graph.lastUsage, let percent = usage.percent, percent >= options.pauseAtPercent {
                 let wait = usage.regainAccessMinutes.flatMap { $0 > 0 ? TimeInterval($0) * 60 : nil }
-                let p = sweeps.hold(now: now, wait: wait, reason: "Meta reports \(percent)% of the app's call budget used")
-                logger.notice("Meta usage is high: the sweep pauses", metadata: ["until": "\(p.until)", "percent": "\(percent)"])
+                let p = hold(after: throttled, now: now, wait: wait, reason: "Meta reports \(percent)% of the app's call budget used")
+                logger.notice("Meta usage is high: the sweep pauses", metadata: ["until": "\(p.untilAt)", "percent": "\(percent)"])
                 return
             }
         }
@@ -213,9 +269,10 @@ public struct Rechecker: Service {
     /// Once an hour: tokens no check has reached Meta for (the watcher watched), reminders of problems
     /// still open, and the history's retention.
     private func doChores(now: Int64, sweep: inout SweepLog.Sweep) {
+        defer { sweep.stale = sweeps.stale }
         guard sweeps.choresDue(now: now) else { return }
         do {
-            sweep.stale = try service.noteStaleChecks(limit: 2 * interval, now: now).count
+            sweeps.noteStale(try service.noteStaleChecks(limit: 2 * interval, now: now).count)
             try service.queueReminders(after: options.remindAfter, now: now)
             try service.pruneHistory(days: options.historyDays, now: now)
         } catch {

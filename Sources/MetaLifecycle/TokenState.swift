@@ -30,8 +30,16 @@ public struct TokenEvaluation: Sendable, Equatable {
     public let appMismatch: Bool
     /// What admins are told about, once: a change of this key is news (a different error, a different
     /// missing scope); the same key again is not. The keys of earlier releases (`ok`, `expiring`,
-    /// `data_access_expiring`, `invalid:190/460`) keep their form, so an upgrade re-sends nothing.
+    /// `data_access_expiring`, `invalid:190/460`) keep their form, and their `invalid:190/463` (expired)
+    /// counts as `expired` (``sameNotice(_:_:)``), so an upgrade re-sends nothing already told. A data
+    /// access window that has since closed (`data_access_expiring` to `data_access_expired`) is news.
     public let noticeKey: String
+
+    /// Whether `previous` (a stored key, maybe an earlier release's) tells what `key` tells.
+    public static func sameNotice(_ previous: String?, _ key: String) -> Bool {
+        guard let previous else { return false }
+        return previous == key || (previous == "invalid:190/463" && key == "expired")
+    }
 
     public static func of(_ info: DebugTokenInfo, requiredScopes: [String], requiredTargets: [String], expectedAppId: String?,
                           now: Int64, warnDays: Int) -> TokenEvaluation {

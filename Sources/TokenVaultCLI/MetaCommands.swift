@@ -19,7 +19,8 @@ struct GraphOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Where the login dialog lives (default: https://www.facebook.com).", valueName: "url"))
     var dialogURL: String?
 
-    func client() throws -> GraphClient {
+    /// The client; `warn`: say on stderr when the version is retired or retiring (the daemon logs it instead).
+    func client(warn: Bool = true) throws -> GraphClient {
         var c = GraphConfiguration()
         if let text = graphURL ?? ProcessInfo.processInfo.environment["TOKENVAULT_GRAPH_URL"].flatMap({ $0.isEmpty ? nil : $0 }) {
             guard let url = URL(string: text) else { throw CLIFailure(message: "error: --graph-url is not a URL", exit: .usage) }
@@ -27,7 +28,7 @@ struct GraphOptions: ParsableArguments {
         }
         if let d = dialogURL, let url = URL(string: d) { c.dialogURL = url }
         c.version = graphVersion ?? GraphConfiguration.defaultVersion
-        if let warning = GraphVersions.warning(for: c.version) { printErr("warning: \(warning)") }
+        if warn, let warning = GraphVersions.warning(for: c.version) { printErr("warning: \(warning)") }
         do { return try GraphClient(configuration: c) } catch { throw CLIFailure(message: "error: \(error)", exit: .badInput) }
     }
 }
@@ -154,7 +155,8 @@ struct MetaCommand: AsyncParsableCommand {
             let (service, audit) = try MetaCommand.service(vault, graph)
             defer { audit.close() }
             if let state {
-                let problem = try reporting { try LoginState.problem(state, vault: service.vault, name: name, app: app, now: MetaTokenService.now) }
+                let problem = try reporting { try LoginState.problem(state, vault: service.vault, name: name, app: app, redirectURI: redirectUri,
+                                                                        now: MetaTokenService.now) }
                 if let problem { throw CLIFailure(message: "error: --state: \(problem); nothing was stored", exit: .badInput) }
             }
             let outcome = try await graphReporting {
@@ -219,7 +221,8 @@ struct MetaCommand: AsyncParsableCommand {
             var asked = scopes.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
             for s in required.scopes where !asked.contains(s) { asked.append(s) }
             if let redirectUri {
-                let state = try reporting { try LoginState.make(vault: service.vault, name: name, app: app, now: MetaTokenService.now) }
+                let state = try reporting { try LoginState.make(vault: service.vault, name: name, app: app, redirectURI: redirectUri,
+                                                                           now: MetaTokenService.now) }
                 let url = service.graph.loginDialogURL(appId: appId, redirectURI: redirectUri, state: state, scopes: asked,
                                                        rerequest: rerequest, configId: configId)
                 print("Send this link to the token's owner:\n\(url.absoluteString)")
@@ -314,19 +317,26 @@ struct MetaCommand: AsyncParsableCommand {
         @OptionGroup var vault: VaultOptions
         @Argument(help: "The token's name.") var name: String
         @Argument(help: "The permissions, e.g. ads_read ads_management.") var scopes: [String] = []
-        @Option(help: ArgumentHelp("A target id (act_…, a page id) each required scope must cover (repeatable).", valueName: "id"))
+        @Option(help: ArgumentHelp("A target id (act_…, a page id) each required scope must cover (repeatable; replaces the targets).", valueName: "id"))
         var target: [String] = []
+        @Flag(help: "Require no target any more.") var clearTargets = false
 
         func validate() throws {
             do { try MetaTokenService.validateScopes(scopes) } catch { throw ValidationError("\(error)") }
+            if !target.isEmpty && scopes.isEmpty { throw ValidationError("--target needs the scopes that must cover it") }
+            if !target.isEmpty && clearTargets { throw ValidationError("--target and --clear-targets contradict each other") }
         }
 
         func run() throws {
             try vault.audited { v, audit in
-                let reason = "requires " + (scopes.isEmpty ? "no scope" : scopes.joined(separator: ",")) + (target.isEmpty ? "" : " on " + target.joined(separator: ","))
+                // No --target: the targets stay as they were (say --clear-targets to drop them); none without scopes.
+                let targets: [String]? = clearTargets || scopes.isEmpty ? [] : target.isEmpty ? nil : target
+                let current = try reporting { try MetaTokenService.states(of: v)[name]?.targets }
+                let kept = targets ?? current ?? []
+                let reason = MetaTokenService.requirement(scopes, kept)
                 try audit.admin("meta_require", token: name, reason: reason) { commit in
                     do {
-                        try MetaTokenService.require(vault: v, name: name, scopes: scopes, targets: target) { _ in try commit() }
+                        try MetaTokenService.require(vault: v, name: name, scopes: scopes, targets: targets) { _ in try commit() }
                     } catch let e as MetaTokenService.MetaInputError {
                         throw CLIFailure(message: "error: \(e)", exit: .badInput)
                     }

@@ -149,7 +149,7 @@ struct Serve: AsyncParsableCommand {
             throw CLIFailure(message: "error: meta.login_redirect_uri (\(settings.source("meta.login_redirect_uri"))) must be an https URL", exit: .badInput)
         }
         let meta = MetaTokenService(
-            vault: v, graph: try graphOptions.client(), audit: audit,
+            vault: v, graph: try graphOptions.client(warn: false), audit: audit,
             actor: CLIAudit.actor, channel: .daemon,
             notifier: settings.string("notify_command").map { Notifier(command: $0) },
             warnDays: warnDays, loginRedirectURI: loginRedirect)

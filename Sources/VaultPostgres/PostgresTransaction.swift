@@ -325,7 +325,7 @@ public struct PostgresTransaction: StorageTransaction {
 
 extension PostgresTransaction {
     public func removeEverything() throws {
-        for table in ["token_changes", "meta_checks", "meta_state", "tokens", "apps", "data_keys", "notifications", "audit_checkpoints", "audit_chunks", "vault_meta"] {
+        for table in ["token_changes", "meta_checks", "meta_state", "meta_pause", "tokens", "apps", "data_keys", "notifications", "audit_checkpoints", "audit_chunks", "vault_meta"] {
             try run(PostgresQuery(unsafeSQL: "DELETE FROM \(table)"))
         }
     }
@@ -381,7 +381,7 @@ extension PostgresTransaction: LifecycleStateTransaction {
 
     static let metaStateColumns = """
         token, state, required_scopes, required_targets, user_id, app_id, issued_at, app_mismatch, last_success_at, problem_since, \
-        refreshed_at, refresh_error, updated_at
+        refreshed_at, refresh_error, updated_at, refresh_failed_at, refresh_failed_seal
         """
 
     static func metaState(_ row: PostgresRow) throws -> MetaTokenState {
@@ -398,6 +398,8 @@ extension PostgresTransaction: LifecycleStateTransaction {
         m.problemSince = try r[9].decode(Int64?.self)
         m.refreshedAt = try r[10].decode(Int64?.self)
         m.refreshError = try r[11].decode(String?.self)
+        m.refreshFailedAt = try r[13].decode(Int64?.self)
+        m.refreshFailedSeal = try r[14].decode(String?.self)
         return m
     }
 
@@ -409,12 +411,13 @@ extension PostgresTransaction: LifecycleStateTransaction {
         try run("""
             INSERT INTO meta_state(\(unescaped: Self.metaStateColumns)) VALUES (\(m.token), \(m.state), \(m.requiredScopes), \(m.requiredTargets),
               \(m.userId), \(m.appId), \(m.issuedAt), \(m.appMismatch), \(m.lastSuccessAt), \(m.problemSince), \(m.refreshedAt),
-              \(m.refreshError), \(m.updatedAt))
+              \(m.refreshError), \(m.updatedAt), \(m.refreshFailedAt), \(m.refreshFailedSeal))
             ON CONFLICT (token) DO UPDATE SET state = EXCLUDED.state, required_scopes = EXCLUDED.required_scopes,
               required_targets = EXCLUDED.required_targets, user_id = EXCLUDED.user_id, app_id = EXCLUDED.app_id,
               issued_at = EXCLUDED.issued_at, app_mismatch = EXCLUDED.app_mismatch, last_success_at = EXCLUDED.last_success_at,
               problem_since = EXCLUDED.problem_since, refreshed_at = EXCLUDED.refreshed_at, refresh_error = EXCLUDED.refresh_error,
-              updated_at = EXCLUDED.updated_at
+              updated_at = EXCLUDED.updated_at, refresh_failed_at = EXCLUDED.refresh_failed_at,
+              refresh_failed_seal = EXCLUDED.refresh_failed_seal
             """)
     }
 
@@ -450,6 +453,21 @@ extension PostgresTransaction: LifecycleStateTransaction {
 
     public func pruneChecks(before: Int64) throws {
         try run("DELETE FROM meta_checks WHERE checked_at < \(before)")
+    }
+
+    public func sweepPause() throws -> SweepPauseRecord? {
+        try run("SELECT until_at, reason, throttles FROM meta_pause WHERE id = 1").first.map { row in
+            let (until, reason, throttles) = try row.decode((Int64, String, Int32).self)
+            return SweepPauseRecord(untilAt: until, reason: reason, throttles: Int(throttles))
+        }
+    }
+
+    public func saveSweepPause(_ pause: SweepPauseRecord?) throws {
+        guard let pause else { _ = try run("DELETE FROM meta_pause"); return }
+        try run("""
+            INSERT INTO meta_pause(id, until_at, reason, throttles) VALUES (1, \(pause.untilAt), \(pause.reason), \(Int32(pause.throttles)))
+            ON CONFLICT (id) DO UPDATE SET until_at = EXCLUDED.until_at, reason = EXCLUDED.reason, throttles = EXCLUDED.throttles
+            """)
     }
 }
 

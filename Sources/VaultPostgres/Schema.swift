@@ -158,7 +158,16 @@ enum Schema {
               problem_since bigint,
               refreshed_at bigint,
               refresh_error text,
+              refresh_failed_at bigint,
+              refresh_failed_seal text,
               updated_at bigint NOT NULL)
+            """,
+            """
+            CREATE TABLE meta_pause (
+              id integer PRIMARY KEY CHECK (id = 1),
+              until_at bigint NOT NULL,
+              reason text NOT NULL,
+              throttles integer NOT NULL)
             """,
             """
             CREATE TABLE meta_checks (

@@ -74,4 +74,15 @@ extension SQLiteTransaction: LifecycleStateTransaction {
     public func pruneChecks(before: Int64) throws {
         try db.execute(sql: "DELETE FROM meta_checks WHERE checked_at < ?", arguments: [before])
     }
+
+    public func sweepPause() throws -> SweepPauseRecord? {
+        try Row.fetchOne(db, sql: "SELECT until_at, reason, throttles FROM meta_pause WHERE id = 1")
+            .map { SweepPauseRecord(untilAt: $0[0], reason: $0[1], throttles: $0[2]) }
+    }
+
+    public func saveSweepPause(_ pause: SweepPauseRecord?) throws {
+        guard let pause else { return try db.execute(sql: "DELETE FROM meta_pause") }
+        try db.execute(sql: "INSERT OR REPLACE INTO meta_pause(id, until_at, reason, throttles) VALUES (1, ?, ?, ?)",
+                       arguments: [pause.untilAt, pause.reason, pause.throttles])
+    }
 }

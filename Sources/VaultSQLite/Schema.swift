@@ -119,7 +119,16 @@ enum Schema {
                 t.column("problem_since", .integer)
                 t.column("refreshed_at", .integer)
                 t.column("refresh_error", .text)
+                t.column("refresh_failed_at", .integer)
+                t.column("refresh_failed_seal", .text)
                 t.column("updated_at", .integer).notNull()
+            }
+            // Meta asked the app to back off: no daemon of the store calls it before `until_at`.
+            try db.create(table: "meta_pause") { t in
+                t.primaryKey("id", .integer).check(sql: "id = 1")
+                t.column("until_at", .integer).notNull()
+                t.column("reason", .text).notNull()
+                t.column("throttles", .integer).notNull()
             }
             try db.create(table: "meta_checks") { t in
                 t.autoIncrementedPrimaryKey("id")

@@ -417,7 +417,7 @@ extension SQLiteTransaction {
 extension SQLiteTransaction {
     public func removeEverything() throws {
         try db.execute(sql: """
-            DELETE FROM token_changes; DELETE FROM meta_checks; DELETE FROM meta_state; DELETE FROM tokens; DELETE FROM apps; DELETE FROM data_keys; DELETE FROM notifications;
+            DELETE FROM token_changes; DELETE FROM meta_checks; DELETE FROM meta_state; DELETE FROM meta_pause; DELETE FROM tokens; DELETE FROM apps; DELETE FROM data_keys; DELETE FROM notifications;
             DELETE FROM audit_checkpoint; DELETE FROM audit_chunks; DELETE FROM vault_meta
             """)
     }

@@ -208,7 +208,7 @@ struct StoreBehaviourTests {
         m.requiredScopes = #"["ads_management"]"#
         m.requiredTargets = #"["act_101"]"#
         (m.userId, m.appId, m.issuedAt, m.appMismatch, m.lastSuccessAt, m.problemSince) = ("1021", "1384", 90, true, 100, 95)
-        (m.refreshedAt, m.refreshError) = (80, "Meta said no")
+        (m.refreshedAt, m.refreshError, m.refreshFailedAt, m.refreshFailedSeal) = (80, "Meta said no", 85, "0123abcd")
         try store.write { try state($0).saveMetaState(m) }
         #expect(try store.read { try state($0).metaState(token: "acme/ads") } == m)
         m.appMismatch = false
@@ -227,6 +227,13 @@ struct StoreBehaviourTests {
         #expect(try store.read { try state($0).allChecks() }.count == 3)
         try store.write { try state($0).pruneChecks(before: 150) }
         #expect(try store.read { try state($0).checks(token: "acme/ads", limit: 10) }.map(\.checkedAt) == [200, 300])
+        // The pause Meta asked for: one row, replaced, cleared.
+        #expect(try store.read { try state($0).sweepPause() } == nil)
+        try store.write { try state($0).saveSweepPause(SweepPauseRecord(untilAt: 900, reason: "throttled", throttles: 1)) }
+        try store.write { try state($0).saveSweepPause(SweepPauseRecord(untilAt: 1200, reason: "throttled again", throttles: 2)) }
+        #expect(try store.read { try state($0).sweepPause() } == SweepPauseRecord(untilAt: 1200, reason: "throttled again", throttles: 2))
+        try store.write { try state($0).saveSweepPause(nil) }
+        #expect(try store.read { try state($0).sweepPause() } == nil)
         _ = try store.write { try $0.deleteToken(named: "acme/ads") }
         #expect(try store.read { try state($0).metaStates() }.isEmpty)
         #expect(try store.read { try state($0).allChecks() }.isEmpty)
