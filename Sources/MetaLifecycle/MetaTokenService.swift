@@ -292,10 +292,11 @@ public final class MetaTokenService: Sendable {
         try dueCandidates(interval: interval, nearExpiryInterval: nearExpiryInterval, jitter: jitter, now: now).map(\.name)
     }
 
-    func dueCandidates(interval: Int64, nearExpiryInterval: Int64 = 3600, jitter: Double = 0, now: Int64) throws -> [CheckCandidate] {
+    func dueCandidates(interval: Int64, nearExpiryInterval: Int64 = 3600, jitter: Double = 0, now: Int64,
+                       from candidates: [CheckCandidate]? = nil) throws -> [CheckCandidate] {
         let horizon = now + Int64(warnDays) * 86_400
         // Only names and dates: the daemon asks every minute, and a vault may hold 100,000 tokens.
-        return try vault.lifecycleState { try $0.checkCandidates() }.filter { r in
+        return try (candidates ?? vault.lifecycleState { try $0.checkCandidates() }).filter { r in
             guard let checked = r.checkedAt else { return true }
             let nearExpiry = [r.expiresAt, r.dataAccessExpiresAt].contains { e in e.map { $0 != 0 && $0 <= horizon } ?? false }
             let early = Int64(Double(interval) * jitter * Self.spread(r.name))
@@ -401,16 +402,25 @@ public final class MetaTokenService: Sendable {
     /// Refreshable tokens (system-user tokens, and user tokens when `userTokens`) that expire within
     /// `days` and were not refreshed, nor failed to be, in the last `retryAfter` seconds.
     public func dueForRefresh(days: Int, userTokens: Bool, retryAfter: Int64 = 6 * 3600, now: Int64 = MetaTokenService.now) throws -> [String] {
-        let states = try states()
+        try dueForRefresh(days: days, userTokens: userTokens, retryAfter: retryAfter, now: now,
+                          from: try vault.lifecycleState { try $0.checkCandidates() }).map(\.name)
+    }
+
+    func dueForRefresh(days: Int, userTokens: Bool, retryAfter: Int64 = 6 * 3600, now: Int64, from candidates: [CheckCandidate]) throws -> [CheckCandidate] {
         let horizon = now + Int64(days) * 86_400
-        return try vault.lifecycleState { try $0.checkCandidates() }.filter { c in
+        // Refreshable and expiring first (cheap), then their state, one row at a time: few tokens get here.
+        let expiring = candidates.filter { c in
             guard c.kind == TokenKind.systemUser.rawValue || (userTokens && c.kind == TokenKind.user.rawValue),
                   let e = c.expiresAt, e != 0, e > now, e <= horizon else { return false }
-            let m = states[c.name]
+            return true
+        }
+        guard !expiring.isEmpty else { return [] }
+        let states = try vault.lifecycleState { tx in try expiring.map { try tx.metaState(token: $0.name) } }
+        return zip(expiring, states).filter { _, m in
             if let at = m?.refreshedAt, now - at < retryAfter { return false }
             if let at = m?.refreshFailedAt, now - at < retryAfter { return false }
             return m.map { $0.state != TokenState.invalid.rawValue && $0.state != TokenState.expired.rawValue } ?? true
-        }.map(\.name)
+        }.map(\.0)
     }
 
     // MARK: - the watcher watched
@@ -422,11 +432,13 @@ public final class MetaTokenService: Sendable {
         let (candidates, appAlerts) = try vault.lifecycleState { tx in
             (try tx.checkCandidates(), Set(try tx.notifications().filter { $0.token.hasPrefix("#app ") && $0.state != "ok" }.map { String($0.token.dropFirst(5)) }))
         }
-        let records = Dictionary(uniqueKeysWithValues: try vault.list().map { ($0.name, $0) })
+        // The time a never-checked token was stored: every row read, so only when there is such a token.
+        let neverChecked = candidates.contains { states[$0.name]?.lastSuccessAt == nil && $0.checkedAt == nil }
+        let stored = neverChecked ? Dictionary(uniqueKeysWithValues: try vault.list().map { ($0.name, $0.createdAt) }) : [:]
         var stale: [String] = []
         for c in candidates {
             // A check before this release kept no history: its time is the token row's.
-            let since = states[c.name]?.lastSuccessAt ?? c.checkedAt ?? records[c.name]?.createdAt ?? now
+            let since = states[c.name]?.lastSuccessAt ?? c.checkedAt ?? stored[c.name] ?? now
             guard now - since >= limit else { continue }
             // An app whose credentials Meta rejects has its own alert: its tokens are not news one by one.
             if let app = c.app, appAlerts.contains(app) { continue }

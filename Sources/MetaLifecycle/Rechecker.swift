@@ -201,13 +201,12 @@ public struct Rechecker: Service {
         var throttled = pause
         var rejectedApps = Set<String>()
         let candidates = (try? service.vault.lifecycleState { try $0.checkCandidates() }) ?? []
-        let byName = Dictionary(candidates.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         var calls: [(candidate: CheckCandidate, refresh: Bool)] = []
         if options.refresh != .off {
-            let due = (try? service.dueForRefresh(days: options.refreshDays, userTokens: options.refresh == .all, now: now)) ?? []
-            calls += sweeps.callable(due.compactMap { byName[$0] }, now: now).map { ($0, true) }
+            let due = (try? service.dueForRefresh(days: options.refreshDays, userTokens: options.refresh == .all, now: now, from: candidates)) ?? []
+            calls += sweeps.callable(due, now: now).map { ($0, true) }
         }
-        let due = (try? service.dueCandidates(interval: interval, jitter: options.jitter, now: now)) ?? []
+        let due = (try? service.dueCandidates(interval: interval, jitter: options.jitter, now: now, from: candidates)) ?? []
         calls += sweeps.callable(due, now: now).map { ($0, false) }
         // The budget counts calls made: tokens of an app rejected on the way are passed over, not spent.
         let limit = budget(candidates: candidates.count)
