@@ -110,6 +110,16 @@ struct MetaCommand: AsyncParsableCommand {
         return text
     }
 
+    /// A step that replaces a stored token with Meta's answer (extend, refresh), then shows its check.
+    static func replace(_ vault: VaultOptions, _ graph: GraphOptions, done: String,
+                        _ step: (MetaTokenService) async throws -> MetaTokenService.CheckOutcome?) async throws {
+        let (service, audit) = try MetaCommand.service(vault, graph)
+        defer { audit.close() }
+        let outcome = try await graphReporting { try await step(service) }
+        printErr(done)
+        if let outcome { print(MetaCommand.describe(outcome)) }
+    }
+
     /// After a login: what the user granted and declined (`GET /me/permissions`) against what was asked.
     static func reportPermissions(_ service: MetaTokenService, name: String, app: String, asked: [String]) async {
         guard let permissions = try? await service.permissions(name: name) else {
@@ -270,11 +280,7 @@ struct MetaCommand: AsyncParsableCommand {
         @Argument(help: "The token's name.") var name: String
 
         func run() async throws {
-            let (service, audit) = try MetaCommand.service(vault, graph)
-            defer { audit.close() }
-            let outcome = try await graphReporting { try await service.extend(name: name) }
-            printErr("replaced \(name) with a long-lived token")
-            if let outcome { print(MetaCommand.describe(outcome)) }
+            try await MetaCommand.replace(vault, graph, done: "replaced \(name) with a long-lived token") { try await $0.extend(name: name) }
         }
     }
 
@@ -293,11 +299,7 @@ struct MetaCommand: AsyncParsableCommand {
         @Argument(help: "The token's name.") var name: String
 
         func run() async throws {
-            let (service, audit) = try MetaCommand.service(vault, graph)
-            defer { audit.close() }
-            let outcome = try await graphReporting { try await service.refresh(name: name) }
-            printErr("refreshed \(name)")
-            if let outcome { print(MetaCommand.describe(outcome)) }
+            try await MetaCommand.replace(vault, graph, done: "refreshed \(name)") { try await $0.refresh(name: name) }
         }
     }
 

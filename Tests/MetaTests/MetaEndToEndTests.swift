@@ -21,6 +21,18 @@ func tv(_ args: [String], home: String, graph: String, stdin: String? = nil) thr
                    stdin: stdin)
 }
 
+/// `tokenvault serve` on `home`, talking to `graph`, returned once its socket is there (or after 10 s).
+func startDaemon(home: String, graph: String) throws -> Process {
+    let daemon = Process()
+    daemon.executableURL = URL(fileURLWithPath: binary)
+    daemon.arguments = ["serve"]
+    daemon.environment = ProcessInfo.processInfo.environment.merging(["TOKENVAULT_HOME": home, "TOKENVAULT_GRAPH_URL": graph]) { $1 }
+    daemon.standardError = FileHandle(forWritingAtPath: "/dev/null")
+    try daemon.run()
+    for _ in 0..<200 where access(home + "/tokenvault.sock", F_OK) != 0 { usleep(50_000) }
+    return daemon
+}
+
 func hmacHex(_ key: String, _ message: String) -> String {
     Array(key.utf8).withUnsafeBytes { k in Array(message.utf8).withUnsafeBytes { hexString(HMACSHA256.mac(key: k, message: $0)) } }
 }
@@ -117,15 +129,9 @@ struct MetaEndToEndTests {
         #expect(try tv(["app", "add", "acme", "--app-id", "138483919580948"], home: home, graph: graph.url, stdin: appSecret).status == 0)
         #expect(try tv(["put", "acme/ads", "--kind", "system_user", "--app", "acme"], home: home, graph: graph.url, stdin: "EAAB-sdk-token").status == 0)
         try "[[allow]]\nuid = \(getuid())\ntokens = [\"acme/*\"]\nproof = true\n".write(toFile: home + "/policy.toml", atomically: true, encoding: .utf8)
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: binary)
-        daemon.arguments = ["serve"]
-        daemon.environment = ProcessInfo.processInfo.environment.merging(["TOKENVAULT_HOME": home, "TOKENVAULT_GRAPH_URL": graph.url]) { $1 }
-        daemon.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try daemon.run()
+        let daemon = try startDaemon(home: home, graph: graph.url)
         defer { kill(daemon.processIdentifier, SIGTERM); daemon.waitUntilExit() }
         let socket = home + "/tokenvault.sock"
-        for _ in 0..<200 where access(socket, F_OK) != 0 { usleep(50_000) }
 
         let script = """
             import json, os, sys

@@ -511,14 +511,8 @@ struct MetaFleetCLITests {
         #expect(try tv(["app", "add", "acme", "--app-id", "138483919580948"], home: home, graph: graph.url, stdin: appSecret).status == 0)
         #expect(try tv(["put", "acme/sys", "--kind", "system_user", "--app", "acme"], home: home, graph: graph.url, stdin: "EAAB-sys").status == 0)
         try "[[allow]]\nuid = \(getuid())\ntokens = [\"acme/*\"]\n".write(toFile: home + "/policy.toml", atomically: true, encoding: .utf8)
-        let daemon = Process()
-        daemon.executableURL = URL(fileURLWithPath: binary)
-        daemon.arguments = ["serve"]
-        daemon.environment = ProcessInfo.processInfo.environment.merging(["TOKENVAULT_HOME": home, "TOKENVAULT_GRAPH_URL": graph.url]) { $1 }
-        daemon.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try daemon.run()
+        let daemon = try startDaemon(home: home, graph: graph.url)
         func stop() { kill(daemon.processIdentifier, SIGTERM); daemon.waitUntilExit() }
-        for _ in 0..<200 where access(home + "/tokenvault.sock", F_OK) != 0 { usleep(50_000) }
         let watch: WatchConnection
         do { watch = try WatchConnection(client: TokenVaultClient(socketPath: home + "/tokenvault.sock"), patterns: ["acme/*"]) } catch {
             stop()
