@@ -455,11 +455,12 @@ public final class MetaTokenService: Sendable {
 
     /// One alert for an app whose credentials Meta rejected, instead of a wrong diagnosis on each token.
     public func noteAppRejected(app: String, error: GraphAPIError, now: Int64 = MetaTokenService.now) {
+        // Read before the write transaction: a read of its own inside one would need a second connection.
+        let appId = (try? vault.apps())?.first { $0.name == app }?.appId
         try? vault.lifecycle { _, tx in
             let key = MetaAlert.appKey(app)
             guard try tx.notification(token: key)?.state != "app_credential_rejected" else { return }
-            let appId = try? vault.apps().first { $0.name == app }?.appId
-            let payload = MetaAlert.appRejected(app: app, appId: appId ?? nil, error: error, vault: vault.home.root, now: now)
+            let payload = MetaAlert.appRejected(app: app, appId: appId, error: error, vault: vault.home.root, now: now)
             try tx.saveNotification(NotificationRecord(token: key, state: "app_credential_rejected", payload: payload, pending: true, now: now))
         }
     }
@@ -469,10 +470,10 @@ public final class MetaTokenService: Sendable {
     @discardableResult
     public func queueReminders(after: Int64, now: Int64 = MetaTokenService.now) throws -> Int {
         guard after > 0 else { return 0 }
+        let apps = Set(try vault.apps().map(\.name))  // before the write transaction, as above
         return try vault.lifecycle { _, tx in
             var queued = 0
             let tokens = Set(try tx.checkCandidates().map(\.name))
-            let apps = Set(try vault.apps().map(\.name))
             for var n in try tx.notifications() where !n.pending && n.state != "ok" {
                 guard let delivered = n.deliveredAt, now - delivered >= after, let payload = n.payload else { continue }
                 // Its token (or app) is gone, or no longer Meta's to check: nothing to remind of; settled quietly.
