@@ -69,21 +69,18 @@ public enum GraphVersions {
         return [major, minor]
     }
 
-    static func day(_ date: Date) -> String {
+    /// `YYYY-MM-DD` in UTC, both ways.
+    static func dayFormatter() -> DateFormatter {
         let f = DateFormatter()
         f.locale = Locale(identifier: "en_US_POSIX")
         f.timeZone = TimeZone(identifier: "UTC")
         f.dateFormat = "yyyy-MM-dd"
-        return f.string(from: date)
+        return f
     }
 
-    static func date(_ day: String) -> Date? {
-        let f = DateFormatter()
-        f.locale = Locale(identifier: "en_US_POSIX")
-        f.timeZone = TimeZone(identifier: "UTC")
-        f.dateFormat = "yyyy-MM-dd"
-        return f.date(from: day)
-    }
+    static func day(_ date: Date) -> String { dayFormatter().string(from: date) }
+
+    static func date(_ day: String) -> Date? { dayFormatter().date(from: day) }
 
     static func plusDays(_ day: String, _ n: Int) -> String {
         date(day).map { Self.day($0.addingTimeInterval(Double(n) * 86_400)) } ?? day
