@@ -92,15 +92,24 @@ public enum Sealer {
     /// A MAC (keyed BLAKE2b-256) over `message` under the subkey of `key` for `context`: what binds a
     /// token's metadata to its sealed record, so an edited column fails like a flipped ciphertext bit.
     public static func mac(_ message: UnsafeRawBufferPointer, key: SecureKey, context: SealContext) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: macBytesOut)
+        [UInt8](unsafeUninitializedCapacity: macBytesOut) { out, n in
+            mac(message, key: key, context: context, into: UnsafeMutableRawBufferPointer(out))
+            n = macBytesOut
+        }
+    }
+
+    /// ``mac(_:key:context:)`` written into `out` (``macBytesOut`` bytes): no allocation, for the read path,
+    /// which checks the MAC of nearly every row it reads when a large vault is read in no order.
+    public static func mac(_ message: UnsafeRawBufferPointer, key: SecureKey, context: SealContext, into out: UnsafeMutableRawBufferPointer) {
+        precondition(out.count == macBytesOut)
         let empty: UInt8 = 0
         withUnsafePointer(to: empty) { emptyPointer in
             withSubkey(key, context) { subkey in
-                _ = crypto_generichash(&out, macBytesOut, message.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? emptyPointer,
+                _ = crypto_generichash(out.baseAddress!.assumingMemoryBound(to: UInt8.self), macBytesOut,
+                                       message.baseAddress?.assumingMemoryBound(to: UInt8.self) ?? emptyPointer,
                                        UInt64(message.count), subkey, Int(crypto_secretbox_KEYBYTES))
             }
         }
-        return out
     }
 
     /// Opens a sealed value into a wipeable buffer.
