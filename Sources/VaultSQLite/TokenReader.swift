@@ -48,8 +48,8 @@ public final class TokenReaders: Sendable {
     /// See ``TokenReaders/makeHeldReader()``. Reads see the database as of the first lookup since the last
     /// `release()`; the owner must release at the end of each burst (the daemon: once per event-loop tick).
     ///
-    /// It also remembers the rows it has read (sealed values and metadata, never plaintext) for as long as
-    /// the database is unchanged: each burst begins by reading SQLite's `data_version`, which moves on every
+    /// It also remembers the rows it has read more than once (sealed values and metadata, never plaintext;
+    /// see ``SecondSight``) for as long as the database is unchanged: each burst begins by reading SQLite's `data_version`, which moves on every
     /// commit by any connection or process, and a moved version drops every remembered row. A hot token is
     /// then one dictionary lookup instead of a statement step and fifteen column reads.
     public final class HeldReader: HeldTokenReader, @unchecked Sendable {
@@ -62,6 +62,9 @@ public final class TokenReaders: Sendable {
         private var commit: OpaquePointer?
         private var dataVersion: OpaquePointer?
         private var rows: [String: TokenRecord] = [:]
+        /// Which rows are worth remembering: those asked for a second time (kept across commits: it holds
+        /// name hashes only, so a hot row is remembered again at its first read after a commit).
+        private var admission = SecondSight()
         /// Remembered rows whose metadata the vault has checked (see ``markChecked(_:)``); forgotten with them.
         private var checked: Set<String> = []
         private var rowsVersion: Int64 = -1
@@ -96,7 +99,7 @@ public final class TokenReaders: Sendable {
             if let row = rows[name] { return row }
             do {
                 let row = try r.token(named: name)
-                if let row, isHolding {
+                if let row, isHolding, admission.seenBefore(name) {
                     if rows.count >= Self.maxRemembered {
                         rows.removeAll(keepingCapacity: true)
                         checked.removeAll(keepingCapacity: true)
@@ -247,7 +250,8 @@ public final class TokenReaders: Sendable {
             }
             let blobLength = Int(sqlite3_column_bytes(s, 3))
             let sealed = blobLength > 0 ? Data(bytes: sqlite3_column_blob(s, 3), count: blobLength) : Data()
-            var r = TokenRecord(name: text(0) ?? name, kind: text(1) ?? "other", app: text(2), sealed: sealed,
+            // The name is the one asked for: the key matched it byte for byte (BINARY collation).
+            var r = TokenRecord(name: name, kind: text(1) ?? "other", app: text(2), sealed: sealed,
                                 dataKeyId: int(4) ?? 0, now: int(13) ?? 0)
             r.tokenType = text(5)
             r.scopes = text(6) ?? "[]"

@@ -79,6 +79,22 @@ struct VaultTests {
         reader.release()
     }
 
+    /// A row read once (a large vault read in no order) is not remembered; read again, it is, and its
+    /// remembered copy is served checked.
+    @Test func aHeldReaderRemembersARowAtItsSecondRead() throws {
+        let dir = TempDir()
+        let (vault, _) = try makeVault(dir)
+        try vault.put(name: "a", secret: secret("EAAB-one"))
+        let reader = vault.makeHeldReader()
+        #expect(try vault.get(name: "a", reader: reader).secret.unsafeStringCopy() == "EAAB-one")
+        #expect(reader.rememberedCount == 0)
+        #expect(!reader.isChecked("a"))
+        #expect(try vault.get(name: "a", reader: reader).secret.unsafeStringCopy() == "EAAB-one")
+        #expect(reader.rememberedCount == 1)
+        #expect(reader.isChecked("a"))
+        reader.release()
+    }
+
     @Test func noPlaintextInTheDatabaseFiles() throws {
         let dir = TempDir()
         let (vault, home) = try makeVault(dir)
