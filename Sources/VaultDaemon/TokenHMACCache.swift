@@ -13,8 +13,18 @@ import VaultCrypto
 final class TokenHMACCache: Sendable {
     private struct Entry {
         let dataKeyId: Int64
-        let fingerprint: [UInt8]
+        /// The sealed value's first ``Sealer/overhead`` bytes, zero-padded: held inline, so a miss (nearly
+        /// every read of a large vault read in no order) allocates nothing for it.
+        let fingerprint: SIMD64<UInt8>
         let hmac: [UInt8]
+    }
+
+    private static func fingerprint(_ sealed: Data) -> SIMD64<UInt8> {
+        var v = SIMD64<UInt8>()
+        withUnsafeMutableBytes(of: &v) { out in
+            sealed.withUnsafeBytes { out.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(Sealer.overhead))) }
+        }
+        return v
     }
 
     /// Entries kept at most; past it the cache starts over (a bound on memory, not an eviction policy).
@@ -27,15 +37,13 @@ final class TokenHMACCache: Sendable {
 
     /// The cached hash for this record's sealed value, else `compute()`'s (cached when non-nil).
     func hmac(for record: TokenRecord, compute: () -> [UInt8]?) -> [UInt8]? {
+        let fingerprint = Self.fingerprint(record.sealed)
         let hit = entries.withLock { $0[record.name] }
-        let matches = hit.map { hit in
-            hit.dataKeyId == record.dataKeyId && record.sealed.withUnsafeBytes { sealed in
-                hit.fingerprint.withUnsafeBytes { sealed.count >= $0.count && memcmp(sealed.baseAddress!, $0.baseAddress!, $0.count) == 0 }
-            }
-        } ?? false
-        if matches, let hit { return hit.hmac }
+        if let hit, hit.dataKeyId == record.dataKeyId, hit.fingerprint == fingerprint, record.sealed.count >= Sealer.overhead {
+            return hit.hmac
+        }
         guard let fresh = compute() else { return nil }
-        let entry = Entry(dataKeyId: record.dataKeyId, fingerprint: Array(record.sealed.prefix(Sealer.overhead)), hmac: fresh)
+        let entry = Entry(dataKeyId: record.dataKeyId, fingerprint: fingerprint, hmac: fresh)
         entries.withLock { all in
             if all.count >= capacity && all[record.name] == nil { all.removeAll(keepingCapacity: true) }
             all[record.name] = entry
