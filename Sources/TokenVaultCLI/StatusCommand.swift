@@ -59,7 +59,7 @@ final class DaemonStatus: Sendable {
         recordGauge("tokenvault_connections", Double(parts.server.connectionCount))
         recordGauge("tokenvault_policy_rules", Double(parts.processor.policy.rules.count))
         recordGauge("tokenvault_audit_seq", Double(a.seq))
-        recordGauge("tokenvault_audit_checkpoint_lag", Double(max(0, a.seq - a.checkpointSeq)))
+        recordGauge("tokenvault_audit_checkpoint_lag", Double(max(0, a.seq - a.vouchedSeq)))
         if let n = a.forwardDropped { recordGauge("tokenvault_audit_syslog_dropped", Double(n)) }
         recordGauge("tokenvault_master_keys", Double((try? parts.vault.masterKeys().count) ?? 0))
         for (state, count) in tokens() { recordGauge("tokenvault_tokens", Double(count), [("state", state)]) }
@@ -96,8 +96,9 @@ final class DaemonStatus: Sendable {
         let (grantedRate, refusedRate) = rates()
         let keys = (try? parts.vault.masterKeys()) ?? []
         let currentKey: Any = keys.first(where: \.isCurrent).map { $0.id as Any } ?? NSNull()
-        var audit: [String: Any] = ["seq": a.seq, "checkpoint_seq": a.checkpointSeq, "checkpoint_lag": max(0, a.seq - a.checkpointSeq),
+        var audit: [String: Any] = ["seq": a.seq, "checkpoint_seq": a.checkpointSeq, "checkpoint_lag": max(0, a.seq - a.vouchedSeq),
                                     "records": a.records, "flushes": a.batches]
+        if let n = a.anchorSeq { audit["anchor_seq"] = n }
         if let p = a.flushP50 { audit["flush_p50_us"] = p }
         if let p = a.flushP99 { audit["flush_p99_us"] = p }
         if let p = a.flushMax { audit["flush_max_us"] = p }
@@ -200,7 +201,9 @@ struct Status: ParsableCommand {
             ("socket", "\(o["socket"] as? String ?? "?"), \(n(o["connections"])) connections, \(n(o["policy_rules"])) policy rules"),
             ("reads", "\(n(reads["granted_per_s"]))/s granted, \(n(reads["refused_per_s"]))/s refused (last 10 s); "
                 + "\(n(reads["granted_total"])) granted, \(n(reads["refused_total"])) refused, \(n(reads["failed_total"])) failed since start"),
-            ("audit", "seq \(n(audit["seq"])), checkpoint \(n(audit["checkpoint_seq"])) (\(n(audit["checkpoint_lag"])) behind); "
+            ("audit", "seq \(n(audit["seq"])), "
+                + (audit["anchor_seq"] == nil ? "checkpoint \(n(audit["checkpoint_seq"])) " : "anchor \(n(audit["anchor_seq"])), vault.db \(n(audit["checkpoint_seq"])) ")
+                + "(\(n(audit["checkpoint_lag"])) behind); "
                 + "flush p50 \(n(audit["flush_p50_us"])) µs, p99 \(n(audit["flush_p99_us"])) µs, max \(n(audit["flush_max_us"])) µs"
                 + (audit["syslog_sent"] == nil ? "" : "; syslog \(n(audit["syslog_sent"])) sent, \(n(audit["syslog_dropped"])) dropped")
                 + (audit["witness_sent"] == nil ? "" : "; witness \(n(audit["witness_sent"])) sent, \(n(audit["witness_failed"])) failed")),

@@ -1,4 +1,3 @@
-import Synchronization
 import VaultCore
 
 extension AuditLog {
@@ -26,17 +25,20 @@ extension AuditLog {
 
     private static func open(for vault: Vault, keys: AuditKeys, options: Options) throws -> AuditLog {
         let keyring = vault.keyring
-        // The anchor first, so that a vault.db whose checkpoint cannot be written (a trigger, a full disk)
-        // never holds the anchor back. A keyring this process cannot write (a read-only systemd credential
-        // directory) keeps no anchor, and `audit verify` says so; any other failure is retried next time.
-        let anchorWritable = Atomic<Bool>(keyring.isWritable)
-        return try AuditLog(directory: vault.home.auditDirectory, keys: keys, options: options) { seq, hash, mac in
-            var anchorError: (any Error)?
-            if anchorWritable.load(ordering: .relaxed) {
-                do { try AuditAnchor.advance(keyring, seq: seq, hash: hash, keys: keys) } catch { anchorError = error }
-            }
-            try vault.advanceAuditCheckpoint(seq: seq, hash: hash, mac: mac)
-            if let anchorError { throw anchorError }
+        // A keyring this process cannot write (a read-only systemd credential directory) keeps no anchor,
+        // and `audit verify` says so; vault.db's checkpoint then moves every second, busy or not. With an
+        // anchor, vault.db's moves every `busyStoreCheckpointInterval` while reads flow (each commit makes
+        // every reader start afresh), and the anchor keeps the one-second bound.
+        var anchor: CheckpointSink?
+        if keyring.isWritable {
+            anchor = { seq, hash, _ in try AuditAnchor.advance(keyring, seq: seq, hash: hash, keys: keys) }
         }
+        let checkpoint: CheckpointSink = { seq, hash, mac in try vault.advanceAuditCheckpoint(seq: seq, hash: hash, mac: mac) }
+        // A shared store's checkpoint also says how far this host's records may be shipped (``AuditShipper``
+        // ships only what it vouches for), and its commit costs the other hosts' readers nothing: it keeps
+        // the second.
+        var options = options
+        if vault.storeIsShared { options.busyStoreCheckpointInterval = options.checkpointInterval }
+        return try AuditLog(directory: vault.home.auditDirectory, keys: keys, options: options, checkpoint: checkpoint, anchor: anchor)
     }
 }

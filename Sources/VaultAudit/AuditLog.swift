@@ -23,8 +23,15 @@ public struct AuditWriteError: Error, CustomStringConvertible, Sendable {
 public final class AuditLog: AuditSink, @unchecked Sendable {
     public struct Options: Sendable {
         public var segmentBytes: Int = 64 * 1024 * 1024
-        /// How often a record carries an Ed25519 signature (and the vault.db checkpoint moves).
+        /// How often a record carries an Ed25519 signature, and the checkpoint moves (the anchor's, or with
+        /// no anchor the store's).
         public var checkpointInterval: Double = 1.0
+        /// How often the store's checkpoint moves while records keep coming, when an anchor keeps the
+        /// `checkpointInterval` bound. Each store checkpoint is a commit, and a commit makes every reader
+        /// of the store start afresh (SQLite drops its memory map of the file and the loops their
+        /// remembered rows): once in ten seconds instead of every second. Idle, and at close, the store's
+        /// checkpoint catches up within `checkpointInterval` as before.
+        public var busyStoreCheckpointInterval: Double = 10.0
         /// Records per flush at most. 1 turns group commit off (one fdatasync per record): for benchmarks.
         public var maxBatch = Int.max
         /// Whether a segment's index (``AuditIndex``) is built, off the flusher, once the log moves on to
@@ -48,6 +55,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         /// When the event happened, taken by the caller.
         let timeMicros: Int64
         let tokenHMAC: [UInt8]?
+        /// The token, when the caller left `token_hmac` to the flusher (hashed there, off the event loop).
+        let secret: SecretBytes?
         let completion: @Sendable (Result<Void, any Error>) -> Void
     }
 
@@ -55,6 +64,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     let keys: AuditKeys
     let options: Options
     private let checkpoint: CheckpointSink?
+    private let anchor: CheckpointSink?
     private let checkpointQueue = DispatchQueue(label: "tokenvault-audit-checkpoint")
 
     // Shared with appenders, under `mutex`.
@@ -86,19 +96,30 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private var lastSigned = true
     private var lastSignature = 0.0
     private var lastCheckpoint = 0.0
+    private var lastAnchor = 0.0
     /// The seq the store's checkpoint last accepted (under `mutex`); a checkpoint write is in flight while
     /// `checkpointPending`. A failed write leaves it behind, and the flusher tries again a second later.
     private var checkpointedSeq: Int64 = 0
     private var checkpointPending = false
+    /// The same for the anchor.
+    private var anchoredSeq: Int64 = 0
+    private var anchorPending = false
     /// The seq of the log's last record when it was opened (0 for an empty log).
     public private(set) var lastSeqAtOpen: Int64 = 0
 
     /// Opens (creating if needed) the log in `directory` and starts its flusher.
-    public init(directory: String, keys: AuditKeys, options: Options = Options(), checkpoint: CheckpointSink? = nil) throws {
+    ///
+    /// `checkpoint` keeps the store's copy of the log's end, `anchor` a second copy elsewhere (the
+    /// keyring's, ``AuditAnchor``). With an anchor, the anchor moves every `checkpointInterval` and the
+    /// store every `busyStoreCheckpointInterval` while busy; without one, the store every `checkpointInterval`.
+    /// Idle or closing, both catch up.
+    public init(directory: String, keys: AuditKeys, options: Options = Options(), checkpoint: CheckpointSink? = nil,
+                anchor: CheckpointSink? = nil) throws {
         self.directory = directory
         self.keys = keys
         self.options = options
         self.checkpoint = checkpoint
+        self.anchor = anchor
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&wake, nil)
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
@@ -160,6 +181,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         /// The last record made durable, and the last one the store's checkpoint vouches for.
         public let seq: Int64
         public let checkpointSeq: Int64
+        /// The last record the anchor vouches for; nil for a log kept without one.
+        public let anchorSeq: Int64?
+        /// The later of the two: how far a truncation check reaches (what `audit verify` takes).
+        public var vouchedSeq: Int64 { max(checkpointSeq, anchorSeq ?? 0) }
         public let batches: Int
         public let records: Int
         /// Percentiles of recent flushes (write and fdatasync of one batch), µs; nil before the first.
@@ -176,7 +201,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     public var status: Status {
         pthread_mutex_lock(&mutex)
         let recent = Array(flushTimes.prefix(min(flushCount, flushTimes.count))).sorted()
-        let s = Status(seq: max(durableSeq, lastSeqAtOpen), checkpointSeq: checkpointedSeq, batches: stats.batches, records: stats.records,
+        let s = Status(seq: max(durableSeq, lastSeqAtOpen), checkpointSeq: checkpointedSeq,
+                       anchorSeq: anchor == nil ? nil : anchoredSeq, batches: stats.batches, records: stats.records,
                        flushP50: recent.isEmpty ? nil : Int(recent[recent.count / 2]),
                        flushP99: recent.isEmpty ? nil : Int(recent[min(recent.count - 1, recent.count * 99 / 100)]),
                        flushMax: recent.last.map(Int.init),
@@ -197,8 +223,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// signatures order records, not their clocks.)
     public func append(_ event: AuditEvent, secret: SecretBytes?, timeMicros: Int64,
                        completion: @escaping @Sendable (Result<Void, any Error>) -> Void) {
-        let p = Pending(event: event, timeMicros: timeMicros,
-                        tokenHMAC: event.tokenHMAC ?? secret.map(keys.tokenHMAC), completion: completion)
+        let p = Pending(event: event, timeMicros: timeMicros, tokenHMAC: event.tokenHMAC,
+                        secret: event.tokenHMAC == nil ? secret : nil, completion: completion)
         pthread_mutex_lock(&mutex)
         if stopping || flusherDone {
             pthread_mutex_unlock(&mutex)
@@ -225,7 +251,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             while pending.isEmpty && !stopping {
                 // With an unsigned tail, or vault.db's checkpoint behind the log, wait at most a checkpoint
                 // interval, then sign the tail and move the checkpoint.
-                guard !lastSigned || (checkpoint != nil && checkpointedSeq < lastSeq) else { pthread_cond_wait(&wake, &mutex); continue }
+                guard !lastSigned || (checkpoint != nil && checkpointedSeq < lastSeq) || (anchor != nil && anchoredSeq < lastSeq) else {
+                    pthread_cond_wait(&wake, &mutex)
+                    continue
+                }
                 var deadline = timespec()
                 clock_gettime(CLOCK_REALTIME, &deadline)
                 let interval = max(0.01, options.checkpointInterval)
@@ -296,7 +325,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             try catchUpWithOtherWriters()
             guard !lastSigned else { return }
             try write([Pending(event: event, timeMicros: Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000, tokenHMAC: nil,
-                               completion: { _ in })], forceSignature: true)
+                               secret: nil, completion: { _ in })], forceSignature: true)
         }
     }
 
@@ -339,7 +368,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             let start = bytes.count
             AuditRecordFormat.appendSeq(seq, to: &bytes)
             AuditRecordFormat.appendBody(timeMicros: batch[index].timeMicros, event: batch[index].event,
-                                         tokenHMAC: batch[index].tokenHMAC, to: &bytes)
+                                         tokenHMAC: batch[index].tokenHMAC ?? batch[index].secret.map(keys.tokenHMAC), to: &bytes)
             hash = hash.withUnsafeBytes { prev in bytes[start...].withUnsafeBytes { AuditRecordFormat.Chain.v2.hash(previous: prev, line: $0) } }
             let signature = sign && index == batch.count - 1 ? keys.signer.sign(AuditKeys.signedMessage(hash: hash)) : nil
             if let signature { signed = (seq, batch[index].timeMicros, hash, signature) }
@@ -392,35 +421,54 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         endOffset += off_t(bytes.count)
     }
 
-    /// Moves the vault.db checkpoint to the end of the log, at most once per `checkpointInterval`
-    /// (and at close). Done after the batch's callbacks, so it adds no latency to reads.
+    /// Moves the checkpoints to the end of the log: the anchor at most once per `checkpointInterval`, the
+    /// store's at most once per `busyStoreCheckpointInterval` when there is an anchor (else as the anchor),
+    /// and both when forced (idle, and at close). Done after the batch's callbacks, so it adds no latency
+    /// to reads.
     ///
-    /// The checkpoint is written on a queue of its own, never on the flusher: an appender may hold the
+    /// The checkpoints are written on a queue of their own, never on the flusher: an appender may hold the
     /// store's write transaction while it waits for its record (an admin action records before it
     /// commits), and a flusher waiting for that same transaction would never write the record.
     /// `close()` waits for the queue. A failed write is retried at the next checkpoint; the log itself
-    /// is durable, and a stale checkpoint only narrows what the truncation check covers.
+    /// is durable, and a stale checkpoint only narrows what the truncation check covers. The anchor is
+    /// written first, so a store that cannot take its checkpoint (a trigger, a full disk) never holds it back.
     private func maybeCheckpoint(force: Bool) {
-        guard let checkpoint else { return }
+        guard checkpoint != nil || anchor != nil else { return }
         let now = Date().timeIntervalSince1970
-        guard force || now - lastCheckpoint >= options.checkpointInterval else { return }
+        let storeInterval = anchor == nil ? options.checkpointInterval : max(options.checkpointInterval, options.busyStoreCheckpointInterval)
+        let anchorTime = force || now - lastAnchor >= options.checkpointInterval
+        let storeTime = force || now - lastCheckpoint >= storeInterval
+        guard anchorTime || storeTime else { return }
         // At close, the last checkpoint waits for one still being written rather than being skipped (every
         // record is complete by then, so no appender holds the store while waiting for the flusher). Idle, it
         // is never waited for: an appender may hold the store's write transaction (see above).
         if force, isStopping() { checkpointQueue.sync {} }
         pthread_mutex_lock(&mutex)  // read under the lock by the flusher's wait and by `status`
-        let due = lastSeq > checkpointedSeq && !checkpointPending
-        if due { checkpointPending = true }
+        let anchorDue = anchor != nil && anchorTime && lastSeq > anchoredSeq && !anchorPending
+        let storeDue = checkpoint != nil && storeTime && lastSeq > checkpointedSeq && !checkpointPending
+        if anchorDue { anchorPending = true }
+        if storeDue { checkpointPending = true }
         pthread_mutex_unlock(&mutex)
-        guard due else { return }
+        guard anchorDue || storeDue else { return }
         let (seq, hash, mac) = (lastSeq, lastHash, keys.checkpointMAC(seq: lastSeq, hash: lastHash))
-        lastCheckpoint = now
+        if anchorDue { lastAnchor = now }
+        if storeDue { lastCheckpoint = now }
+        let (anchor, checkpoint) = (anchorDue ? self.anchor : nil, storeDue ? self.checkpoint : nil)
         checkpointQueue.async {
-            let written = (try? checkpoint(seq, hash, mac)) != nil
-            pthread_mutex_lock(&self.mutex)
-            self.checkpointPending = false
-            if written { self.checkpointedSeq = max(self.checkpointedSeq, seq) }
-            pthread_mutex_unlock(&self.mutex)
+            if let anchor {
+                let written = (try? anchor(seq, hash, mac)) != nil
+                pthread_mutex_lock(&self.mutex)
+                self.anchorPending = false
+                if written { self.anchoredSeq = max(self.anchoredSeq, seq) }
+                pthread_mutex_unlock(&self.mutex)
+            }
+            if let checkpoint {
+                let written = (try? checkpoint(seq, hash, mac)) != nil
+                pthread_mutex_lock(&self.mutex)
+                self.checkpointPending = false
+                if written { self.checkpointedSeq = max(self.checkpointedSeq, seq) }
+                pthread_mutex_unlock(&self.mutex)
+            }
         }
     }
 

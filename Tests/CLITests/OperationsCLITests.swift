@@ -101,6 +101,8 @@ struct OperationsCLITests {
         #expect(reads["granted_total"] as? Int == 3 && reads["refused_total"] as? Int == 1, "\(reads)")
         let audit = try #require(o["audit"] as? [String: Any])
         #expect((audit["seq"] as? Int ?? 0) >= 4 && audit["flush_p99_us"] is Int, "\(audit)")
+        // The keyring is writable, so the anchor is kept and the lag counts from the later of the two.
+        #expect(audit["anchor_seq"] is Int && audit["checkpoint_seq"] is Int && audit["checkpoint_lag"] is Int, "\(audit)")
         #expect(o["policy_rules"] as? Int == 1 && o["pid"] as? Int == Int(p.processIdentifier))
         #expect((o["tokens"] as? [String: Any])?["total"] as? Int == 1)
         #expect((o["keys"] as? [String: Any])?["master_keys"] as? Int == 1)

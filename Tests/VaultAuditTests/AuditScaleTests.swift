@@ -284,6 +284,52 @@ struct AuditScaleTests {
         #expect(done, "attempts \(attempts.load(ordering: .relaxed)), saved \(saved.withLock { $0 })")
     }
 
+    /// Records written without pause for `seconds`, then an idle spell: how often each sink was called while
+    /// busy, and where each stands once idle.
+    private func busyThenIdle(anchored: Bool, seconds: Double) throws -> (anchorCalls: Int, storeCalls: Int, anchorSeq: Int64, storeSeq: Int64, last: Int64) {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home-\(anchored)"))
+        let keys = AuditKeys(auditKey: try vault.auditKey())
+        let calls = Mutex<(anchor: Int, store: Int, anchorSeq: Int64, storeSeq: Int64)>((0, 0, 0, 0))
+        var options = AuditLog.Options()
+        options.checkpointInterval = 0.1
+        options.busyStoreCheckpointInterval = 30
+        let store: AuditLog.CheckpointSink = { seq, _, _ in calls.withLock { $0.store += 1; $0.storeSeq = seq } }
+        var anchor: AuditLog.CheckpointSink?
+        if anchored { anchor = { seq, _, _ in calls.withLock { $0.anchor += 1; $0.anchorSeq = seq } } }
+        let log = try AuditLog(directory: vault.home.auditDirectory, keys: keys, options: options, checkpoint: store, anchor: anchor)
+        defer { log.close() }
+        let end = Date().addingTimeInterval(seconds)
+        var i = 0
+        while Date() < end {
+            i += 1
+            try log.appendAndWait(event(i), secret: nil)
+            usleep(5_000)
+        }
+        let busy = calls.withLock { $0 }
+        for _ in 0..<60 where calls.withLock({ $0.storeSeq }) < log.status.seq { usleep(50_000) }
+        let idle = calls.withLock { $0 }
+        #expect(log.status.checkpointSeq == idle.storeSeq && (!anchored || log.status.anchorSeq == idle.anchorSeq))
+        return (busy.anchor, busy.store, idle.anchorSeq, idle.storeSeq, log.status.seq)
+    }
+
+    /// With an anchor keeping the bound, a busy log moves the store's checkpoint (a commit that makes every
+    /// reader of the store start afresh) only every `busyStoreCheckpointInterval`, and the anchor every
+    /// `checkpointInterval`; idle, both reach the log's end.
+    @Test func aBusyLogMovesTheAnchorEveryIntervalAndTheStoreRarely() throws {
+        let r = try busyThenIdle(anchored: true, seconds: 1.0)
+        #expect(r.anchorCalls >= 3, "anchor moved \(r.anchorCalls) times in a busy second")
+        #expect(r.storeCalls <= 1, "the store's checkpoint moved \(r.storeCalls) times in a busy second")
+        #expect(r.anchorSeq == r.last && r.storeSeq == r.last, "idle: anchor \(r.anchorSeq), store \(r.storeSeq), log \(r.last)")
+    }
+
+    /// Without an anchor, the store's checkpoint is the only one, and keeps the `checkpointInterval` bound.
+    @Test func withoutAnAnchorTheStoreCheckpointKeepsTheInterval() throws {
+        let r = try busyThenIdle(anchored: false, seconds: 1.0)
+        #expect(r.anchorCalls == 0)
+        #expect(r.storeCalls >= 3, "the store's checkpoint moved \(r.storeCalls) times in a busy second")
+        #expect(r.storeSeq == r.last)
+    }
+
     @Test func theSecondSinkSendsEveryRecordAsAJournalEntry() throws {
         let path = dir.path + "/journal.sock"
         let server = try DatagramServer(path: path)
