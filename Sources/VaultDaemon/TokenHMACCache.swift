@@ -29,27 +29,39 @@ final class TokenHMACCache: Sendable {
 
     /// Entries kept at most; past it the cache starts over (a bound on memory, not an eviction policy).
     let capacity: Int
-    private let entries = Mutex<[String: Entry]>([:])
+    private struct State {
+        var entries: [String: Entry] = [:]
+        /// Which names are worth an entry: those read a second time (see ``SecondSight``). A vault read in
+        /// no order would otherwise pay an insert, and every `capacity` reads a mass release, for no hit.
+        var admission: SecondSight
+    }
+    private let state: Mutex<State>
 
     init(capacity: Int = 16_384) {
         self.capacity = capacity
+        state = Mutex(State(admission: SecondSight(capacity: capacity)))
     }
 
-    /// The cached hash for this record's sealed value, else `compute()`'s (cached when non-nil).
+    /// The cached hash for this record's sealed value; else, for a name read before, `compute()`'s (cached
+    /// when non-nil); else nil: a name's first read (nearly every read of a large vault read in no order)
+    /// is left to the audit log, which hashes the token on its flusher thread instead of the event loop.
     func hmac(for record: TokenRecord, compute: () -> [UInt8]?) -> [UInt8]? {
         let fingerprint = Self.fingerprint(record.sealed)
-        let hit = entries.withLock { $0[record.name] }
+        let (hit, admitted) = state.withLock { s in
+            if let hit = s.entries[record.name] { return (Optional(hit), true) }
+            return (nil, s.admission.seenBefore(record.name))
+        }
         if let hit, hit.dataKeyId == record.dataKeyId, hit.fingerprint == fingerprint, record.sealed.count >= Sealer.overhead {
             return hit.hmac
         }
-        guard let fresh = compute() else { return nil }
+        guard admitted, let fresh = compute() else { return nil }
         let entry = Entry(dataKeyId: record.dataKeyId, fingerprint: fingerprint, hmac: fresh)
-        entries.withLock { all in
-            if all.count >= capacity && all[record.name] == nil { all.removeAll(keepingCapacity: true) }
-            all[record.name] = entry
+        state.withLock { s in
+            if s.entries.count >= capacity && s.entries[record.name] == nil { s.entries.removeAll(keepingCapacity: true) }
+            s.entries[record.name] = entry
         }
         return fresh
     }
 
-    var count: Int { entries.withLock { $0.count } }
+    var count: Int { state.withLock { $0.entries.count } }
 }

@@ -37,11 +37,16 @@ struct TokenHMACCacheTests {
         processor.process(Request(id: nil, operation: .get(name: name, proof: nil)), caller: Caller(uid: 0, gid: 0, pid: 1)) { _ in }
     }
 
-    @Test func aTokenIsHashedOnceUntilItsSealedValueChanges() throws {
+    /// A name's first read leaves `token_hmac` to the audit log (hashed on its flusher, not the event loop)
+    /// and is not remembered (most names of a vault read in no order are read once); its second read is
+    /// hashed on the loop and remembered until the sealed value changes. Every record carries the right hash.
+    @Test func aTokenIsHashedOnTheLoopAtItsSecondReadThenNotUntilItsSealedValueChanges() throws {
         let vault = try makeVault(dir)
         let sink = HashingSink()
         let processor = RequestProcessor(vault: vault, policy: try Policy.parse(allowRoot), audit: sink, logger: Logger(label: "t"))
-        for _ in 0..<5 { read(processor, "acme/ads") }
+        read(processor, "acme/ads")
+        #expect(sink.hashed.load(ordering: .relaxed) == 0)
+        for _ in 0..<4 { read(processor, "acme/ads") }
         #expect(sink.hashed.load(ordering: .relaxed) == 1)
         let first = sink.hmac(secret("EAAB-acme-ads"))
         #expect(sink.recorded.withLock { $0 } == Array(repeating: first, count: 5))
@@ -49,8 +54,9 @@ struct TokenHMACCacheTests {
         // A new value under the same name: the next read hashes the new value, not the cached old one.
         try vault.put(name: "acme/ads", secret: secret("EAAB-acme-ads-v2"), kind: .systemUser, app: "acme", replace: true)
         read(processor, "acme/ads")
+        read(processor, "acme/ads")
         #expect(sink.hashed.load(ordering: .relaxed) == 2)
-        #expect(sink.recorded.withLock { $0.last } == sink.hmac(secret("EAAB-acme-ads-v2")))
+        #expect(sink.recorded.withLock { $0.suffix(2) } == Array(repeating: sink.hmac(secret("EAAB-acme-ads-v2")), count: 2))
 
         // Re-sealed under a new data key: a new nonce, so hashed again — to the same value.
         try vault.beginReseal()
@@ -58,6 +64,17 @@ struct TokenHMACCacheTests {
         read(processor, "acme/ads")
         #expect(sink.hashed.load(ordering: .relaxed) == 3)
         #expect(sink.recorded.withLock { $0.last } == sink.hmac(secret("EAAB-acme-ads-v2")))
+    }
+
+    @Test func aNameReadOnceLeavesNoEntry() throws {
+        let vault = try makeVault(dir)
+        let cache = TokenHMACCache()
+        let record = try #require(try vault.record(named: "acme/ads"))
+        #expect(cache.hmac(for: record) { [1] } == nil, "a first read is left to the audit log")
+        #expect(cache.count == 0)
+        #expect(cache.hmac(for: record) { [2] } == [2])
+        #expect(cache.count == 1)
+        #expect(cache.hmac(for: record) { [3] } == [2], "the second read's hash is the one remembered")
     }
 
     @Test func theCacheIsBounded() throws {
