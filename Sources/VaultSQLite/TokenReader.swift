@@ -233,15 +233,30 @@ public final class TokenReaders: Sendable {
 
         func token(named name: String) throws -> TokenRecord? {
             let s = statement
-            defer {
-                sqlite3_reset(s)
-                sqlite3_clear_bindings(s)
+            // The name's own bytes are bound without a copy (SQLITE_STATIC), for as long as the row is read:
+            // the statement is reset and unbound before the bytes go.
+            var key = name
+            return try key.withUTF8 { utf8 in
+                defer {
+                    sqlite3_reset(s)
+                    sqlite3_clear_bindings(s)
+                }
+                let bound = utf8.withMemoryRebound(to: CChar.self) { chars in
+                    withUnsafePointer(to: CChar(0)) { empty in
+                        // An empty string still needs a valid pointer: SQLite reads a NULL pointer as SQL NULL.
+                        sqlite3_bind_text(s, 1, chars.baseAddress ?? empty, Int32(chars.count), nil)
+                    }
+                }
+                guard bound == SQLITE_OK else { throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db))) }
+                let rc = sqlite3_step(s)
+                if rc == SQLITE_DONE { return nil }
+                guard rc == SQLITE_ROW else { try check(rc); return nil }
+                return Self.row(s, name: name)
             }
-            let bound = bindText(s, 1, name)
-            guard bound == SQLITE_OK else { throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db))) }
-            let rc = sqlite3_step(s)
-            if rc == SQLITE_DONE { return nil }
-            guard rc == SQLITE_ROW else { try check(rc); return nil }
+        }
+
+        /// The row the statement stands on, as a record (columns in ``TokenRecord/columns`` order).
+        private static func row(_ s: OpaquePointer?, name: String) -> TokenRecord {
             func text(_ i: Int32) -> String? {
                 sqlite3_column_type(s, i) == SQLITE_NULL ? nil : String(cString: sqlite3_column_text(s, i))
             }
