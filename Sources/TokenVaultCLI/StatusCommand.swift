@@ -30,8 +30,11 @@ final class DaemonStatus: Sendable {
     let startedAt = Date()
     /// (time, granted, refused) once a second, the last 11 samples: rates over the last 10 s.
     private let samples = Mutex<[(Double, Int, Int)]>([])
-    /// The token summary, recomputed at most once a minute (it reads every row's metadata).
+    /// The token summary and when it was counted (see ``tokens()``).
     private let tokenSummary = Mutex<(at: Double, value: [String: Int])?>(nil)
+    /// Whether a count is running (on `countQueue`).
+    private let counting = Mutex<Bool>(false)
+    private static let countQueue = DispatchQueue(label: "tokenvault-status-count", qos: .utility)
 
     init(_ parts: Parts) { self.parts = parts }
 
@@ -71,11 +74,40 @@ final class DaemonStatus: Sendable {
         }
     }
 
+    /// The token summary, at most a minute old. Counting reads every row's metadata (seconds for a vault of a
+    /// million tokens), so it runs off the admin loop: a status asked for while a new count runs gets the last
+    /// one, and only the first count is waited for (at most 3 s, inside the CLI's 5; then the fields are
+    /// absent until it is done).
     private func tokens() -> [String: Int] {
         let now = Date().timeIntervalSince1970
-        if let cached = tokenSummary.withLock({ $0 }), now - cached.at < 60 { return cached.value }
+        let cached = tokenSummary.withLock { $0 }
+        if let cached, now - cached.at < 60 { return cached.value }
+        startCounting()
+        if let cached { return cached.value }
+        for _ in 0..<60 {
+            usleep(50_000)
+            if let first = tokenSummary.withLock({ $0 }) { return first.value }
+        }
+        return [:]
+    }
+
+    private func startCounting() {
+        let start = counting.withLock { running -> Bool in
+            if running { return false }
+            running = true
+            return true
+        }
+        guard start else { return }
+        Self.countQueue.async {
+            if let value = self.countTokens() { self.tokenSummary.withLock { $0 = (Date().timeIntervalSince1970, value) } }
+            self.counting.withLock { $0 = false }
+        }
+    }
+
+    private func countTokens() -> [String: Int]? {
+        let now = Date().timeIntervalSince1970
         var out = ["total": 0, "expiring": 0, "expired": 0, "invalid": 0, "unchecked": 0]
-        guard let records = try? parts.vault.list() else { return out }
+        guard let records = try? parts.vault.list() else { return nil }
         for r in records {
             out["total", default: 0] += 1
             if r.valid == false { out["invalid", default: 0] += 1 }
@@ -86,7 +118,6 @@ final class DaemonStatus: Sendable {
             }
             if r.app != nil, r.checkedAt == nil { out["unchecked", default: 0] += 1 }
         }
-        tokenSummary.withLock { $0 = (now, out) }
         return out
     }
 
@@ -208,7 +239,8 @@ struct Status: ParsableCommand {
                 + (audit["syslog_sent"] == nil ? "" : "; syslog \(n(audit["syslog_sent"])) sent, \(n(audit["syslog_dropped"])) dropped")
                 + (audit["witness_sent"] == nil ? "" : "; witness \(n(audit["witness_sent"])) sent, \(n(audit["witness_failed"])) failed")),
             ("keys", "\(n(keys["master_keys"])) master keys, current \(keys["current"] as? String ?? "-"), \(n(keys["missing"])) missing"),
-            ("tokens", "\(n(tokens["total"])) stored: \(n(tokens["expiring"])) expiring soon, \(n(tokens["expired"])) expired, "
+            ("tokens", tokens["total"] == nil ? "still being counted (a large vault takes seconds; ask again)"
+                : "\(n(tokens["total"])) stored: \(n(tokens["expiring"])) expiring soon, \(n(tokens["expired"])) expired, "
                 + "\(n(tokens["invalid"])) invalid, \(n(tokens["unchecked"])) Meta tokens unchecked"),
             ("meta checks", metaLine),
         ]

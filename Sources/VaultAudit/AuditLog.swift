@@ -245,12 +245,12 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private func flusherLoop() {
         var batch: [Pending] = []  // swapped with `pending`: neither array is reallocated per batch
         while true {
-            batch.removeAll(keepingCapacity: true)
+            batch.removeAll(keepingCapacity: true)  // before waiting: the last batch's tokens are let go of
             pthread_mutex_lock(&mutex)
             var idle = false
             while pending.isEmpty && !stopping {
-                // With an unsigned tail, or vault.db's checkpoint behind the log, wait at most a checkpoint
-                // interval, then sign the tail and move the checkpoint.
+                // With an unsigned tail, or a checkpoint (the store's or the anchor) behind the log, wait at
+                // most a checkpoint interval, then sign the tail and move the checkpoints.
                 guard !lastSigned || (checkpoint != nil && checkpointedSeq < lastSeq) || (anchor != nil && anchoredSeq < lastSeq) else {
                     pthread_cond_wait(&wake, &mutex)
                     continue

@@ -54,6 +54,29 @@ struct AuditLogTests {
         #expect(!AuditVerifier.verify(directory: vault.home.auditDirectory, keys: other, publicKey: nil, checkpoint: nil).ok)
     }
 
+    /// The flusher hashes a token the caller left to it (the daemon leaves a name's first read to it), and
+    /// lets go of it (so it is wiped) once its record is durable, also when no other record follows.
+    @Test func theFlusherLetsGoOfATokenOnceItsRecordIsDurable() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        let log = try AuditLog.open(for: vault)
+        defer { log.close() }
+        weak var held: SecretBytes?
+        try {
+            let secret = SecretBytes(copying: Array("EAAB-held-by-the-flusher".utf8))
+            held = secret
+            try log.appendAndWait(event(1), secret: secret)
+        }()
+        var released = false
+        for _ in 0..<40 where !released {
+            released = held == nil
+            if !released { usleep(25_000) }
+        }
+        #expect(released, "the idle flusher still holds the token")
+        let keys = AuditKeys(auditKey: try vault.auditKey())
+        let last = AuditQuery.entries(directory: vault.home.auditDirectory).last
+        #expect(last?.tokenHmac == hexString(keys.tokenHMAC(SecretBytes(copying: Array("EAAB-held-by-the-flusher".utf8)))))
+    }
+
     @Test func recordsAreJSONLinesWithTheSchemaAndNoToken() throws {
         let (vault, keys) = try makeLog(dir, count: 6)
         let entries = AuditQuery.entries(directory: vault.home.auditDirectory)
