@@ -66,6 +66,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     private let checkpoint: CheckpointSink?
     private let anchor: CheckpointSink?
     private let checkpointQueue = DispatchQueue(label: "tokenvault-audit-checkpoint")
+    /// The anchor's own queue: a store write that waits (another process's long transaction, a slow
+    /// database) never holds the anchor, the one-second bound, back.
+    private let anchorQueue = DispatchQueue(label: "tokenvault-audit-anchor")
 
     // Shared with appenders, under `mutex`.
     private var mutex = pthread_mutex_t()
@@ -104,6 +107,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// The same for the anchor.
     private var anchoredSeq: Int64 = 0
     private var anchorPending = false
+    /// Whether the last write of each failed (under `mutex`). While the anchor fails, the store's checkpoint
+    /// keeps the one-second bound; a failed store write is retried a second later, busy or not.
+    private var anchorFailing = false
+    private var checkpointFailing = false
     /// The seq of the log's last record when it was opened (0 for an empty log).
     public private(set) var lastSeqAtOpen: Int64 = 0
 
@@ -157,7 +164,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         pthread_cond_broadcast(&wake)
         while !flusherDone { pthread_cond_wait(&wake, &mutex) }
         pthread_mutex_unlock(&mutex)
-        checkpointQueue.sync {}  // the last checkpoint is written before close returns
+        checkpointQueue.sync {}  // the last checkpoints are written before close returns
+        anchorQueue.sync {}
     }
 
     /// Re-opens the current segment by name before the next batch (SIGHUP, for external rotation tools
@@ -426,24 +434,32 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// and both when forced (idle, and at close). Done after the batch's callbacks, so it adds no latency
     /// to reads.
     ///
-    /// The checkpoints are written on a queue of their own, never on the flusher: an appender may hold the
+    /// The checkpoints are written on queues of their own, never on the flusher: an appender may hold the
     /// store's write transaction while it waits for its record (an admin action records before it
     /// commits), and a flusher waiting for that same transaction would never write the record.
-    /// `close()` waits for the queue. A failed write is retried at the next checkpoint; the log itself
-    /// is durable, and a stale checkpoint only narrows what the truncation check covers. The anchor is
-    /// written first, so a store that cannot take its checkpoint (a trigger, a full disk) never holds it back.
+    /// `close()` waits for both queues. A failed write is retried at the next checkpoint; the log itself
+    /// is durable, and a stale checkpoint only narrows what the truncation check covers. The anchor has a
+    /// queue of its own, so a store that cannot take its checkpoint (a trigger, a full disk, another
+    /// process's long transaction) never holds it back; while the anchor fails, the store moves every
+    /// `checkpointInterval` instead.
     private func maybeCheckpoint(force: Bool) {
         guard checkpoint != nil || anchor != nil else { return }
         let now = Date().timeIntervalSince1970
-        let storeInterval = anchor == nil ? options.checkpointInterval : max(options.checkpointInterval, options.busyStoreCheckpointInterval)
+        pthread_mutex_lock(&mutex)  // read under the lock by the flusher's wait, by `status` and by the queues
+        let storeHoldsTheBound = anchor == nil || anchorFailing || checkpointFailing
+        pthread_mutex_unlock(&mutex)
+        let storeInterval = storeHoldsTheBound ? options.checkpointInterval : max(options.checkpointInterval, options.busyStoreCheckpointInterval)
         let anchorTime = force || now - lastAnchor >= options.checkpointInterval
         let storeTime = force || now - lastCheckpoint >= storeInterval
         guard anchorTime || storeTime else { return }
         // At close, the last checkpoint waits for one still being written rather than being skipped (every
         // record is complete by then, so no appender holds the store while waiting for the flusher). Idle, it
         // is never waited for: an appender may hold the store's write transaction (see above).
-        if force, isStopping() { checkpointQueue.sync {} }
-        pthread_mutex_lock(&mutex)  // read under the lock by the flusher's wait and by `status`
+        if force, isStopping() {
+            checkpointQueue.sync {}
+            anchorQueue.sync {}
+        }
+        pthread_mutex_lock(&mutex)
         let anchorDue = anchor != nil && anchorTime && lastSeq > anchoredSeq && !anchorPending
         let storeDue = checkpoint != nil && storeTime && lastSeq > checkpointedSeq && !checkpointPending
         if anchorDue { anchorPending = true }
@@ -451,21 +467,24 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         pthread_mutex_unlock(&mutex)
         guard anchorDue || storeDue else { return }
         let (seq, hash, mac) = (lastSeq, lastHash, keys.checkpointMAC(seq: lastSeq, hash: lastHash))
-        if anchorDue { lastAnchor = now }
-        if storeDue { lastCheckpoint = now }
-        let (anchor, checkpoint) = (anchorDue ? self.anchor : nil, storeDue ? self.checkpoint : nil)
-        checkpointQueue.async {
-            if let anchor {
+        if anchorDue, let anchor {
+            lastAnchor = now
+            anchorQueue.async {
                 let written = (try? anchor(seq, hash, mac)) != nil
                 pthread_mutex_lock(&self.mutex)
                 self.anchorPending = false
+                self.anchorFailing = !written
                 if written { self.anchoredSeq = max(self.anchoredSeq, seq) }
                 pthread_mutex_unlock(&self.mutex)
             }
-            if let checkpoint {
+        }
+        if storeDue, let checkpoint {
+            lastCheckpoint = now
+            checkpointQueue.async {
                 let written = (try? checkpoint(seq, hash, mac)) != nil
                 pthread_mutex_lock(&self.mutex)
                 self.checkpointPending = false
+                self.checkpointFailing = !written
                 if written { self.checkpointedSeq = max(self.checkpointedSeq, seq) }
                 pthread_mutex_unlock(&self.mutex)
             }
