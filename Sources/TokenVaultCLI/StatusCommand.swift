@@ -85,8 +85,10 @@ final class DaemonStatus: Sendable {
         startCounting()
         if let cached { return cached.value }
         for _ in 0..<60 {
-            usleep(50_000)
             if let first = tokenSummary.withLock({ $0 }) { return first.value }
+            // Done without a count: the store could not be read (the next status tries again).
+            if !counting.withLock({ $0 }) { return ["count_failed": 1] }
+            usleep(50_000)
         }
         return [:]
     }
@@ -99,7 +101,10 @@ final class DaemonStatus: Sendable {
         }
         guard start else { return }
         Self.countQueue.async {
-            if let value = self.countTokens() { self.tokenSummary.withLock { $0 = (Date().timeIntervalSince1970, value) } }
+            // After a failed count (the store unreadable) the last good one, if any, is kept but marked old,
+            // so the next status counts again.
+            let value = self.countTokens()
+            self.tokenSummary.withLock { $0 = value.map { (Date().timeIntervalSince1970, $0) } ?? $0.map { (0, $0.value) } }
             self.counting.withLock { $0 = false }
         }
     }
@@ -239,7 +244,8 @@ struct Status: ParsableCommand {
                 + (audit["syslog_sent"] == nil ? "" : "; syslog \(n(audit["syslog_sent"])) sent, \(n(audit["syslog_dropped"])) dropped")
                 + (audit["witness_sent"] == nil ? "" : "; witness \(n(audit["witness_sent"])) sent, \(n(audit["witness_failed"])) failed")),
             ("keys", "\(n(keys["master_keys"])) master keys, current \(keys["current"] as? String ?? "-"), \(n(keys["missing"])) missing"),
-            ("tokens", tokens["total"] == nil ? "still being counted (a large vault takes seconds; ask again)"
+            ("tokens", tokens["count_failed"] != nil ? "could not be counted: the store cannot be read (see the daemon's log)"
+                : tokens["total"] == nil ? "still being counted (a large vault takes seconds; ask again)"
                 : "\(n(tokens["total"])) stored: \(n(tokens["expiring"])) expiring soon, \(n(tokens["expired"])) expired, "
                 + "\(n(tokens["invalid"])) invalid, \(n(tokens["unchecked"])) Meta tokens unchecked"),
             ("meta checks", metaLine),
