@@ -237,21 +237,19 @@ public final class TokenReaders: Sendable {
             // the statement is reset and unbound before the bytes go.
             var key = name
             return try key.withUTF8 { utf8 in
-                defer {
-                    sqlite3_reset(s)
-                    sqlite3_clear_bindings(s)
-                }
-                let bound = utf8.withMemoryRebound(to: CChar.self) { chars in
-                    withUnsafePointer(to: CChar(0)) { empty in
-                        // An empty string still needs a valid pointer: SQLite reads a NULL pointer as SQL NULL.
-                        sqlite3_bind_text(s, 1, chars.baseAddress ?? empty, Int32(chars.count), nil)
+                try utf8.withMemoryRebound(to: CChar.self) { chars in
+                    defer {
+                        sqlite3_reset(s)
+                        sqlite3_clear_bindings(s)
                     }
+                    // An empty string still needs a valid pointer: SQLite reads a NULL pointer as SQL NULL.
+                    let bound = sqlite3_bind_text(s, 1, chars.baseAddress ?? emptyText, Int32(chars.count), nil)
+                    guard bound == SQLITE_OK else { throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db))) }
+                    let rc = sqlite3_step(s)
+                    if rc == SQLITE_DONE { return nil }
+                    guard rc == SQLITE_ROW else { try check(rc); return nil }
+                    return Self.row(s, name: name)
                 }
-                guard bound == SQLITE_OK else { throw StoreError.io(path: path, detail: String(cString: sqlite3_errmsg(db))) }
-                let rc = sqlite3_step(s)
-                if rc == SQLITE_DONE { return nil }
-                guard rc == SQLITE_ROW else { try check(rc); return nil }
-                return Self.row(s, name: name)
             }
         }
 
@@ -298,6 +296,9 @@ private func bindText(_ statement: OpaquePointer?, _ index: Int32, _ text: Strin
         }
     }
 }
+
+/// The bytes an empty name is bound to without a copy: valid for the life of the process, and never written.
+nonisolated(unsafe) private let emptyText: UnsafePointer<CChar> = UnsafePointer(strdup("")!)
 
 /// SQLITE_TRANSIENT: SQLite copies the bound text before the call returns.
 private let SQLITE_TRANSIENT_ = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
