@@ -140,7 +140,7 @@ struct Doctor: ParsableCommand {
                     problem("audit", "audit verify fails after \(report.records) good records: \(bad)",
                             fix: "tokenvault audit verify (details), then Docs/AUDIT.md: keep the damaged segment as evidence")
                 } else {
-                    ok("audit", "\(report.records) records verify (seq \(report.firstSeq)–\(report.lastSeq)); the checkpoint is \(report.lastSeq - (report.checkpointSeq ?? 0)) behind")
+                    ok("audit", "\(report.records) records verify (seq \(report.firstSeq)–\(report.lastSeq)); the checkpoint is \(report.lastSeq - max(report.checkpointSeq ?? 0, report.anchorSeq ?? 0)) behind")
                 }
             } else {
                 ok("audit", "nothing audited yet")
