@@ -77,7 +77,7 @@ final class DaemonStatus: Sendable {
     /// The token summary, at most a minute old. Counting reads every row's metadata (seconds for a vault of a
     /// million tokens), so it runs off the admin loop: a status asked for while a new count runs gets the last
     /// one, and only the first count is waited for (at most 3 s, inside the CLI's 5; then the fields are
-    /// absent until it is done).
+    /// absent until it is done, or `count_failed` when it ended without a count).
     private func tokens() -> [String: Int] {
         let now = Date().timeIntervalSince1970
         let cached = tokenSummary.withLock { $0 }
@@ -244,7 +244,7 @@ struct Status: ParsableCommand {
                 + (audit["syslog_sent"] == nil ? "" : "; syslog \(n(audit["syslog_sent"])) sent, \(n(audit["syslog_dropped"])) dropped")
                 + (audit["witness_sent"] == nil ? "" : "; witness \(n(audit["witness_sent"])) sent, \(n(audit["witness_failed"])) failed")),
             ("keys", "\(n(keys["master_keys"])) master keys, current \(keys["current"] as? String ?? "-"), \(n(keys["missing"])) missing"),
-            ("tokens", tokens["count_failed"] != nil ? "could not be counted: the store cannot be read (see the daemon's log)"
+            ("tokens", tokens["count_failed"] != nil ? "could not be counted: the store cannot be read right now"
                 : tokens["total"] == nil ? "still being counted (a large vault takes seconds; ask again)"
                 : "\(n(tokens["total"])) stored: \(n(tokens["expiring"])) expiring soon, \(n(tokens["expired"])) expired, "
                 + "\(n(tokens["invalid"])) invalid, \(n(tokens["unchecked"])) Meta tokens unchecked"),
