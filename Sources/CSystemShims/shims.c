@@ -37,6 +37,7 @@ int tv_harden_process(void) {
 // MARK: - tokenvault run
 
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
@@ -110,3 +111,10 @@ const void *tv_memmem(const void *haystack, size_t count, const void *needle, si
 }
 
 const void *tv_memrchr(const void *bytes, int c, size_t count) { return memrchr(bytes, c, count); }
+
+int tv_make_thread_idle(void) {
+    struct sched_param param = { .sched_priority = 0 };
+    return sched_setscheduler(0, SCHED_IDLE, &param);
+}
+
+void tv_set_thread_name(const char *name) { (void)prctl(PR_SET_NAME, name, 0, 0, 0); }

@@ -2,6 +2,7 @@ import Foundation
 import Metrics
 import VaultCore
 import VaultCrypto
+import CSystemShims
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -145,8 +146,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         }
         lastSeqAtOpen = lastSeq
         // The flusher keeps the log alive until close() lets it finish: no thread waits on a freed condition variable.
-        let t = Thread { self.flusherLoop() }
-        t.name = "tokenvault-audit"
+        let t = Thread {
+            tv_set_thread_name("tv-audit-flush")
+            self.flusherLoop()
+        }
         t.start()
     }
 
@@ -617,8 +620,10 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         }
     }
 
-    /// Where finished segments are indexed: one at a time, at a low priority, never on the flusher.
-    static let indexQueue = DispatchQueue(label: "tokenvault-audit-index", qos: .utility)
+    /// Where finished segments are indexed: one at a time, on a thread of its own at the idle priority
+    /// (building the index of a 64 MB segment of a busy vault takes about 0.2 s of CPU, which on a
+    /// loaded machine came out of the reads), never on the flusher.
+    static let indexQueue = IdleWorker(name: "tv-audit-index")
 
     private func syncDirectory() { AuditSegments.syncDirectory(directory) }
 }

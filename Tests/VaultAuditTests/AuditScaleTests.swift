@@ -233,12 +233,23 @@ struct AuditScaleTests {
         let directory = vault.home.auditDirectory
         let segments = AuditSegments.list(directory)
         #expect(segments.count >= 4)
-        AuditLog.indexQueue.sync {}
+        AuditLog.indexQueue.drain()
         for s in segments.dropLast() { #expect(AuditIndex.isCurrent(directory: directory, segment: s), "segment \(s)") }
         var f = AuditFilter()
         f.token = "tok-1"
         let q = query(directory, f, index: true)
         #expect(q.entries.count == 15 && q.stats.indexed == segments.count - 1)
+    }
+
+    @Test func backgroundIndexingRunsInOrderAtTheIdlePriority() throws {
+        let seen = Mutex<[(Int, Int32)]>([])
+        for i in 0..<3 {
+            AuditLog.indexQueue.async { seen.withLock { $0.append((i, sched_getscheduler(0))) } }
+        }
+        AuditLog.indexQueue.drain()
+        let jobs = seen.withLock { $0 }
+        #expect(jobs.map(\.0) == [0, 1, 2])
+        #expect(jobs.allSatisfy { $0.1 == 5 }, "SCHED_IDLE is 5")
     }
 
     @Test func anIdleLogsCheckpointCatchesUpAndACutTailIsCaught() throws {

@@ -46,4 +46,12 @@ int tv_memfd(const char *name);
 const void *tv_memmem(const void *haystack, size_t count, const void *needle, size_t needle_count);
 const void *tv_memrchr(const void *bytes, int c, size_t count);
 
+/// Names the calling thread as `top -H` and `ps -L` show it (at most 15 bytes are kept).
+void tv_set_thread_name(const char *name);
+
+/// Moves the calling thread (only it) to SCHED_IDLE: it runs only when no other thread of the machine
+/// wants the CPU. A thread may always lower its own priority; it cannot raise it back without privilege,
+/// so call this only on a thread that does nothing but background work. 0 on success, -1 with errno set.
+int tv_make_thread_idle(void);
+
 #endif
