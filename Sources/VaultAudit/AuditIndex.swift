@@ -1,5 +1,6 @@
 import Foundation
 import VaultCrypto
+import CSystemShims
 
 /// The index of one audit segment, `audit-000001.idx` beside `audit-000001.jsonl`: which lines hold each
 /// token, uid, action and outcome, and the time range of every block of 1,024 records, so `audit query`
@@ -44,33 +45,53 @@ public struct AuditIndex {
         let bytes = file.bytes
         guard bytes.count < Int(UInt32.max) else { throw AuditWriteError(description: "\(source) is too large to index (4 GiB or more)") }
         // token, uid, action, outcome: each value's lines. A null token is "\0", which no escaped name can be.
-        var postings = [[[UInt8]: [UInt32]]](repeating: [:], count: 4)
+        // Keys are hashed as whole byte strings (`IndexKey`), not byte by byte; the few distinct uids,
+        // actions and outcomes are found by a scan of what was seen, without an allocation per record.
+        var tokens: [IndexKey: [UInt32]] = [:]
+        var uids: [UInt32: [UInt32]] = [:]
+        var small = [SmallField](repeating: SmallField(), count: 2)  // action, outcome
         let nullName: [UInt8] = [0]
         var unindexed: [UInt32] = []
         var blocks: [(offset: Int, min: [UInt8], max: [UInt8])] = []
         var records = 0
-        var last: (offset: Int, hash: AuditDigest)?
+        var lastLine = -1
         var start = 0
         while start < bytes.count, let nl = memchr(bytes.baseAddress! + start, 0x0a, bytes.count - start) {
             let end = bytes.baseAddress!.distance(to: UnsafeRawPointer(nl))
             defer { start = end + 1 }
             let line = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
             let offset = UInt32(start)
-            if let parsed = AuditRecordFormat.parse(line) { last = (start, parsed.hash) }
+            lastLine = start
             guard let f = AuditFields.parse(line), f.time.count == 27 else {
                 unindexed.append(offset)
                 continue
             }
             if records % blockRecords == 0 { blocks.append((start, [], [])) }
             records += 1
-            let time = Array(UnsafeRawBufferPointer(rebasing: line[f.time]))
-            if blocks[blocks.count - 1].min.isEmpty || time.lexicographicallyPrecedes(blocks[blocks.count - 1].min) { blocks[blocks.count - 1].min = time }
-            if blocks[blocks.count - 1].max.isEmpty || blocks[blocks.count - 1].max.lexicographicallyPrecedes(time) { blocks[blocks.count - 1].max = time }
-            func content(_ r: Range<Int>) -> [UInt8] { Array(UnsafeRawBufferPointer(rebasing: line[r])) }
-            postings[0][f.token.map(content) ?? nullName, default: []].append(offset)
-            postings[1][Array(String(f.uid).utf8), default: []].append(offset)
-            postings[2][content(f.action), default: []].append(offset)
-            postings[3][content(f.outcome), default: []].append(offset)
+            let time = UnsafeRawBufferPointer(rebasing: line[f.time])
+            let b = blocks.count - 1
+            if blocks[b].min.isEmpty || Self.precedes(time, blocks[b].min) { blocks[b].min = Array(time) }
+            if blocks[b].max.isEmpty || Self.precedes(blocks[b].max, time) { blocks[b].max = Array(time) }
+            tokens[IndexKey(f.token.map { Array(UnsafeRawBufferPointer(rebasing: line[$0])) } ?? nullName), default: []].append(offset)
+            uids[f.uid, default: []].append(offset)
+            small[0].add(UnsafeRawBufferPointer(rebasing: line[f.action]), offset)
+            small[1].add(UnsafeRawBufferPointer(rebasing: line[f.outcome]), offset)
+        }
+        // The last line that is a whole record, found from the end: what the index vouches for.
+        var last: (offset: Int, hash: AuditDigest)?
+        while lastLine >= 0 {
+            let end = lastLine + lineLength(bytes, at: lastLine)
+            if let parsed = AuditRecordFormat.parse(UnsafeRawBufferPointer(rebasing: bytes[lastLine..<end])) {
+                last = (lastLine, parsed.hash)
+                break
+            }
+            guard lastLine > 0 else { break }
+            // The line before starts after the newline before the one that ends it (or at the start).
+            if let nl = tv_memrchr(bytes.baseAddress!, 0x0a, lastLine - 1) {
+                lastLine = bytes.baseAddress!.distance(to: nl) + 1
+            } else {
+                lastLine = 0
+            }
         }
         guard let last else {
             // Nothing to vouch for: no index (a query scans the segment, which is empty or all damage).
@@ -80,10 +101,17 @@ public struct AuditIndex {
         let covered = last.offset + lineLength(bytes, at: last.offset) + 1
 
         var keys: [(field: Field, name: [UInt8], list: [UInt32])] = [(.unindexed, [], unindexed.filter { Int($0) < covered })]
-        for (i, field) in [Field.token, .uid, .action, .outcome].enumerated() {
-            for (name, list) in postings[i] { keys.append((field, name, list.filter { Int($0) < covered })) }
+        var tokenKeys = tokens.map { (field: Field.token, name: $0.key.bytes, list: $0.value.filter { Int($0) < covered }) }
+        tokenKeys.sort { a, b in Self.precedes(a.name, b.name) }
+        keys.append(contentsOf: tokenKeys)
+        var uidKeys = uids.map { (field: Field.uid, name: Array(String($0.key).utf8), list: $0.value.filter { Int($0) < covered }) }
+        uidKeys.sort { a, b in Self.precedes(a.name, b.name) }
+        keys.append(contentsOf: uidKeys)
+        for (i, field) in [Field.action, .outcome].enumerated() {
+            var fieldKeys = small[i].values.indices.map { (field: field, name: small[i].values[$0], list: small[i].lists[$0].filter { Int($0) < covered }) }
+            fieldKeys.sort { a, b in Self.precedes(a.name, b.name) }
+            keys.append(contentsOf: fieldKeys)
         }
-        keys.sort { a, b in a.field != b.field ? a.field.rawValue < b.field.rawValue : a.name.lexicographicallyPrecedes(b.name) }
 
         var out: [UInt8] = magic
         func u32(_ v: Int) { withUnsafeBytes(of: UInt32(v).littleEndian) { out.append(contentsOf: $0) } }
@@ -113,6 +141,55 @@ public struct AuditIndex {
         for k in keys { for p in k.list { withUnsafeBytes(of: p.littleEndian) { out.append(contentsOf: $0) } } }
         try writeAtomically(out, to: path(directory, segment))
         return records + unindexed.count
+    }
+
+    /// Byte-wise order (what `lexicographicallyPrecedes` gives), by `memcmp`.
+    private static func precedes(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        let n = min(a.count, b.count)
+        let c = n == 0 ? 0 : memcmp(a.baseAddress!, b.baseAddress!, n)
+        return c != 0 ? c < 0 : a.count < b.count
+    }
+
+    private static func precedes(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+        a.withUnsafeBytes { x in b.withUnsafeBytes { y in precedes(x, y) } }
+    }
+
+    private static func precedes(_ a: UnsafeRawBufferPointer, _ b: [UInt8]) -> Bool {
+        b.withUnsafeBytes { precedes(a, $0) }
+    }
+
+    private static func precedes(_ a: [UInt8], _ b: UnsafeRawBufferPointer) -> Bool {
+        a.withUnsafeBytes { precedes($0, b) }
+    }
+
+    /// A token name as a dictionary key, hashed in one call over its bytes.
+    private struct IndexKey: Hashable {
+        let bytes: [UInt8]
+        init(_ bytes: [UInt8]) { self.bytes = bytes }
+        func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
+        static func == (a: IndexKey, b: IndexKey) -> Bool { a.bytes == b.bytes }
+    }
+
+    /// A field with few distinct values (uid, action, outcome): each value and its lines, found by a scan.
+    private struct SmallField {
+        var values: [[UInt8]] = []
+        var lists: [[UInt32]] = []
+        private var lastHit = 0
+
+        mutating func add(_ value: UnsafeRawBufferPointer, _ offset: UInt32) {
+            if lastHit < values.count, Self.equal(values[lastHit], value) { return lists[lastHit].append(offset) }
+            for i in values.indices where Self.equal(values[i], value) {
+                lastHit = i
+                return lists[i].append(offset)
+            }
+            values.append(Array(value))
+            lists.append([offset])
+            lastHit = values.count - 1
+        }
+
+        private static func equal(_ a: [UInt8], _ b: UnsafeRawBufferPointer) -> Bool {
+            a.count == b.count && a.withUnsafeBytes { a.isEmpty || memcmp($0.baseAddress!, b.baseAddress!, b.count) == 0 }
+        }
     }
 
     private static func lineLength(_ bytes: UnsafeRawBufferPointer, at offset: Int) -> Int {

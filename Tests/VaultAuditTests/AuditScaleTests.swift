@@ -241,6 +241,34 @@ struct AuditScaleTests {
         #expect(q.entries.count == 15 && q.stats.indexed == segments.count - 1)
     }
 
+    @Test func anIndexEndsOnTheLastWholeRecordHoweverMuchDamageFollowsIt() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        var options = AuditLog.Options()
+        options.indexSegments = false
+        let log = try AuditLog.open(for: vault, options: options)
+        try log.appendAndWait(event(1, token: "only/one"), secret: nil)
+        log.close()
+        let directory = vault.home.auditDirectory
+        let path = AuditSegments.path(directory, 1)
+        var text = try String(contentsOfFile: path, encoding: .utf8)
+        let records = text.split(separator: "\n").count  // the record, and the checkpoint that signs it
+        let whole = text.utf8.count
+        // Behind the log's own lines: an empty line, a record cut short, and a line that is not a record.
+        text += "\n" + #"{"seq":99,"time":"2026-12-01T00:00:00.000000Z","channel":"cli","action":"get","token":"x","outc"# + "\nnot json\n"
+        try text.write(toFile: path, atomically: false, encoding: .utf8)
+        try AuditIndex.build(directory: directory, segment: 1)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        let index = try #require(bytes.withUnsafeBytes { AuditIndex(directory: directory, segment: 1, segmentBytes: $0) })
+        #expect(index.covered == whole && index.records == records)
+        var f = AuditFilter()
+        f.token = "only/one"
+        #expect(query(directory, f, index: true).entries.map(\.seq) == query(directory, f, index: false).entries.map(\.seq))
+        // Nothing whole at all: no index, and a query scans.
+        try "garbage\n{\"seq\":1\n".write(toFile: path, atomically: false, encoding: .utf8)
+        #expect(try AuditIndex.build(directory: directory, segment: 1) == 0)
+        #expect(!AuditIndex.isCurrent(directory: directory, segment: 1))
+    }
+
     @Test func backgroundIndexingRunsInOrderAtTheIdlePriority() throws {
         let seen = Mutex<[(Int, Int32)]>([])
         for i in 0..<3 {
