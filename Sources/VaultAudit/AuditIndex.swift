@@ -45,8 +45,8 @@ public struct AuditIndex {
         let bytes = file.bytes
         guard bytes.count < Int(UInt32.max) else { throw AuditWriteError(description: "\(source) is too large to index (4 GiB or more)") }
         // token, uid, action, outcome: each value's lines. A null token is "\0", which no escaped name can be.
-        // Keys are hashed as whole byte strings (`IndexKey`), not byte by byte; the few distinct uids,
-        // actions and outcomes are found by a scan of what was seen, without an allocation per record.
+        // Token names are hashed as whole byte strings (`IndexKey`), not byte by byte; uids are keyed by
+        // their number, and the few actions and outcomes found by a scan: no allocation per record for those.
         var tokens: [IndexKey: [UInt32]] = [:]
         var uids: [UInt32: [UInt32]] = [:]
         var small = [SmallField](repeating: SmallField(), count: 2)  // action, outcome
@@ -170,7 +170,7 @@ public struct AuditIndex {
         static func == (a: IndexKey, b: IndexKey) -> Bool { a.bytes == b.bytes }
     }
 
-    /// A field with few distinct values (uid, action, outcome): each value and its lines, found by a scan.
+    /// A field with few distinct values (action, outcome): each value and its lines, found by a scan.
     private struct SmallField {
         var values: [[UInt8]] = []
         var lists: [[UInt32]] = []
@@ -188,7 +188,7 @@ public struct AuditIndex {
         }
 
         private static func equal(_ a: [UInt8], _ b: UnsafeRawBufferPointer) -> Bool {
-            a.count == b.count && a.withUnsafeBytes { a.isEmpty || memcmp($0.baseAddress!, b.baseAddress!, b.count) == 0 }
+            a.count == b.count && a.withUnsafeBytes { $0.isEmpty || memcmp($0.baseAddress!, b.baseAddress!, b.count) == 0 }
         }
     }
 

@@ -621,8 +621,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     }
 
     /// Where finished segments are indexed: one at a time, on a thread of its own at the idle priority
-    /// (building the index of a 64 MB segment of a busy vault takes about 0.2 s of CPU, which on a
-    /// loaded machine came out of the reads), never on the flusher.
+    /// (indexing a 64 MB segment of a busy vault takes 0.1–0.3 s of CPU, which on a loaded machine came
+    /// out of the reads), never on the flusher.
     static let indexQueue = IdleWorker(name: "tv-audit-index")
 
     private func syncDirectory() { AuditSegments.syncDirectory(directory) }
