@@ -18,6 +18,9 @@ struct ServeOptions: ParsableArguments {
     @Option(help: "Refuse a uid's connections beyond this many, so one caller cannot lock the others out (default 1024).")
     var maxConnectionsPerUid: Int?
     @Option(help: "Event-loop threads (default: one per core but one, left to the audit flusher).") var threads: Int?
+    @Option(help: ArgumentHelp("Keep each event loop and the audit flusher on a CPU of its own: steadier under heavy load, slower for a lone client (default false).",
+                               valueName: "true|false"))
+    var pinThreads: Bool?
     @Option(help: "trace, debug, info, notice, warning, error or critical (default info).") var logLevel: String?
     @Option(help: ArgumentHelp("Run this when a Meta token needs an admin (JSON on stdin).", valueName: "command"))
     var notifyCommand: String?
@@ -35,6 +38,7 @@ struct ServeOptions: ParsableArguments {
         out["max_connections"] = maxConnections.map(String.init)
         out["max_connections_per_uid"] = maxConnectionsPerUid.map(String.init)
         out["threads"] = threads.map(String.init)
+        out["pin_threads"] = pinThreads.map(String.init)
         out["log_level"] = logLevel
         out["notify_command"] = notifyCommand
         out["check_interval"] = checkInterval.map(String.init)
@@ -71,7 +75,7 @@ struct ServeSettings {
         let defaults: [String: String?] = [
             "socket": home.socketPath, "policy": home.policyPath, "socket_group": nil,
             "idle_timeout": "60", "max_connections": "4096", "max_connections_per_uid": "1024",
-            "threads": String(max(1, ProcessInfo.processInfo.activeProcessorCount - 1)), "log_level": "info",
+            "threads": String(max(1, ProcessInfo.processInfo.activeProcessorCount - 1)), "pin_threads": "false", "log_level": "info",
             "notify_command": nil, "check_interval": "86400", "warn_days": "7",
             "graph_url": GraphConfiguration.defaultBaseURL.absoluteString, "graph_version": GraphConfiguration.defaultVersion,
             "store": "sqlite:" + home.root + "/vault.db", "store_password_file": nil, "host_id": Vault.defaultHostID,

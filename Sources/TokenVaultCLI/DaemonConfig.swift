@@ -11,6 +11,7 @@ import TOMLKit
 ///     max_connections = 4096
 ///     max_connections_per_uid = 1024
 ///     threads = 1
+///     pin_threads = false              # true: each event loop and the audit flusher on a CPU of its own
 ///     log_level = "info"
 ///     notify_command = "mail -s 'TokenVault' ads-oncall@example.com"
 ///     check_interval = 86400           # seconds between Meta re-checks
@@ -57,6 +58,7 @@ struct DaemonConfig {
         Setting(key: "max_connections", kind: .integer(1...1_000_000), help: "connections beyond this are refused"),
         Setting(key: "max_connections_per_uid", kind: .integer(1...1_000_000), help: "one uid's connections beyond this are refused"),
         Setting(key: "threads", kind: .integer(1...256), help: "event-loop threads"),
+        Setting(key: "pin_threads", kind: .boolean, help: "keep each event loop and the audit flusher on a CPU of its own (default false)"),
         Setting(key: "log_level", kind: .choice(["trace", "debug", "info", "notice", "warning", "error", "critical"]), help: "log level"),
         Setting(key: "notify_command", kind: .string, help: "run when a Meta token needs an admin (JSON on stdin)"),
         Setting(key: "check_interval", kind: .integer(60...31_536_000), help: "seconds between Meta re-checks of each token"),

@@ -90,6 +90,16 @@ struct Serve: AsyncParsableCommand {
         }
         if let command = settings.string("audit.witness_command") { auditOptions.witnesses.append(AuditWitnessCommand(command: command)) }
         auditOptions.host = v.hostID
+        // Placed before the audit log opens: its flusher goes to its CPU as it starts.
+        let placement = threadPlacement(settings, logger: logger)
+        if let placement {
+            let logger = logger
+            auditOptions.onFlusherStart = {
+                do { try ThreadPlacement.pinCurrentThread(to: placement.flusherCPU) } catch {
+                    logger.warning("audit flusher left where the kernel puts it", metadata: ["error": "\(error)"])
+                }
+            }
+        }
         do { audit = try AuditLog.open(for: v, options: auditOptions) } catch {
             throw CLIFailure(message: "error: the audit log cannot be opened: \(error); the daemon was not started", exit: .unavailable)
         }
@@ -131,6 +141,7 @@ struct Serve: AsyncParsableCommand {
         config.maxConnections = try number("max_connections", flag: "--max-connections") ?? 4096
         config.maxConnectionsPerUID = try number("max_connections_per_uid", flag: "--max-connections-per-uid") ?? 1024
         if let threads = try number("threads", flag: "--threads") { config.threads = threads }
+        config.loopCPUs = placement?.loopCPUs ?? []
         if let socketGroup = settings.string("socket_group") {
             guard let gid = UInt32(socketGroup) ?? Accounts.gid(ofGroup: socketGroup) else {
                 throw CLIFailure(message: "error: no such group \(socketGroup) (from \(settings.source("socket_group")))", exit: .badInput)
@@ -309,5 +320,21 @@ extension Exit {
         case .badRequest, .unknownOp, .tooLarge: return .badInput
         case .internal, .protocolError: return .failure
         }
+    }
+}
+
+extension Serve {
+    /// Where the event loops and the audit flusher run (``ThreadPlacement``): nil unless `pin_threads = true`,
+    /// and with too few CPUs for a loop each and the flusher (said in the log).
+    func threadPlacement(_ settings: ServeSettings, logger: Logger) -> ThreadPlacement? {
+        guard settings.string("pin_threads") == "true" else { return nil }
+        let loops = max(1, settings.int("threads") ?? 1)
+        let cpus = ThreadPlacement.allowedCPUs()
+        guard let placement = ThreadPlacement.plan(loops: loops, allowed: cpus) else {
+            logger.info("threads not pinned: \(loops) event loop\(loops == 1 ? "" : "s") and the audit flusher need \(loops + 1) CPUs; the daemon may use \(cpus.count)")
+            return nil
+        }
+        logger.info("threads pinned: \(placement.description)")
+        return placement
     }
 }

@@ -44,6 +44,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         public var witnesses: [any AuditWitnessSink] = []
         /// This host's name in witness statements.
         public var host = "local"
+        /// Run on the flusher thread before it takes its first record (the daemon keeps the flusher on a
+        /// CPU of its own with it: ``ThreadPlacement`` in VaultDaemon).
+        public var onFlusherStart: (@Sendable () -> Void)?
         public init() {}
     }
 
@@ -148,6 +151,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         // The flusher keeps the log alive until close() lets it finish: no thread waits on a freed condition variable.
         let t = Thread {
             tv_set_thread_name("tv-audit-flush")
+            self.options.onFlusherStart?()
             self.flusherLoop()
         }
         t.start()

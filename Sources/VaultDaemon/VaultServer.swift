@@ -36,6 +36,8 @@ public final class VaultServer: Service, Sendable {
         /// A listening socket the service manager bound (socket activation): served as it is, and left in
         /// place at shutdown, since its owner made it. `socketPath` then only names it in logs.
         public var listeningDescriptor: CInt?
+        /// The CPU each event loop is kept on (``ThreadPlacement``), in order; empty: where the kernel puts them.
+        public var loopCPUs: [Int32] = []
 
         public init(socketPath: String) {
             self.socketPath = socketPath
@@ -62,6 +64,14 @@ public final class VaultServer: Service, Sendable {
 
     public func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, configuration.threads))
+        for (index, loop) in group.makeIterator().enumerated() where index < configuration.loopCPUs.count {
+            let cpu = configuration.loopCPUs[index]
+            do {
+                try await loop.submit { try ThreadPlacement.pinCurrentThread(to: cpu) }.get()
+            } catch {
+                logger.warning("event loop left where the kernel puts it", metadata: ["error": "\(error)"])
+            }
+        }
         let channel: Channel
         do {
             channel = try await bind(group: group)

@@ -319,6 +319,49 @@ struct HonestMessagesTests {
         #expect(try cli.run(["audit", "query", "--outcome", "denied"]).status == 0)
     }
 
+    /// `--pin-threads true`: the daemon's event loop and audit flusher each on a CPU of its own (with CPUs
+    /// enough). By default, or with more loops than CPUs but one, they are left where the kernel puts them.
+    @Test func serveKeepsTheLoopAndTheFlusherOnCPUsOfTheirOwn() throws {
+        func masks(_ p: Process) throws -> [(name: String, cpus: String)] {
+            let tasks = "/proc/\(p.processIdentifier)/task"
+            return try FileManager.default.contentsOfDirectory(atPath: tasks).map { tid in
+                let status = try String(contentsOfFile: "\(tasks)/\(tid)/status", encoding: .utf8)
+                let field = { (key: String) in
+                    status.split(separator: "\n").first { $0.hasPrefix(key + ":") }.map { $0.dropFirst(key.count + 1).trimmingCharacters(in: .whitespaces) } ?? ""
+                }
+                return (field("Name"), field("Cpus_allowed_list"))
+            }
+        }
+        let mine = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
+            .split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }!.dropFirst(18).trimmingCharacters(in: .whitespaces)
+        let log = dir.path + "/serve.log"
+        let daemon = try cli.serve(["--threads", "1", "--pin-threads", "true"], stderr: log)
+        let pinned = try masks(daemon)
+        CLI.stop(daemon)
+        let said = try String(contentsOfFile: log, encoding: .utf8)
+        let flusher = try #require(pinned.first { $0.name == "tv-audit-flush" })
+        if ProcessInfo.processInfo.activeProcessorCount >= 2 {
+            #expect(said.contains("threads pinned: event loop on CPU"), "\(said)")
+            #expect(Int(flusher.cpus) != nil, "the flusher may run on \(flusher.cpus)")
+            let loops = pinned.filter { $0.name.hasPrefix("NIO-ELT") && Int($0.cpus) != nil }
+            #expect(loops.count == 1 && loops[0].cpus != flusher.cpus, "\(pinned)")
+            // Nothing else is pinned: the rest of the daemon runs wherever the kernel puts it.
+            #expect(pinned.filter { Int($0.cpus) != nil && $0.cpus != mine }.count == 2, "\(pinned)")
+        } else {
+            #expect(said.contains("threads not pinned"), "\(said)")
+        }
+
+        for args in [["--threads", "1"], ["--threads", "1", "--pin-threads", "false"], ["--threads", "256", "--pin-threads", "true"]] {
+            let daemon = try cli.serve(args, stderr: log)
+            let free = try masks(daemon)
+            CLI.stop(daemon)
+            #expect(free.allSatisfy { $0.cpus == mine }, "\(args): \(free)")
+            if args.contains("256") {
+                #expect(try String(contentsOfFile: log, encoding: .utf8).contains("threads not pinned: 256 event loops and the audit flusher need 257 CPUs"))
+            }
+        }
+    }
+
     @Test func serveWarnsWhenThePolicyGrantsNothing() throws {
         try "# nobody yet\n".write(toFile: home + "/policy.toml", atomically: true, encoding: .utf8)
         let log = dir.path + "/serve.log"

@@ -54,4 +54,12 @@ void tv_set_thread_name(const char *name);
 /// so call this only on a thread that does nothing but background work. 0 on success, -1 with errno set.
 int tv_make_thread_idle(void);
 
+/// The CPUs the calling thread may run on (its affinity mask, which a service manager's CPUAffinity=
+/// or taskset(1) may have narrowed), in increasing order: at most `max` of them written to `cpus`.
+/// Their count on success (which may exceed `max`), -1 with errno set.
+int tv_allowed_cpus(int *cpus, int max);
+
+/// Keeps the calling thread (only it) on CPU `cpu` from now on. 0 on success, -1 with errno set.
+int tv_pin_thread_to_cpu(int cpu);
+
 #endif
