@@ -182,6 +182,17 @@ record, `memcmp` for the sort, and only the segment's last whole record parsed i
 | before | 0.63×, 0.66× | 0.65×, 0.64× |
 | the index at the idle priority | 0.70×, 0.69× | 0.76×, 0.66× |
 | and built in less than half the CPU | 0.74× | 0.74× |
+
+The runs still ranged widely (20–35k reads a second in one series of 1 s runs), and the rest of the spread was
+where the kernel put two threads. A read goes from the event loop to the audit flusher and back, and each wakes
+the other often enough that the kernel would put both on one CPU: kept there by `taskset`, the daemon served
+18–19k reads a second; kept on CPUs of their own, 31–34k in every run. `pin_threads = true` now does that
+(Docs/OPERATIONS.md). By hand (8 pairs with the shuffled million, as above) pinned gave medians 0.72× and
+the daemon's runs 33–38k instead of 20–35k. A whole `make bench` with pinning on: the same medians as
+without (32 clients 0.74×, the shuffled million 0.69×, range 0.65–0.72), the 32-client p99 1.15× tvfloor's
+instead of 1.39×, and one client **0.78×** instead of 0.90× (3,584 against 4,432 reads a second: each read
+is then a wake-up across cores). So pinning is there to ask for, not the default; the median is held by the
+CPU each read costs, not by where the threads run.
 """)
 
 shared = {w: [r["result"]["rps"] for r in by("shared-" + w)] for w in ("sqlite", "a", "b")}
