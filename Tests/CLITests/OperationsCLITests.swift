@@ -322,18 +322,19 @@ struct HonestMessagesTests {
     /// `--pin-threads true`: the daemon's event loop and audit flusher each on a CPU of its own (with CPUs
     /// enough). By default, or with more loops than CPUs but one, they are left where the kernel puts them.
     @Test func serveKeepsTheLoopAndTheFlusherOnCPUsOfTheirOwn() throws {
+        /// Name and Cpus_allowed_list of a `/proc/…/status` file.
+        func nameAndCPUs(_ status: String) throws -> (name: String, cpus: String) {
+            let lines = try String(contentsOfFile: status, encoding: .utf8).split(separator: "\n")
+            let field = { (key: String) in
+                lines.first { $0.hasPrefix(key + ":") }.map { $0.dropFirst(key.count + 1).trimmingCharacters(in: .whitespaces) } ?? ""
+            }
+            return (field("Name"), field("Cpus_allowed_list"))
+        }
         func masks(_ p: Process) throws -> [(name: String, cpus: String)] {
             let tasks = "/proc/\(p.processIdentifier)/task"
-            return try FileManager.default.contentsOfDirectory(atPath: tasks).map { tid in
-                let status = try String(contentsOfFile: "\(tasks)/\(tid)/status", encoding: .utf8)
-                let field = { (key: String) in
-                    status.split(separator: "\n").first { $0.hasPrefix(key + ":") }.map { $0.dropFirst(key.count + 1).trimmingCharacters(in: .whitespaces) } ?? ""
-                }
-                return (field("Name"), field("Cpus_allowed_list"))
-            }
+            return try FileManager.default.contentsOfDirectory(atPath: tasks).map { try nameAndCPUs("\(tasks)/\($0)/status") }
         }
-        let mine = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
-            .split(separator: "\n").first { $0.hasPrefix("Cpus_allowed_list:") }!.dropFirst(18).trimmingCharacters(in: .whitespaces)
+        let mine = try nameAndCPUs("/proc/self/status").cpus
         let log = dir.path + "/serve.log"
         let daemon = try cli.serve(["--threads", "1", "--pin-threads", "true"], stderr: log)
         let pinned = try masks(daemon)
