@@ -169,7 +169,7 @@ let package = Package(
         // One behavioural suite for every store backend (SQLite, and PostgreSQL on the run's own cluster).
         .testTarget(
             name: "VaultStoreTests",
-            dependencies: ["VaultCore", "VaultCrypto", "VaultStores", "VaultPostgres", "MetaLifecycle", "VaultAudit", "TestSupport",
+            dependencies: ["VaultCore", "VaultCrypto", "VaultStores", "VaultSQLite", "VaultPostgres", "MetaLifecycle", "VaultAudit", "TestSupport",
                            .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict),
         .testTarget(name: "VaultWireTests", dependencies: ["VaultWire", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
