@@ -60,42 +60,42 @@ public enum AuditRecordFormat {
 
     /// `{"seq":N`: the only part the flusher must write itself, since it alone knows the order.
     static func appendSeq(_ seq: Int64, to out: inout [UInt8]) {
-        out.append(contentsOf: #"{"seq":"#.utf8)
+        JSONText.appendLiteral(#"{"seq":"#, to: &out)
         appendDecimal(seq, to: &out)
     }
 
     /// Everything after the seq up to and including `token_hmac`, written by the flusher straight into the
     /// batch it is about to chain and write.
     static func appendBody(timeMicros: Int64, event: AuditEvent, tokenHMAC: [UInt8]?, to out: inout [UInt8]) {
-        out.append(contentsOf: #","time":""#.utf8)
+        JSONText.appendLiteral(#","time":""#, to: &out)
         appendTime(micros: timeMicros, to: &out)
-        out.append(contentsOf: #"","channel":""#.utf8)
+        JSONText.appendLiteral(#"","channel":""#, to: &out)
         out.append(contentsOf: event.channel.rawValue.utf8)
-        out.append(contentsOf: #"","action":"#.utf8)
+        JSONText.appendLiteral(#"","action":"#, to: &out)
         appendString(event.action, limit: AuditEvent.Limit.action, to: &out)
-        out.append(contentsOf: #","token":"#.utf8)
+        JSONText.appendLiteral(#","token":"#, to: &out)
         appendOptional(event.token, limit: AuditEvent.Limit.token, to: &out)
-        out.append(contentsOf: #","outcome":""#.utf8)
+        JSONText.appendLiteral(#","outcome":""#, to: &out)
         out.append(contentsOf: event.outcome.rawValue.utf8)
-        out.append(contentsOf: #"","reason":"#.utf8)
+        JSONText.appendLiteral(#"","reason":"#, to: &out)
         appendOptional(event.reason, limit: AuditEvent.Limit.reason, to: &out)
-        out.append(contentsOf: #","request_id":"#.utf8)
+        JSONText.appendLiteral(#","request_id":"#, to: &out)
         appendOptional(event.requestId, limit: AuditEvent.Limit.requestId, to: &out)
-        out.append(contentsOf: #","uid":"#.utf8)
+        JSONText.appendLiteral(#","uid":"#, to: &out)
         appendDecimal(Int64(event.actor.uid), to: &out)
-        out.append(contentsOf: #","gid":"#.utf8)
+        JSONText.appendLiteral(#","gid":"#, to: &out)
         appendDecimal(Int64(event.actor.gid), to: &out)
-        out.append(contentsOf: #","pid":"#.utf8)
+        JSONText.appendLiteral(#","pid":"#, to: &out)
         appendDecimal(Int64(event.actor.pid), to: &out)
-        out.append(contentsOf: #","exe":"#.utf8)
+        JSONText.appendLiteral(#","exe":"#, to: &out)
         appendOptional(event.actor.executable, limit: AuditEvent.Limit.executable, to: &out)
-        out.append(contentsOf: #","token_hmac":"#.utf8)
+        JSONText.appendLiteral(#","token_hmac":"#, to: &out)
         if let tokenHMAC {
             out.append(UInt8(ascii: "\""))
             appendHex(tokenHMAC, to: &out)
             out.append(UInt8(ascii: "\""))
         } else {
-            out.append(contentsOf: "null".utf8)
+            JSONText.appendLiteral("null", to: &out)
         }
     }
 
@@ -142,17 +142,17 @@ public enum AuditRecordFormat {
     static func appendSuffix(hash: [UInt8], mac: [UInt8], signature: [UInt8]?, to out: inout [UInt8]) {
         out.append(contentsOf: UnsafeBufferPointer(start: hashMarkerText.utf8Start, count: hashMarkerText.utf8CodeUnitCount))
         appendHex(hash, to: &out)
-        out.append(contentsOf: "\",\"mac\":\"".utf8)
+        JSONText.appendLiteral("\",\"mac\":\"", to: &out)
         appendHex(mac, to: &out)
         if let signature {
-            out.append(contentsOf: "\",\"sig\":\"".utf8)
+            JSONText.appendLiteral("\",\"sig\":\"", to: &out)
             appendHex(signature, to: &out)
         }
-        out.append(contentsOf: "\"}\n".utf8)
+        JSONText.appendLiteral("\"}\n", to: &out)
     }
 
     static func appendOptional(_ s: String?, limit: Int = .max, to out: inout [UInt8]) {
-        if let s { appendString(s, limit: limit, to: &out) } else { out.append(contentsOf: "null".utf8) }
+        if let s { appendString(s, limit: limit, to: &out) } else { JSONText.appendLiteral("null", to: &out) }
     }
 
     /// A string field cut to `limit` bytes (``AuditEvent/capped(_:bytes:)``) before it is escaped.

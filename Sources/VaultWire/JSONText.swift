@@ -54,6 +54,9 @@ public enum JSONText {
     public static let maxDecimalCount = 20
 
     /// Writes `value` in decimal into `out` (at least ``maxDecimalCount`` bytes); returns the count.
+    /// Inlinable: the audit flusher, in another module, formats several integers a record, and unspecialized
+    /// generic arithmetic cost it more than the rest of the number's text.
+    @inlinable
     public static func writeDecimal<I: BinaryInteger>(_ value: I, into out: UnsafeMutableRawBufferPointer) -> Int {
         var v = UInt64(value.magnitude)
         var digits = 0
@@ -82,13 +85,20 @@ public enum JSONText {
 // MARK: - [UInt8] (audit records)
 
 extension JSONText {
-    /// Appends `count` bytes at most, written by `body`, which returns how many it wrote.
-    @inline(__always)
+    /// Appends `count` bytes at most, written by `body` (into scratch space, on the stack when small),
+    /// which returns how many it wrote.
+    @inlinable @inline(__always)
     static func append(to out: inout [UInt8], reserving count: Int, _ body: (UnsafeMutableRawBufferPointer) -> Int) {
-        let start = out.count
-        out.append(contentsOf: repeatElement(0, count: count))
-        let written = out.withUnsafeMutableBytes { body(UnsafeMutableRawBufferPointer(rebasing: $0[start...])) }
-        out.removeLast(count - written)
+        withUnsafeTemporaryAllocation(byteCount: count, alignment: 1) { scratch in
+            let written = body(scratch)
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: scratch[..<written]))
+        }
+    }
+
+    /// Appends the bytes of a literal (one copy, not a walk over a String's view).
+    @inlinable @inline(__always)
+    public static func appendLiteral(_ text: StaticString, to out: inout [UInt8]) {
+        out.append(contentsOf: UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
     }
 
     public static func appendQuoted(_ bytes: UnsafeRawBufferPointer, to out: inout [UInt8]) {
@@ -100,6 +110,7 @@ extension JSONText {
         s.withUTF8 { appendQuoted(UnsafeRawBufferPointer($0), to: &out) }
     }
 
+    @inlinable
     public static func appendDecimal<I: BinaryInteger>(_ value: I, to out: inout [UInt8]) {
         append(to: &out, reserving: maxDecimalCount) { writeDecimal(value, into: $0) }
     }
