@@ -147,7 +147,7 @@ enum Schema {
         migrator.registerMigration("v10: the check candidates' index covers the re-checker's query") { db in
             // v5's index lacked `kind`, and without statistics SQLite preferred to scan every token in name
             // order (a million-token vault: ~150 ms a minute). With `kind` the query is answered from the
-            // index alone, and it names the index (`LifecycleState.checkCandidatesSQL`).
+            // index alone, and it names the index (`SQLiteTransaction.checkCandidatesSQL`).
             try db.execute(sql: "DROP INDEX tokens_with_app")
             try db.execute(sql: "CREATE INDEX tokens_with_app ON tokens(app, name, checked_at, expires_at, data_access_expires_at, kind) WHERE app IS NOT NULL")
         }
