@@ -140,7 +140,7 @@ public enum AuditRecordFormat {
 
     /// Appends `,"hash":"…","mac":"…"[,"sig":"…"]}\n`.
     static func appendSuffix(hash: [UInt8], mac: [UInt8], signature: [UInt8]?, to out: inout [UInt8]) {
-        out.append(contentsOf: UnsafeBufferPointer(start: hashMarkerText.utf8Start, count: hashMarkerText.utf8CodeUnitCount))
+        JSONText.appendLiteral(hashMarkerText, to: &out)
         appendHex(hash, to: &out)
         JSONText.appendLiteral("\",\"mac\":\"", to: &out)
         appendHex(mac, to: &out)
