@@ -38,6 +38,11 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         /// Whether a segment's index (``AuditIndex``) is built, off the flusher, once the log moves on to
         /// the next segment.
         public var indexSegments = true
+        /// How long a finished segment's index may wait for the log to go quiet (no record for a
+        /// `checkpointInterval`): the index is built then, or once the segment has waited this long, so
+        /// a burst of reads never shares the machine with an index build (it cost a busy daemon 5-6 % of
+        /// its reads on two cores) while a log busy for hours still gets every index within the bound.
+        public var indexDelay: Double = 60
         /// The second sink (journal or syslog), sent every durable batch, best effort; nil for none.
         public var forwarder: AuditForwarder?
         /// Given a statement (``AuditWitnessStatement``) each time a signed record is durable.
@@ -102,6 +107,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     /// close, appends a signed `audit_checkpoint` record: a log at rest always ends signed.
     private var lastSigned = true
     private var lastSignature = 0.0
+    /// Finished segments whose index waits for a quiet log (``Options/indexDelay``), oldest first, with
+    /// when each was finished. The flusher's own: only its thread reads or changes it.
+    private var unindexed: [(segment: Int, finished: Double)] = []
     private var lastCheckpoint = 0.0
     private var lastAnchor = 0.0
     /// The seq the store's checkpoint last accepted (under `mutex`); a checkpoint write is in flight while
@@ -266,7 +274,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             while pending.isEmpty && !stopping {
                 // With an unsigned tail, or a checkpoint (the store's or the anchor) behind the log, wait at
                 // most a checkpoint interval, then sign the tail and move the checkpoints.
-                guard !lastSigned || (checkpoint != nil && checkpointedSeq < lastSeq) || (anchor != nil && anchoredSeq < lastSeq) else {
+                // Segments waiting for their index wait for a quiet interval too.
+                guard !lastSigned || (checkpoint != nil && checkpointedSeq < lastSeq) || (anchor != nil && anchoredSeq < lastSeq)
+                        || !unindexed.isEmpty else {
                     pthread_cond_wait(&wake, &mutex)
                     continue
                 }
@@ -293,6 +303,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             if idle {
                 signTail()
                 maybeCheckpoint(force: true)
+                releaseIndexes(now: Date().timeIntervalSince1970, quiet: true)
                 continue
             }
 
@@ -323,6 +334,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         }
         signTail()
         maybeCheckpoint(force: true)
+        releaseIndexes(now: Date().timeIntervalSince1970, quiet: true)
         pthread_mutex_lock(&mutex)
         flusherDone = true
         pthread_cond_broadcast(&wake)
@@ -400,7 +412,8 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         lastHash = hash
         lastSigned = sign
         if sign { lastSignature = now }
-        if endOffset >= off_t(options.segmentBytes) { try rotate() }
+        if endOffset >= off_t(options.segmentBytes) { try rotate(now: now) }
+        if !unindexed.isEmpty { releaseIndexes(now: now, quiet: false) }
     }
 
     private func isStopping() -> Bool {
@@ -614,19 +627,26 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         return AuditSegments.isCompressed(directory, newest) ? newest + 1 : newest
     }
 
-    private func rotate() throws {
+    private func rotate(now: Double) throws {
         let finished = segment
         try openSegment(segment + 1)
         // The new segment is empty; the chain carries on from lastSeq/lastHash.
-        if options.indexSegments {
-            let directory = self.directory
-            AuditLog.indexQueue.async { _ = try? AuditIndex.build(directory: directory, segment: finished) }
+        if options.indexSegments { unindexed.append((finished, now)) }
+    }
+
+    /// Hands finished segments to ``indexQueue``: all of them when the log is quiet (or closing), else
+    /// those that have waited ``Options/indexDelay``.
+    private func releaseIndexes(now: Double, quiet: Bool) {
+        let directory = self.directory
+        while let first = unindexed.first, quiet || now - first.finished >= options.indexDelay {
+            unindexed.removeFirst()
+            AuditLog.indexQueue.async { _ = try? AuditIndex.build(directory: directory, segment: first.segment) }
         }
     }
 
     /// Where finished segments are indexed: one at a time, on a thread of its own at the idle priority
     /// (indexing a 64 MB segment of a busy vault takes 0.1–0.3 s of CPU, which on a loaded machine came
-    /// out of the reads), never on the flusher.
+    /// out of the reads), never on the flusher, and once the log is quiet (``releaseIndexes(now:quiet:)``).
     static let indexQueue = IdleWorker(name: "tv-audit-index")
 
     private func syncDirectory() { AuditSegments.syncDirectory(directory) }

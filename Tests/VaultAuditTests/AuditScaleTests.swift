@@ -241,6 +241,46 @@ struct AuditScaleTests {
         #expect(q.entries.count == 15 && q.stats.indexed == segments.count - 1)
     }
 
+    @Test func aBusyLogIndexesItsFinishedSegmentsOnceItIsQuiet() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        var options = AuditLog.Options()
+        options.segmentBytes = 4096
+        options.checkpointInterval = 1.5
+        let log = try AuditLog.open(for: vault, options: options)
+        defer { log.close() }
+        let directory = vault.home.auditDirectory
+        // Records a few milliseconds apart: segments finish, and none is indexed while they keep coming.
+        for i in 1...60 { try log.appendAndWait(event(i, token: "tok-\(i % 4)"), secret: nil) }
+        AuditLog.indexQueue.drain()
+        let finished = Array(AuditSegments.list(directory).dropLast())
+        #expect(finished.count >= 3)
+        for s in finished { #expect(!AuditIndex.isCurrent(directory: directory, segment: s), "segment \(s) indexed while busy") }
+        // A checkpoint interval without a record: every finished segment gets its index, the log still open.
+        let deadline = Date().addingTimeInterval(15)
+        func allIndexed() -> Bool { finished.allSatisfy { AuditIndex.isCurrent(directory: directory, segment: $0) } }
+        while !allIndexed() && Date() < deadline {
+            usleep(100_000)
+            AuditLog.indexQueue.drain()
+        }
+        #expect(allIndexed())
+    }
+
+    @Test func aSegmentThatHasWaitedItsDelayIsIndexedWhileTheLogIsBusy() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        var options = AuditLog.Options()
+        options.segmentBytes = 4096
+        options.checkpointInterval = 30  // never quiet during the test
+        options.indexDelay = 0
+        let log = try AuditLog.open(for: vault, options: options)
+        defer { log.close() }
+        for i in 1...60 { try log.appendAndWait(event(i, token: "tok-\(i % 4)"), secret: nil) }
+        AuditLog.indexQueue.drain()
+        let directory = vault.home.auditDirectory
+        let finished = AuditSegments.list(directory).dropLast()
+        #expect(finished.count >= 3)
+        for s in finished { #expect(AuditIndex.isCurrent(directory: directory, segment: s), "segment \(s)") }
+    }
+
     @Test func anIndexEndsOnTheLastWholeRecordHoweverMuchDamageFollowsIt() throws {
         let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
         var options = AuditLog.Options()
