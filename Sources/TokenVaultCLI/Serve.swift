@@ -77,6 +77,7 @@ struct Serve: AsyncParsableCommand {
         if noGroupCommit { auditOptions.maxBatch = 1 }
         if let size = settings.int("audit.segment_size") { auditOptions.segmentBytes = size }
         auditOptions.indexSegments = settings.string("audit.index") != "false"
+        auditOptions.indexLeftBehind = true
         let forwardRecords = settings.string("audit.syslog") == "true", witnessJournal = settings.string("audit.witness_journal") == "true"
         if forwardRecords || witnessJournal {
             let target = settings.string("audit.syslog_socket").map { path in

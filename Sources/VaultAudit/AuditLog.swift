@@ -43,6 +43,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         /// a burst of reads never shares the machine with an index build (it cost a busy daemon 5-6 % of
         /// its reads on two cores) while a log busy for hours still gets every index within the bound.
         public var indexDelay: Double = 60
+        /// Whether the finished segments a stopped writer left without an index (``finishedWithoutIndex``)
+        /// are indexed too, once quiet. For the daemon: a CLI command exits before such a build would end.
+        public var indexLeftBehind = false
         /// The second sink (journal or syslog), sent every durable batch, best effort; nil for none.
         public var forwarder: AuditForwarder?
         /// Given a statement (``AuditWitnessStatement``) each time a signed record is durable.
@@ -156,6 +159,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             try repairAndReadTail()
         }
         lastSeqAtOpen = lastSeq
+        if options.indexSegments && options.indexLeftBehind { unindexed = AuditLog.finishedWithoutIndex(directory, before: segment).map { ($0, Date().timeIntervalSince1970) } }
         // The flusher keeps the log alive until close() lets it finish: no thread waits on a freed condition variable.
         let t = Thread {
             tv_set_thread_name("tv-audit-flush")
@@ -632,6 +636,20 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         try openSegment(segment + 1)
         // The new segment is empty; the chain carries on from lastSeq/lastHash.
         if options.indexSegments { unindexed.append((finished, now)) }
+    }
+
+    /// The finished segments just before `segment` that have no index file, oldest first: those a writer
+    /// that stopped before its log went quiet left behind (its queued builds end with the process). The
+    /// walk back stops at the first segment with an index, or a compressed one, and at 16 segments; a
+    /// stale index, or an older gap, is `tokenvault audit index`'s.
+    static func finishedWithoutIndex(_ directory: String, before segment: Int) -> [Int] {
+        var out: [Int] = []
+        for s in AuditSegments.list(directory).reversed() where s < segment {
+            guard out.count < 16, !AuditSegments.isCompressed(directory, s),
+                  access(AuditIndex.path(directory, s), F_OK) != 0 else { break }
+            out.append(s)
+        }
+        return out.reversed()
     }
 
     /// Hands finished segments to ``indexQueue``: all of them when the log is quiet (or closing), else

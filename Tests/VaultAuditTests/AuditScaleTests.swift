@@ -265,6 +265,40 @@ struct AuditScaleTests {
         #expect(allIndexed())
     }
 
+    @Test func theSegmentsAStoppedWriterLeftWithoutAnIndexAreIndexedByTheNextDaemon() throws {
+        let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
+        var options = AuditLog.Options()
+        options.segmentBytes = 4096
+        options.checkpointInterval = 0.3
+        let first = try AuditLog.open(for: vault, options: options)
+        for i in 1...60 { try first.appendAndWait(event(i, token: "tok-\(i % 4)"), secret: nil) }
+        first.close()
+        AuditLog.indexQueue.drain()
+        // As if the writer had stopped before its last segments' builds ran.
+        let directory = vault.home.auditDirectory
+        let finished = Array(AuditSegments.list(directory).dropLast())
+        #expect(finished.count >= 3)
+        let lost = Array(finished.suffix(2))
+        for s in lost { #expect(unlink(AuditIndex.path(directory, s)) == 0) }
+        #expect(AuditLog.finishedWithoutIndex(directory, before: AuditSegments.list(directory).last!) == lost)
+
+        // A CLI command's log leaves them alone; the daemon's builds them once quiet.
+        let cli = try AuditLog.open(for: vault, options: options)
+        cli.close()
+        AuditLog.indexQueue.drain()
+        for s in lost { #expect(!AuditIndex.isCurrent(directory: directory, segment: s)) }
+        options.indexLeftBehind = true
+        let daemon = try AuditLog.open(for: vault, options: options)
+        defer { daemon.close() }
+        let deadline = Date().addingTimeInterval(15)
+        func allIndexed() -> Bool { lost.allSatisfy { AuditIndex.isCurrent(directory: directory, segment: $0) } }
+        while !allIndexed() && Date() < deadline {
+            usleep(100_000)
+            AuditLog.indexQueue.drain()
+        }
+        #expect(allIndexed())
+    }
+
     @Test func aSegmentThatHasWaitedItsDelayIsIndexedWhileTheLogIsBusy() throws {
         let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
         var options = AuditLog.Options()
