@@ -35,16 +35,17 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         public var busyStoreCheckpointInterval: Double = 10.0
         /// Records per flush at most. 1 turns group commit off (one fdatasync per record): for benchmarks.
         public var maxBatch = Int.max
-        /// Whether a segment's index (``AuditIndex``) is built, off the flusher, once the log moves on to
-        /// the next segment.
+        /// Whether a segment's index (``AuditIndex``) is built, off the flusher, once the log has moved on
+        /// to the next segment (and is quiet, or the segment has waited ``indexDelay``).
         public var indexSegments = true
         /// How long a finished segment's index may wait for the log to go quiet (no record for a
         /// `checkpointInterval`): the index is built then, or once the segment has waited this long, so
         /// a burst of reads never shares the machine with an index build (it cost a busy daemon 5-6 % of
         /// its reads on two cores) while a log busy for hours still gets every index within the bound.
         public var indexDelay: Double = 60
-        /// Whether the finished segments a stopped writer left without an index (``finishedWithoutIndex``)
-        /// are indexed too, once quiet. For the daemon: a CLI command exits before such a build would end.
+        /// Whether the finished segments a stopped writer left without an index (``finishedWithoutIndex``),
+        /// and those another writer finishes while this log runs, are indexed too, once quiet. For the
+        /// daemon: a CLI command exits before such a build would end.
         public var indexLeftBehind = false
         /// The second sink (journal or syslog), sent every durable batch, best effort; nil for none.
         public var forwarder: AuditForwarder?
@@ -373,7 +374,9 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             // Our segment, or a newer one another writer started; never a plain file beside a compressed one.
             let target = writableSegment()
             let stayed = target == segment
+            let previous = segment
             try openSegment(target)
+            adoptFinished(previous..<target)
             if endOffset == 0 && stayed {
                 // A fresh file where ours was moved away: carry the chain on.
                 (lastSeq, lastHash) = (seq, hash)
@@ -615,7 +618,11 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         }
         guard st.st_size != endOffset || st.st_nlink == 0 else { return }
         let target = writableSegment()
-        if target != segment { try openSegment(target) }
+        if target != segment {
+            let previous = segment
+            try openSegment(target)
+            adoptFinished(previous..<target)
+        }
         guard fstat(fd, &st) == 0, st.st_nlink > 0 else {
             throw AuditWriteError(description: "\(AuditSegments.path(directory, segment)) was deleted while in use; nothing is disclosed "
                 + "until a new segment is open: send the daemon SIGHUP (`systemctl reload tokenvault`) and run `tokenvault audit verify`")
@@ -636,6 +643,17 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         try openSegment(segment + 1)
         // The new segment is empty; the chain carries on from lastSeq/lastHash.
         if options.indexSegments { unindexed.append((finished, now)) }
+    }
+
+    /// Segments another writer (a CLI command) finished while this log was behind: that writer's build
+    /// ends with its process, so a log that indexes what it was left (the daemon's) takes them over.
+    private func adoptFinished(_ segments: Range<Int>) {
+        guard options.indexSegments && options.indexLeftBehind else { return }
+        let now = Date().timeIntervalSince1970
+        for s in segments where !unindexed.contains(where: { $0.segment == s }) && !AuditSegments.isCompressed(directory, s)
+            && access(AuditSegments.path(directory, s), F_OK) == 0 && access(AuditIndex.path(directory, s), F_OK) != 0 {
+            unindexed.append((s, now))
+        }
     }
 
     /// The finished segments just before `segment` that have no index file, oldest first: those a writer
