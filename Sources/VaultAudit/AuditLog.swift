@@ -374,9 +374,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
             // Our segment, or a newer one another writer started; never a plain file beside a compressed one.
             let target = writableSegment()
             let stayed = target == segment
-            let previous = segment
-            try openSegment(target)
-            adoptFinished(previous..<target)
+            try follow(to: target)
             if endOffset == 0 && stayed {
                 // A fresh file where ours was moved away: carry the chain on.
                 (lastSeq, lastHash) = (seq, hash)
@@ -618,11 +616,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         }
         guard st.st_size != endOffset || st.st_nlink == 0 else { return }
         let target = writableSegment()
-        if target != segment {
-            let previous = segment
-            try openSegment(target)
-            adoptFinished(previous..<target)
-        }
+        if target != segment { try follow(to: target) }
         guard fstat(fd, &st) == 0, st.st_nlink > 0 else {
             throw AuditWriteError(description: "\(AuditSegments.path(directory, segment)) was deleted while in use; nothing is disclosed "
                 + "until a new segment is open: send the daemon SIGHUP (`systemctl reload tokenvault`) and run `tokenvault audit verify`")
@@ -645,15 +639,23 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
         if options.indexSegments { unindexed.append((finished, now)) }
     }
 
-    /// Segments another writer (a CLI command) finished while this log was behind: that writer's build
-    /// ends with its process, so a log that indexes what it was left (the daemon's) takes them over.
-    private func adoptFinished(_ segments: Range<Int>) {
+    /// Opens `target`, the segment another writer (a CLI command) went on in. The segments it finished
+    /// meanwhile are this log's to index when it indexes what it was left (the daemon's): that writer's
+    /// builds end with its process.
+    private func follow(to target: Int) throws {
+        let skipped = segment..<target
+        try openSegment(target)
         guard options.indexSegments && options.indexLeftBehind else { return }
         let now = Date().timeIntervalSince1970
-        for s in segments where !unindexed.contains(where: { $0.segment == s }) && !AuditSegments.isCompressed(directory, s)
-            && access(AuditSegments.path(directory, s), F_OK) == 0 && access(AuditIndex.path(directory, s), F_OK) != 0 {
+        for s in skipped where access(AuditSegments.path(directory, s), F_OK) == 0 && AuditLog.lacksIndex(directory, s)
+            && !unindexed.contains(where: { $0.segment == s }) {
             unindexed.append((s, now))
         }
+    }
+
+    /// A plain segment without an index file (a compressed one is left to `tokenvault audit index`).
+    private static func lacksIndex(_ directory: String, _ segment: Int) -> Bool {
+        !AuditSegments.isCompressed(directory, segment) && access(AuditIndex.path(directory, segment), F_OK) != 0
     }
 
     /// The finished segments just before `segment` that have no index file, oldest first: those a writer
@@ -663,8 +665,7 @@ public final class AuditLog: AuditSink, @unchecked Sendable {
     static func finishedWithoutIndex(_ directory: String, before segment: Int) -> [Int] {
         var out: [Int] = []
         for s in AuditSegments.list(directory).reversed() where s < segment {
-            guard out.count < 16, !AuditSegments.isCompressed(directory, s),
-                  access(AuditIndex.path(directory, s), F_OK) != 0 else { break }
+            guard out.count < 16, lacksIndex(directory, s) else { break }
             out.append(s)
         }
         return out.reversed()

@@ -241,6 +241,17 @@ struct AuditScaleTests {
         #expect(q.entries.count == 15 && q.stats.indexed == segments.count - 1)
     }
 
+    /// Whether every one of `segments` has a current index within 15 s (the writer builds them once quiet).
+    private func indexedWithin15s(_ segments: [Int], in directory: String) -> Bool {
+        let deadline = Date().addingTimeInterval(15)
+        func allIndexed() -> Bool { segments.allSatisfy { AuditIndex.isCurrent(directory: directory, segment: $0) } }
+        while !allIndexed() && Date() < deadline {
+            usleep(100_000)
+            AuditLog.indexQueue.drain()
+        }
+        return allIndexed()
+    }
+
     @Test func aBusyLogIndexesItsFinishedSegmentsOnceItIsQuiet() throws {
         let vault = try Vault.create(home: VaultHome(root: dir.path + "/home"))
         var options = AuditLog.Options()
@@ -256,13 +267,7 @@ struct AuditScaleTests {
         #expect(finished.count >= 3)
         for s in finished { #expect(!AuditIndex.isCurrent(directory: directory, segment: s), "segment \(s) indexed while busy") }
         // A checkpoint interval without a record: every finished segment gets its index, the log still open.
-        let deadline = Date().addingTimeInterval(15)
-        func allIndexed() -> Bool { finished.allSatisfy { AuditIndex.isCurrent(directory: directory, segment: $0) } }
-        while !allIndexed() && Date() < deadline {
-            usleep(100_000)
-            AuditLog.indexQueue.drain()
-        }
-        #expect(allIndexed())
+        #expect(indexedWithin15s(finished, in: directory))
     }
 
     @Test func theSegmentsAStoppedWriterLeftWithoutAnIndexAreIndexedByTheNextDaemon() throws {
@@ -290,13 +295,7 @@ struct AuditScaleTests {
         options.indexLeftBehind = true
         let daemon = try AuditLog.open(for: vault, options: options)
         defer { daemon.close() }
-        let deadline = Date().addingTimeInterval(15)
-        func allIndexed() -> Bool { lost.allSatisfy { AuditIndex.isCurrent(directory: directory, segment: $0) } }
-        while !allIndexed() && Date() < deadline {
-            usleep(100_000)
-            AuditLog.indexQueue.drain()
-        }
-        #expect(allIndexed())
+        #expect(indexedWithin15s(lost, in: directory))
     }
 
     @Test func theDaemonIndexesTheSegmentsACLICommandFinished() throws {
@@ -319,13 +318,7 @@ struct AuditScaleTests {
         #expect(finished.count >= 3)
         for s in finished { _ = unlink(AuditIndex.path(directory, s)) }
         try daemon.appendAndWait(event(61, token: "tok-1"), secret: nil)  // the daemon catches up with the command's segments
-        let deadline = Date().addingTimeInterval(15)
-        func allIndexed() -> Bool { finished.allSatisfy { AuditIndex.isCurrent(directory: directory, segment: $0) } }
-        while !allIndexed() && Date() < deadline {
-            usleep(100_000)
-            AuditLog.indexQueue.drain()
-        }
-        #expect(allIndexed())
+        #expect(indexedWithin15s(finished, in: directory))
     }
 
     @Test func aSegmentThatHasWaitedItsDelayIsIndexedWhileTheLogIsBusy() throws {
